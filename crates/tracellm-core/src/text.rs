@@ -1,0 +1,163 @@
+//! Plain text out of the JSON shapes calls carry: chat messages, content parts, tool payloads.
+//! Used for previews, full-text indexing and token estimation.
+
+use serde_json::Value;
+
+/// All text of a value: strings as they are, chat messages by their contents, content parts by
+/// their text, anything else as compact JSON.
+pub fn text_of(v: &Value) -> String {
+    let mut out = String::new();
+    push_text(v, &mut out);
+    out
+}
+
+fn push_sep(out: &mut String) {
+    if !out.is_empty() && !out.ends_with('\n') {
+        out.push('\n');
+    }
+}
+
+fn push_text(v: &Value, out: &mut String) {
+    match v {
+        Value::Null => {}
+        Value::String(s) => {
+            push_sep(out);
+            out.push_str(s);
+        }
+        Value::Array(items) => {
+            for item in items {
+                push_text(item, out);
+            }
+        }
+        Value::Object(o) => {
+            if let Some(msgs) = o.get("messages").and_then(Value::as_array) {
+                for m in msgs {
+                    let t = message_text(m);
+                    if !t.is_empty() {
+                        push_sep(out);
+                        out.push_str(&t);
+                    }
+                }
+            } else if o.contains_key("role") || o.contains_key("content") {
+                let t = message_text(v);
+                if !t.is_empty() {
+                    push_sep(out);
+                    out.push_str(&t);
+                }
+            } else if let Some(Value::String(s)) = o.get("text") {
+                push_sep(out);
+                out.push_str(s);
+            } else {
+                push_sep(out);
+                out.push_str(&v.to_string());
+            }
+        }
+        other => {
+            push_sep(out);
+            out.push_str(&other.to_string());
+        }
+    }
+}
+
+/// Text of one chat message: its content (string or parts) and the calls it makes.
+pub fn message_text(m: &Value) -> String {
+    let mut out = String::new();
+    match m.get("content") {
+        Some(Value::String(s)) => out.push_str(s),
+        Some(Value::Array(parts)) => {
+            for p in parts {
+                let t = p
+                    .get("text")
+                    .or_else(|| p.get("content"))
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+                    .unwrap_or_else(|| if p.is_string() { text_of(p) } else { String::new() });
+                if !t.is_empty() {
+                    push_sep(&mut out);
+                    out.push_str(&t);
+                }
+            }
+        }
+        Some(Value::Null) | None => {}
+        Some(other) => out.push_str(&other.to_string()),
+    }
+    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+        for c in calls {
+            let f = c.get("function").unwrap_or(c);
+            let name = f.get("name").and_then(Value::as_str).unwrap_or("");
+            let args = match f.get("arguments") {
+                Some(Value::String(s)) => s.clone(),
+                Some(v) => v.to_string(),
+                None => String::new(),
+            };
+            push_sep(&mut out);
+            out.push_str(name);
+            out.push('(');
+            out.push_str(&args);
+            out.push(')');
+        }
+    }
+    out
+}
+
+/// The most telling prompt text of an input: the last user message of a chat, else all text.
+pub fn prompt_text(input: &Value) -> Option<String> {
+    if let Some(msgs) = input.get("messages").and_then(Value::as_array) {
+        let last_user = msgs.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
+        if let Some(m) = last_user.or(msgs.last()) {
+            let t = message_text(m);
+            return (!t.is_empty()).then_some(t);
+        }
+    }
+    let t = text_of(input);
+    (!t.is_empty()).then_some(t)
+}
+
+/// The reply text of an output: the last message of a chat (or OpenAI `choices`), else all text.
+pub fn response_text(output: &Value) -> Option<String> {
+    if let Some(msgs) = output.get("messages").and_then(Value::as_array) {
+        if let Some(m) = msgs.last() {
+            let t = message_text(m);
+            return (!t.is_empty()).then_some(t);
+        }
+    }
+    if let Some(choices) = output.get("choices").and_then(Value::as_array) {
+        if let Some(m) = choices.first().and_then(|c| c.get("message")) {
+            let t = message_text(m);
+            return (!t.is_empty()).then_some(t);
+        }
+    }
+    let t = text_of(output);
+    (!t.is_empty()).then_some(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn messages_give_their_contents() {
+        let v = json!({"messages": [
+            {"role": "system", "content": "be brief"},
+            {"role": "user", "content": [{"type": "text", "text": "hi"}, {"type": "image_url"}]}
+        ]});
+        assert_eq!(text_of(&v), "be brief\nhi");
+        assert_eq!(prompt_text(&v).as_deref(), Some("hi"));
+    }
+
+    #[test]
+    fn tool_calls_are_text_too() {
+        let m = json!({"role": "assistant", "content": null, "tool_calls": [
+            {"id": "c1", "type": "function", "function": {"name": "search", "arguments": "{\"q\":\"rust\"}"}}
+        ]});
+        assert_eq!(message_text(&m), "search({\"q\":\"rust\"})");
+    }
+
+    #[test]
+    fn other_values_are_compact_json() {
+        assert_eq!(text_of(&json!({"a": 1})), "{\"a\":1}");
+        assert_eq!(text_of(&json!("plain")), "plain");
+        assert_eq!(response_text(&json!({"choices": [{"message": {"role": "assistant", "content": "yes"}}]})).as_deref(), Some("yes"));
+    }
+}
