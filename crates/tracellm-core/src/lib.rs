@@ -1,6 +1,7 @@
 //! TraceLLM's core: the trace model, the one normalization every ingest path goes through, the
 //! price table and token estimation. No I/O beyond reading a user's price file.
 
+pub mod api;
 pub mod ids;
 pub mod model;
 pub mod normalize;

@@ -1,1 +1,126 @@
+//! Storage of traces behind one [`Store`] trait. The backend is chosen by the URL scheme of
+//! `--store`: `sqlite://PATH` (embedded, the default) or, later, `postgres://…`. Every backend
+//! runs the same conformance suite (`tests/conformance.rs`).
 
+mod sqlite;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio::sync::broadcast;
+use tracellm_core::api::{Analytics, AnalyticsQuery, FailurePage, TracePage, TraceQuery};
+use tracellm_core::{Trace, TraceSummary};
+
+pub use sqlite::{SqliteOptions, SqliteStore};
+
+/// What can go wrong in a store, by what the caller should do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The request itself is wrong (a bad cursor, an impossible range): a 4xx.
+    #[error("{0}")]
+    Invalid(String),
+    /// The store cannot take writes right now (queue full, disk full, database down): retry.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The store is shutting down.
+    #[error("store is closed")]
+    Closed,
+    /// A bug or corruption: logged, answered with a generic 500.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi::ErrorCode;
+        match e.sqlite_error_code() {
+            Some(ErrorCode::DiskFull) => StoreError::Unavailable("disk is full".into()),
+            Some(ErrorCode::ReadOnly) => StoreError::Unavailable("data directory is read-only".into()),
+            Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
+                StoreError::Unavailable("database is busy".into())
+            }
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// What happened to a trace, published after the change is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum EventKind {
+    #[serde(rename = "trace.created")]
+    Created,
+    #[serde(rename = "trace.updated")]
+    Updated,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreEvent {
+    pub kind: EventKind,
+    pub trace: Arc<TraceSummary>,
+}
+
+/// The outcome of ingesting one trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Ingested {
+    pub id: String,
+    pub created: bool,
+}
+
+/// Figures about the store for the health route and the settings page.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct StoreInfo {
+    pub backend: &'static str,
+    pub location: String,
+    pub traces: u64,
+    pub spans: u64,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// `sqlite` or `postgres`.
+    fn backend(&self) -> &'static str;
+
+    /// Stores whole traces, replacing any earlier version with the same project and id. Returns
+    /// only once the data is durable; then publishes one event per trace.
+    async fn ingest(&self, traces: Vec<Trace>) -> Result<Vec<Ingested>>;
+
+    /// Trace summaries, newest first, filtered and paged by keyset.
+    async fn list_traces(&self, q: TraceQuery) -> Result<TracePage>;
+
+    /// The whole trace, spans ordered by start time.
+    async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>>;
+
+    /// Failed and retried traces, newest first.
+    async fn failures(&self, q: TraceQuery) -> Result<FailurePage>;
+
+    async fn analytics(&self, q: AnalyticsQuery) -> Result<Analytics>;
+
+    async fn info(&self) -> Result<StoreInfo>;
+
+    /// Events of every durable change, for the WebSocket hub.
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;
+
+    /// Finishes every accepted write, then refuses new ones.
+    async fn close(&self) -> Result<()>;
+}
+
+/// Opens the store named by `url`: `sqlite://PATH` (or a bare path) today.
+pub async fn open(url: &str, sqlite: SqliteOptions) -> Result<Arc<dyn Store>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        return Ok(Arc::new(SqliteStore::open(path.as_ref(), sqlite).await?));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Err(StoreError::Invalid(
+            "the PostgreSQL backend is not built yet; use sqlite://PATH".into(),
+        ));
+    }
+    if url.contains("://") {
+        return Err(StoreError::Invalid(format!(
+            "unknown store scheme in {url:?}: expected sqlite://PATH or postgres://…"
+        )));
+    }
+    Ok(Arc::new(SqliteStore::open(url.as_ref(), sqlite).await?))
+}

@@ -1,0 +1,807 @@
+//! The embedded SQLite backend.
+//!
+//! One writer thread owns the only write connection and group-commits: it takes every request
+//! waiting in its bounded queue (up to `max_batch_traces` traces), writes them in one
+//! transaction, commits, and only then answers each request and publishes the events. A 2xx on
+//! ingest therefore means committed. Reads go to a small pool of read-only connections, which
+//! WAL lets run beside the writer.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, params};
+use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
+use tracellm_core::api::{
+    self, Analytics, AnalyticsQuery, AnalyticsRow, Cursor, Failure, FailurePage, TokenTotals,
+    TracePage, TraceQuery,
+};
+use tracellm_core::model::{PREVIEW_CHARS, preview};
+use tracellm_core::{Span, Status, Tokens, Trace, TraceSummary, text, time};
+
+use crate::{EventKind, Ingested, Result, Store, StoreError, StoreEvent, StoreInfo};
+
+/// Tuning of the SQLite backend.
+#[derive(Debug, Clone)]
+pub struct SqliteOptions {
+    /// Read connections (queries beyond this wait their turn).
+    pub readers: usize,
+    /// Ingest requests that may wait for the writer; beyond this, ingest answers "busy".
+    pub queue_requests: usize,
+    /// Most traces written in one transaction.
+    pub max_batch_traces: usize,
+    /// fsync the WAL at every commit (durable across power loss, not only process crashes).
+    pub sync_full: bool,
+}
+
+impl Default for SqliteOptions {
+    fn default() -> Self {
+        Self { readers: 4, queue_requests: 1024, max_batch_traces: 2000, sync_full: true }
+    }
+}
+
+/// Versioned schema migrations; `PRAGMA user_version` records how many ran.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE traces (
+    pk                INTEGER PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    id                TEXT NOT NULL,
+    name              TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    ts                INTEGER NOT NULL,
+    end_ts            INTEGER,
+    latency_ms        REAL,
+    model             TEXT,
+    provider          TEXT,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_tokens      INTEGER NOT NULL,
+    tokens_estimated  INTEGER NOT NULL,
+    cached_tokens     INTEGER,
+    cost_usd          REAL,
+    retries           INTEGER NOT NULL,
+    failure_reason    TEXT,
+    session_id        TEXT,
+    user_id           TEXT,
+    tags              TEXT NOT NULL,
+    span_count        INTEGER NOT NULL,
+    error_count       INTEGER NOT NULL,
+    prompt_preview    TEXT,
+    response_preview  TEXT,
+    prompt            TEXT,
+    response          TEXT,
+    metadata          TEXT NOT NULL,
+    updated_us        INTEGER NOT NULL,
+    UNIQUE (project_id, id)
+);
+CREATE INDEX traces_by_time    ON traces (project_id, ts DESC, pk DESC);
+CREATE INDEX traces_by_status  ON traces (project_id, status, ts DESC, pk DESC);
+CREATE INDEX traces_by_model   ON traces (project_id, model, ts DESC, pk DESC);
+CREATE INDEX traces_by_session ON traces (project_id, session_id, ts DESC, pk DESC)
+    WHERE session_id IS NOT NULL;
+CREATE INDEX traces_by_user    ON traces (project_id, user_id, ts DESC, pk DESC)
+    WHERE user_id IS NOT NULL;
+
+CREATE TABLE trace_tags (
+    project_id TEXT NOT NULL,
+    tag        TEXT NOT NULL,
+    ts         INTEGER NOT NULL,
+    trace_pk   INTEGER NOT NULL,
+    PRIMARY KEY (project_id, tag, ts, trace_pk)
+) WITHOUT ROWID;
+
+CREATE TABLE spans (
+    trace_pk INTEGER NOT NULL,
+    id       TEXT NOT NULL,
+    start_us INTEGER NOT NULL,
+    doc      TEXT NOT NULL,
+    PRIMARY KEY (trace_pk, id)
+) WITHOUT ROWID;
+
+CREATE VIRTUAL TABLE trace_fts USING fts5(
+    body, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
+);
+"#];
+
+/// Most text indexed for full-text search per trace.
+const MAX_FTS_BYTES: usize = 1 << 20;
+
+struct WriteRequest {
+    traces: Vec<Trace>,
+    ack: oneshot::Sender<Result<Vec<Ingested>>>,
+}
+
+pub struct SqliteStore {
+    path: PathBuf,
+    queue: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    readers: Arc<ReaderPool>,
+    events: broadcast::Sender<StoreEvent>,
+}
+
+fn configure(conn: &Connection, sync_full: bool) -> rusqlite::Result<()> {
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "synchronous", if sync_full { "FULL" } else { "NORMAL" })?;
+    conn.pragma_update(None, "cache_size", -16_000)?; // 16 MB
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Invalid(format!(
+            "the database has schema version {version}, newer than this tracellm ({known}); upgrade tracellm"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+        tracing::info!(version = i + 1, "applied migration");
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path, opts: SqliteOptions) -> Result<SqliteStore> {
+        let path = path.to_path_buf();
+        let p = path.clone();
+        let o = opts.clone();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                })?;
+            }
+            let mut conn = Connection::open(&p).map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
+            })?;
+            let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            if !mode.eq_ignore_ascii_case("wal") {
+                return Err(StoreError::Internal(format!("cannot enable WAL (journal mode {mode})")));
+            }
+            configure(&conn, o.sync_full)?;
+            migrate(&mut conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))??;
+
+        let (events, _) = broadcast::channel(4096);
+        let (tx, rx) = mpsc::channel(opts.queue_requests.max(1));
+        let ev = events.clone();
+        let max_batch = opts.max_batch_traces.max(1);
+        let writer = std::thread::Builder::new()
+            .name("sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx, ev, max_batch))
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(SqliteStore {
+            readers: Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1))),
+            path,
+            queue: Mutex::new(Some(tx)),
+            writer: Mutex::new(Some(writer)),
+            events,
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Writing
+
+fn writer_loop(
+    mut conn: Connection,
+    mut rx: mpsc::Receiver<WriteRequest>,
+    events: broadcast::Sender<StoreEvent>,
+    max_batch: usize,
+) {
+    while let Some(first) = rx.blocking_recv() {
+        let mut n = first.traces.len();
+        let mut batch = vec![first];
+        while n < max_batch {
+            match rx.try_recv() {
+                Ok(r) => {
+                    n += r.traces.len();
+                    batch.push(r);
+                }
+                Err(_) => break,
+            }
+        }
+        match write_batch(&mut conn, &batch) {
+            Ok(outcomes) => {
+                for (req, outcome) in batch.into_iter().zip(outcomes) {
+                    let reply = outcome.map(|written| {
+                        let mut ids = Vec::with_capacity(written.len());
+                        for (ingested, summary) in written {
+                            let kind =
+                                if ingested.created { EventKind::Created } else { EventKind::Updated };
+                            let _ = events.send(StoreEvent { kind, trace: Arc::new(summary) });
+                            ids.push(ingested);
+                        }
+                        ids
+                    });
+                    let _ = req.ack.send(reply);
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, traces = n, "write transaction failed");
+                for req in batch {
+                    let _ = req.ack.send(Err(clone_err(&e)));
+                }
+            }
+        }
+    }
+    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+        tracing::warn!(error = %e, "checkpoint at shutdown failed");
+    }
+    tracing::debug!("sqlite writer stopped");
+}
+
+fn clone_err(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        StoreError::Closed => StoreError::Closed,
+        StoreError::Internal(m) => StoreError::Internal(m.clone()),
+    }
+}
+
+type Written = Vec<(Ingested, TraceSummary)>;
+
+/// One transaction for the whole batch; each request in its own savepoint so that one bad
+/// request cannot fail the others.
+fn write_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Result<Vec<Result<Written>>> {
+    let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut out = Vec::with_capacity(batch.len());
+    for req in batch {
+        let sp = tx.savepoint()?;
+        let mut written = Vec::with_capacity(req.traces.len());
+        let mut result = Ok(());
+        for t in &req.traces {
+            match write_trace(&sp, t, now) {
+                Ok(created) => written.push((Ingested { id: t.id.clone(), created }, t.summary())),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
+        }
+        match result {
+            Ok(()) => {
+                sp.commit()?;
+                out.push(Ok(written));
+            }
+            Err(e) => {
+                drop(sp); // rolls back this request only
+                out.push(Err(e));
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(out)
+}
+
+fn fts_body(t: &Trace) -> String {
+    let mut body = String::new();
+    let mut push = |s: &str| {
+        if !s.is_empty() && body.len() < MAX_FTS_BYTES {
+            let room = MAX_FTS_BYTES - body.len();
+            let mut cut = s.len().min(room);
+            while !s.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            body.push_str(&s[..cut]);
+            body.push('\n');
+        }
+    };
+    push(&t.name);
+    push(t.prompt.as_deref().unwrap_or(""));
+    push(t.response.as_deref().unwrap_or(""));
+    for s in &t.spans {
+        push(&s.name);
+        push(&text::text_of(&s.input));
+        push(&text::text_of(&s.output));
+        if let Some(tool) = &s.tool {
+            push(&tool.name);
+            if tool.arguments != s.input {
+                push(&text::text_of(&tool.arguments));
+            }
+            if tool.result != s.output {
+                push(&text::text_of(&tool.result));
+            }
+        }
+        if let Some(e) = &s.error {
+            push(&e.summary());
+        }
+    }
+    body
+}
+
+/// Inserts or replaces one trace; true when it is new.
+fn write_trace(conn: &Connection, t: &Trace, now_us: i64) -> Result<bool> {
+    let existing: Option<(i64, String, i64)> = conn
+        .prepare_cached("SELECT pk, tags, ts FROM traces WHERE project_id = ?1 AND id = ?2")?
+        .query_row(params![t.project_id, t.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    let ts = time::to_micros(t.timestamp);
+    let tags = serde_json::to_string(&t.tags).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let metadata =
+        serde_json::to_string(&t.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let values: [&dyn ToSql; 28] = [
+        &t.project_id,
+        &t.id,
+        &t.name,
+        &t.status.as_str(),
+        &ts,
+        &t.end_time.map(time::to_micros),
+        &t.latency_ms,
+        &t.model,
+        &t.provider,
+        &(t.tokens.prompt as i64),
+        &(t.tokens.completion as i64),
+        &(t.tokens.total as i64),
+        &t.tokens.estimated,
+        &t.tokens.cached.map(|c| c as i64),
+        &t.cost_usd,
+        &t.retries,
+        &t.failure_reason,
+        &t.session_id,
+        &t.user_id,
+        &tags,
+        &t.span_count,
+        &t.error_count,
+        &t.prompt.as_deref().map(|p| preview(p, PREVIEW_CHARS)),
+        &t.response.as_deref().map(|r| preview(r, PREVIEW_CHARS)),
+        &t.prompt,
+        &t.response,
+        &metadata,
+        &now_us,
+    ];
+    let (pk, created) = match existing {
+        None => {
+            conn.prepare_cached(
+                "INSERT INTO traces (project_id, id, name, status, ts, end_ts, latency_ms, model,
+                 provider, prompt_tokens, completion_tokens, total_tokens, tokens_estimated,
+                 cached_tokens, cost_usd, retries, failure_reason, session_id, user_id, tags,
+                 span_count, error_count, prompt_preview, response_preview, prompt, response,
+                 metadata, updated_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+            )?
+            .execute(&values[..])?;
+            (conn.last_insert_rowid(), true)
+        }
+        Some((pk, old_tags, old_ts)) => {
+            let old: Vec<String> = serde_json::from_str(&old_tags).unwrap_or_default();
+            let mut del = conn.prepare_cached(
+                "DELETE FROM trace_tags WHERE project_id = ?1 AND tag = ?2 AND ts = ?3 AND trace_pk = ?4",
+            )?;
+            for tag in &old {
+                del.execute(params![t.project_id, tag, old_ts, pk])?;
+            }
+            conn.prepare_cached("DELETE FROM spans WHERE trace_pk = ?1")?.execute([pk])?;
+            conn.prepare_cached("DELETE FROM trace_fts WHERE rowid = ?1")?.execute([pk])?;
+            let mut v: Vec<&dyn ToSql> = values[2..].to_vec();
+            v.push(&pk);
+            conn.prepare_cached(
+                "UPDATE traces SET name = ?1, status = ?2, ts = ?3, end_ts = ?4, latency_ms = ?5,
+                 model = ?6, provider = ?7, prompt_tokens = ?8, completion_tokens = ?9,
+                 total_tokens = ?10, tokens_estimated = ?11, cached_tokens = ?12, cost_usd = ?13,
+                 retries = ?14, failure_reason = ?15, session_id = ?16, user_id = ?17, tags = ?18,
+                 span_count = ?19, error_count = ?20, prompt_preview = ?21, response_preview = ?22,
+                 prompt = ?23, response = ?24, metadata = ?25, updated_us = ?26 WHERE pk = ?27",
+            )?
+            .execute(&v[..])?;
+            (pk, false)
+        }
+    };
+    let mut tag_stmt = conn.prepare_cached(
+        "INSERT OR IGNORE INTO trace_tags (project_id, tag, ts, trace_pk) VALUES (?1, ?2, ?3, ?4)",
+    )?;
+    for tag in &t.tags {
+        tag_stmt.execute(params![t.project_id, tag, ts, pk])?;
+    }
+    let mut span_stmt = conn
+        .prepare_cached("INSERT INTO spans (trace_pk, id, start_us, doc) VALUES (?1, ?2, ?3, ?4)")?;
+    for s in &t.spans {
+        let doc = serde_json::to_string(s).map_err(|e| StoreError::Internal(e.to_string()))?;
+        span_stmt.execute(params![pk, s.id, time::to_micros(s.start_time), doc])?;
+    }
+    conn.prepare_cached("INSERT INTO trace_fts (rowid, body) VALUES (?1, ?2)")?
+        .execute(params![pk, fts_body(t)])?;
+    Ok(created)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+struct ReaderPool {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    permits: Semaphore,
+}
+
+impl ReaderPool {
+    fn new(path: PathBuf, size: usize) -> Self {
+        ReaderPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) }
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        let conn = Connection::open_with_flags(
+            &self.path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        conn.pragma_update(None, "cache_size", -16_000)?;
+        Ok(conn)
+    }
+
+    /// Runs `f` on a read connection on the blocking pool.
+    async fn run<R, F>(self: &Arc<Self>, f: F) -> Result<R>
+    where
+        R: Send + 'static,
+        F: FnOnce(&Connection) -> Result<R> + Send + 'static,
+    {
+        let _permit = self.permits.acquire().await.map_err(|_| StoreError::Closed)?;
+        let pool = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let conn = match pool.idle.lock().expect("reader pool lock").pop() {
+                Some(c) => c,
+                None => pool.connect()?,
+            };
+            let r = f(&conn);
+            pool.idle.lock().expect("reader pool lock").push(conn);
+            r
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+const SUMMARY_COLUMNS: &str = "t.id, t.project_id, t.name, t.status, t.ts, t.end_ts, t.latency_ms,
+    t.model, t.provider, t.prompt_tokens, t.completion_tokens, t.total_tokens, t.tokens_estimated,
+    t.cached_tokens, t.cost_usd, t.retries, t.failure_reason, t.span_count, t.error_count,
+    t.session_id, t.user_id, t.tags, t.prompt_preview, t.response_preview, t.pk";
+
+fn status_of(s: &str) -> Status {
+    Status::parse(s).unwrap_or(Status::Success)
+}
+
+fn summary_from_row(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
+    let tags: String = r.get(21)?;
+    let summary = TraceSummary {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        name: r.get(2)?,
+        status: status_of(&r.get::<_, String>(3)?),
+        timestamp: time::from_micros(r.get(4)?),
+        end_time: r.get::<_, Option<i64>>(5)?.map(time::from_micros),
+        latency_ms: r.get(6)?,
+        model: r.get(7)?,
+        provider: r.get(8)?,
+        tokens: Tokens {
+            prompt: r.get::<_, i64>(9)? as u64,
+            completion: r.get::<_, i64>(10)? as u64,
+            total: r.get::<_, i64>(11)? as u64,
+            estimated: r.get(12)?,
+            cached: r.get::<_, Option<i64>>(13)?.map(|c| c as u64),
+        },
+        cost_usd: r.get(14)?,
+        retries: r.get(15)?,
+        failure_reason: r.get(16)?,
+        span_count: r.get(17)?,
+        error_count: r.get(18)?,
+        session_id: r.get(19)?,
+        user_id: r.get(20)?,
+        tags: serde_json::from_str(&tags).unwrap_or_default(),
+        prompt_preview: r.get(22)?,
+        response_preview: r.get(23)?,
+    };
+    Ok((summary, r.get(24)?))
+}
+
+/// Turns a user's search words into an FTS5 query: every word must occur; a trailing `*` makes
+/// a prefix search. Quoting each word keeps FTS5 syntax characters from being interpreted.
+fn fts_query(q: &str) -> Option<String> {
+    let terms: Vec<String> = q
+        .split_whitespace()
+        .filter_map(|w| {
+            let (word, prefix) = match w.strip_suffix('*') {
+                Some(w) => (w, true),
+                None => (w, false),
+            };
+            let cleaned: String = word.chars().filter(|c| !c.is_control()).collect();
+            if cleaned.chars().all(|c| !c.is_alphanumeric()) {
+                return None;
+            }
+            let quoted = format!("\"{}\"", cleaned.replace('"', "\"\""));
+            Some(if prefix { format!("{quoted}*") } else { quoted })
+        })
+        .collect();
+    (!terms.is_empty()).then(|| terms.join(" "))
+}
+
+/// The WHERE clause and its parameters for a trace query.
+fn where_clause(q: &TraceQuery, extra_status: Option<&[Status]>) -> (String, Vec<Box<dyn ToSql + Send>>) {
+    let mut sql = String::from("t.project_id = ?");
+    let mut p: Vec<Box<dyn ToSql + Send>> = vec![Box::new(q.project_id.clone())];
+    let statuses: Vec<Status> = match extra_status {
+        Some(only) if q.statuses.is_empty() => only.to_vec(),
+        Some(only) => q.statuses.iter().copied().filter(|s| only.contains(s)).collect(),
+        None => q.statuses.clone(),
+    };
+    if !statuses.is_empty() || (extra_status.is_some() && !q.statuses.is_empty()) {
+        if statuses.is_empty() {
+            sql.push_str(" AND 0");
+        } else {
+            sql.push_str(" AND t.status IN (");
+            sql.push_str(&vec!["?"; statuses.len()].join(", "));
+            sql.push(')');
+            for s in statuses {
+                p.push(Box::new(s.as_str()));
+            }
+        }
+    }
+    for (col, v) in [("model", &q.model), ("session_id", &q.session_id), ("user_id", &q.user_id)] {
+        if let Some(v) = v {
+            sql.push_str(&format!(" AND t.{col} = ?"));
+            p.push(Box::new(v.clone()));
+        }
+    }
+    if let Some(since) = q.since {
+        sql.push_str(" AND t.ts >= ?");
+        p.push(Box::new(time::to_micros(since)));
+    }
+    if let Some(until) = q.until {
+        sql.push_str(" AND t.ts < ?");
+        p.push(Box::new(time::to_micros(until)));
+    }
+    if let Some(tag) = &q.tag {
+        sql.push_str(" AND t.pk IN (SELECT trace_pk FROM trace_tags WHERE project_id = ? AND tag = ?)");
+        p.push(Box::new(q.project_id.clone()));
+        p.push(Box::new(tag.clone()));
+    }
+    if let Some(words) = q.q.as_deref().filter(|w| !w.trim().is_empty()) {
+        match fts_query(words) {
+            Some(m) => {
+                sql.push_str(" AND t.pk IN (SELECT rowid FROM trace_fts WHERE trace_fts MATCH ?)");
+                p.push(Box::new(m));
+            }
+            // Only punctuation: nothing can match.
+            None => sql.push_str(" AND 0"),
+        }
+    }
+    if let Some(c) = q.cursor {
+        sql.push_str(" AND (t.ts, t.pk) < (?, ?)");
+        p.push(Box::new(c.ts_micros));
+        p.push(Box::new(c.key));
+    }
+    (sql, p)
+}
+
+fn page_of<T>(mut rows: Vec<(T, i64, i64)>, limit: usize) -> (Vec<T>, Option<String>) {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(_, ts, key)| Cursor { ts_micros: *ts, key: *key }.encode())
+    } else {
+        None
+    };
+    (rows.into_iter().map(|(t, _, _)| t).collect(), next)
+}
+
+fn list_summaries(conn: &Connection, q: &TraceQuery, only: Option<&[Status]>) -> Result<(Vec<TraceSummary>, Option<String>)> {
+    let limit = q.limit.clamp(1, api::MAX_PAGE);
+    let (clause, params) = where_clause(q, only);
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM traces t WHERE {clause} ORDER BY t.ts DESC, t.pk DESC LIMIT {}",
+        limit + 1
+    );
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref() as &dyn ToSql).collect();
+    let rows = stmt
+        .query_map(&refs[..], |r| {
+            let (s, pk) = summary_from_row(r)?;
+            let ts = time::to_micros(s.timestamp);
+            Ok((s, ts, pk))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(page_of(rows, limit))
+}
+
+fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Trace>> {
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
+             WHERE t.project_id = ?1 AND t.id = ?2"
+        ))?
+        .query_row(params![project_id, id], |r| {
+            let (s, pk) = summary_from_row(r)?;
+            Ok((s, pk, r.get::<_, Option<String>>(25)?, r.get::<_, Option<String>>(26)?, r.get::<_, String>(27)?))
+        })
+        .optional()?;
+    let Some((s, pk, prompt, response, metadata)) = row else {
+        return Ok(None);
+    };
+    let mut stmt =
+        conn.prepare_cached("SELECT doc FROM spans WHERE trace_pk = ?1 ORDER BY start_us, id")?;
+    let mut spans = Vec::with_capacity(s.span_count as usize);
+    let mut rows = stmt.query([pk])?;
+    while let Some(r) = rows.next()? {
+        let doc: String = r.get(0)?;
+        let span: Span = serde_json::from_str(&doc)
+            .map_err(|e| StoreError::Internal(format!("span of trace {id} is unreadable: {e}")))?;
+        spans.push(span);
+    }
+    Ok(Some(Trace {
+        id: s.id,
+        project_id: s.project_id,
+        name: s.name,
+        status: s.status,
+        timestamp: s.timestamp,
+        end_time: s.end_time,
+        latency_ms: s.latency_ms,
+        prompt,
+        response,
+        model: s.model,
+        provider: s.provider,
+        tokens: s.tokens,
+        cost_usd: s.cost_usd,
+        retries: s.retries,
+        failure_reason: s.failure_reason,
+        session_id: s.session_id,
+        user_id: s.user_id,
+        tags: s.tags,
+        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
+        span_count: s.span_count,
+        error_count: s.error_count,
+        spans,
+    }))
+}
+
+fn analytics_rows(conn: &Connection, q: &AnalyticsQuery) -> Result<Vec<AnalyticsRow>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT ts, model, status, latency_ms, prompt_tokens, completion_tokens, total_tokens,
+                cost_usd, span_count
+         FROM traces WHERE project_id = ?1 AND ts >= ?2 AND ts < ?3",
+    )?;
+    let since = q.since.map(time::to_micros).unwrap_or(i64::MIN);
+    let until = q.until.map(time::to_micros).unwrap_or(i64::MAX);
+    let rows = stmt
+        .query_map(params![q.project_id, since, until], |r| {
+            Ok(AnalyticsRow {
+                ts_micros: r.get(0)?,
+                model: r.get(1)?,
+                status: status_of(&r.get::<_, String>(2)?),
+                latency_ms: r.get(3)?,
+                tokens: TokenTotals {
+                    prompt: r.get::<_, i64>(4)? as u64,
+                    completion: r.get::<_, i64>(5)? as u64,
+                    total: r.get::<_, i64>(6)? as u64,
+                },
+                cost_usd: r.get(7)?,
+                span_count: r.get::<_, i64>(8)? as u64,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ingest(&self, traces: Vec<Trace>) -> Result<Vec<Ingested>> {
+        if traces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let queue = self.queue.lock().expect("queue lock").clone().ok_or(StoreError::Closed)?;
+        let (ack, done) = oneshot::channel();
+        queue.try_send(WriteRequest { traces, ack }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                StoreError::Unavailable("ingest queue is full; retry shortly".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn list_traces(&self, q: TraceQuery) -> Result<TracePage> {
+        self.readers
+            .run(move |c| {
+                let (traces, next_cursor) = list_summaries(c, &q, None)?;
+                Ok(TracePage { traces, next_cursor })
+            })
+            .await
+    }
+
+    async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
+        let (p, i) = (project_id.to_string(), id.to_string());
+        self.readers.run(move |c| get_trace(c, &p, &i)).await
+    }
+
+    async fn failures(&self, q: TraceQuery) -> Result<FailurePage> {
+        self.readers
+            .run(move |c| {
+                let (rows, next_cursor) =
+                    list_summaries(c, &q, Some(&[Status::Error, Status::Retried]))?;
+                let failures = rows
+                    .into_iter()
+                    .map(|s| Failure {
+                        id: s.id,
+                        name: s.name,
+                        status: s.status,
+                        failure_reason: s.failure_reason,
+                        timestamp: s.timestamp,
+                        model: s.model,
+                        retries: s.retries,
+                        error_count: s.error_count,
+                    })
+                    .collect();
+                Ok(FailurePage { failures, next_cursor })
+            })
+            .await
+    }
+
+    async fn analytics(&self, q: AnalyticsQuery) -> Result<Analytics> {
+        self.readers
+            .run(move |c| {
+                let rows = analytics_rows(c, &q)?;
+                Ok(api::aggregate(rows, q.since, q.until, q.bucket_secs))
+            })
+            .await
+    }
+
+    async fn info(&self) -> Result<StoreInfo> {
+        let location = self.path.display().to_string();
+        self.readers
+            .run(move |c| {
+                let (traces, spans): (i64, Option<i64>) = c.query_row(
+                    "SELECT count(*), sum(span_count) FROM traces",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
+                Ok(StoreInfo {
+                    backend: "sqlite",
+                    location,
+                    traces: traces as u64,
+                    spans: spans.unwrap_or(0) as u64,
+                })
+            })
+            .await
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    async fn close(&self) -> Result<()> {
+        drop(self.queue.lock().expect("queue lock").take());
+        let handle = self.writer.lock().expect("writer lock").take();
+        if let Some(h) = handle {
+            tokio::task::spawn_blocking(move || h.join())
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))?
+                .map_err(|_| StoreError::Internal("writer thread panicked".into()))?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fts_query;
+
+    #[test]
+    fn search_words_are_quoted_and_anded() {
+        assert_eq!(fts_query("rate limit").as_deref(), Some("\"rate\" \"limit\""));
+        assert_eq!(fts_query("trans*").as_deref(), Some("\"trans\"*"));
+        assert_eq!(fts_query("a\"b OR").as_deref(), Some("\"a\"\"b\" \"OR\""));
+        assert_eq!(fts_query("  -- ** ").as_deref(), None);
+    }
+}

@@ -1,0 +1,240 @@
+//! The store conformance suite: every backend must pass all of it. Each backend instantiates
+//! the suite with `store_suite!(module, async fn that opens a fresh store)`.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tracellm_core::api::{AnalyticsQuery, Cursor, TraceQuery};
+use tracellm_core::{NormalizeOptions, PriceTable, Status, Trace, normalize_trace};
+use tracellm_store::{EventKind, SqliteOptions, SqliteStore, Store};
+
+fn trace(project: &str, id: &str, minute: u32, doc: serde_json::Value) -> Trace {
+    let mut d = doc;
+    d["id"] = json!(id);
+    if d.get("spans").is_none() {
+        d["spans"] = json!([{"id": "root", "name": "agent", "kind": "agent",
+            "start_time": format!("2026-05-31T10:{minute:02}:00Z"),
+            "end_time": format!("2026-05-31T10:{minute:02}:01Z")}]);
+    }
+    normalize_trace(&d, project, &PriceTable::builtin(), &NormalizeOptions::default()).unwrap()
+}
+
+fn query(project: &str) -> TraceQuery {
+    TraceQuery { project_id: project.into(), limit: 50, ..Default::default() }
+}
+
+fn llm(id: &str, minute: u32, model: &str, prompt: &str, answer: &str, error: Option<&str>) -> serde_json::Value {
+    json!({"id": id, "name": "chat", "kind": "llm", "model": model,
+        "start_time": format!("2026-05-31T10:{minute:02}:00Z"), "end_time": format!("2026-05-31T10:{minute:02}:00.500Z"),
+        "input": {"messages": [{"role": "user", "content": prompt}]},
+        "output": {"messages": [{"role": "assistant", "content": answer}]},
+        "tokens": {"prompt": 100, "completion": 50}, "error": error})
+}
+
+pub async fn round_trip(store: Arc<dyn Store>) {
+    let t = trace("default", "t1", 1, json!({"tags": ["prod"], "session_id": "s1", "user_id": "u1",
+        "metadata": {"k": "v"},
+        "spans": [llm("a", 1, "gpt-4o", "Explain transformers", "A transformer is…", None)]}));
+    let out = store.ingest(vec![t.clone()]).await.unwrap();
+    assert_eq!(out[0].id, "t1");
+    assert!(out[0].created);
+    let got = store.get_trace("default", "t1").await.unwrap().unwrap();
+    assert_eq!(got, t, "a stored trace reads back exactly");
+    assert!(store.get_trace("other", "t1").await.unwrap().is_none(), "projects are isolated");
+    assert!(store.get_trace("default", "nope").await.unwrap().is_none());
+}
+
+pub async fn resending_replaces(store: Arc<dyn Store>) {
+    store.ingest(vec![trace("default", "t1", 1, json!({"tags": ["a"]}))]).await.unwrap();
+    let mut rx = store.subscribe();
+    let out = store.ingest(vec![trace("default", "t1", 2, json!({"tags": ["b"], "name": "renamed"}))]).await.unwrap();
+    assert!(!out[0].created);
+    let ev = rx.recv().await.unwrap();
+    assert_eq!(ev.kind, EventKind::Updated);
+    assert_eq!(ev.trace.name, "renamed");
+    let page = store.list_traces(query("default")).await.unwrap();
+    assert_eq!(page.traces.len(), 1);
+    assert_eq!(page.traces[0].name, "renamed");
+    let by_old_tag = store.list_traces(TraceQuery { tag: Some("a".into()), ..query("default") }).await.unwrap();
+    assert!(by_old_tag.traces.is_empty());
+    let by_new_tag = store.list_traces(TraceQuery { tag: Some("b".into()), ..query("default") }).await.unwrap();
+    assert_eq!(by_new_tag.traces.len(), 1);
+}
+
+pub async fn filters_return_exactly_the_matches(store: Arc<dyn Store>) {
+    let mut batch = Vec::new();
+    for i in 0..12u32 {
+        let model = if i % 3 == 0 { "gpt-4o" } else { "claude-sonnet-4" };
+        let err = (i % 4 == 0).then_some("boom");
+        let word = if i % 2 == 0 { "kangaroo" } else { "platypus" };
+        batch.push(trace("default", &format!("t{i}"), i, json!({
+            "session_id": format!("s{}", i % 2), "user_id": format!("u{}", i % 3),
+            "tags": [format!("tag{}", i % 5)],
+            "spans": [llm("a", i, model, &format!("tell me about the {word}"), "ok", err)]})));
+    }
+    batch.push(trace("other", "x1", 1, json!({"spans": [llm("a", 1, "gpt-4o", "kangaroo", "ok", None)]})));
+    store.ingest(batch).await.unwrap();
+    let ids = |p: &tracellm_core::api::TracePage| {
+        let mut v: Vec<u32> = p.traces.iter().map(|t| t.id[1..].parse().unwrap()).collect();
+        v.sort();
+        v
+    };
+    let all = store.list_traces(query("default")).await.unwrap();
+    assert_eq!(all.traces.len(), 12);
+    assert!(all.traces.windows(2).all(|w| w[0].timestamp >= w[1].timestamp), "newest first");
+    let q = |f: fn(&mut TraceQuery)| {
+        let mut q = query("default");
+        f(&mut q);
+        q
+    };
+    let r = store.list_traces(q(|q| q.model = Some("gpt-4o".into()))).await.unwrap();
+    assert_eq!(ids(&r), vec![0, 3, 6, 9]);
+    let r = store.list_traces(q(|q| q.statuses = vec![Status::Error])).await.unwrap();
+    assert_eq!(ids(&r), vec![0, 4, 8]);
+    let r = store.list_traces(q(|q| q.session_id = Some("s1".into()))).await.unwrap();
+    assert_eq!(ids(&r), vec![1, 3, 5, 7, 9, 11]);
+    let r = store.list_traces(q(|q| q.user_id = Some("u2".into()))).await.unwrap();
+    assert_eq!(ids(&r), vec![2, 5, 8, 11]);
+    let r = store.list_traces(q(|q| q.tag = Some("tag1".into()))).await.unwrap();
+    assert_eq!(ids(&r), vec![1, 6, 11]);
+    let r = store.list_traces(q(|q| q.q = Some("kangaroo".into()))).await.unwrap();
+    assert_eq!(ids(&r), vec![0, 2, 4, 6, 8, 10], "search sees only its project");
+    let r = store.list_traces(q(|q| q.q = Some("platy*".into()))).await.unwrap();
+    assert_eq!(ids(&r), vec![1, 3, 5, 7, 9, 11]);
+    let r = store.list_traces(q(|q| q.q = Some("boom".into()))).await.unwrap();
+    assert_eq!(ids(&r), vec![0, 4, 8], "error messages are searchable");
+    let r = store.list_traces(q(|q| { q.q = Some("kangaroo".into()); q.model = Some("gpt-4o".into()) })).await.unwrap();
+    assert_eq!(ids(&r), vec![0, 6]);
+    let since = "2026-05-31T10:03:00Z".parse().unwrap();
+    let until = "2026-05-31T10:06:00Z".parse().unwrap();
+    let r = store.list_traces(q(|q| q.limit = 50)).await.unwrap();
+    assert_eq!(r.traces.len(), 12);
+    let r = store.list_traces(TraceQuery { since: Some(since), until: Some(until), ..query("default") }).await.unwrap();
+    assert_eq!(ids(&r), vec![3, 4, 5]);
+    let f = store.failures(query("default")).await.unwrap();
+    assert_eq!(f.failures.len(), 3);
+    assert_eq!(f.failures[0].failure_reason.as_deref(), Some("chat: boom"));
+}
+
+pub async fn pagination_visits_every_trace_once_while_new_ones_arrive(store: Arc<dyn Store>) {
+    let batch: Vec<Trace> = (0..45u32).map(|i| trace("default", &format!("t{i}"), i, json!({}))).collect();
+    store.ingest(batch).await.unwrap();
+    let mut seen = std::collections::HashSet::new();
+    let mut cursor: Option<Cursor> = None;
+    let mut pages = 0;
+    loop {
+        let page = store.list_traces(TraceQuery { limit: 10, cursor, ..query("default") }).await.unwrap();
+        pages += 1;
+        for t in &page.traces {
+            assert!(seen.insert(t.id.clone()), "{} seen twice", t.id);
+        }
+        // a new trace arrives between pages
+        store.ingest(vec![trace("default", &format!("new{pages}"), 59, json!({}))]).await.unwrap();
+        match page.next_cursor {
+            Some(c) => cursor = Some(Cursor::decode(&c).unwrap()),
+            None => break,
+        }
+    }
+    assert_eq!(pages, 5);
+    for i in 0..45 {
+        assert!(seen.contains(&format!("t{i}")), "t{i} never seen");
+    }
+}
+
+pub async fn analytics_add_up(store: Arc<dyn Store>) {
+    store.ingest(vec![
+        trace("default", "a", 1, json!({"spans": [llm("s", 1, "gpt-4o", "p", "r", None)]})),
+        trace("default", "b", 2, json!({"spans": [llm("s", 2, "gpt-4o", "p", "r", Some("x"))]})),
+        trace("default", "c", 3, json!({"spans": [llm("s", 3, "claude-sonnet-4", "p", "r", None)]})),
+    ]).await.unwrap();
+    let a = store.analytics(AnalyticsQuery { project_id: "default".into(), since: None, until: None, bucket_secs: Some(60) }).await.unwrap();
+    assert_eq!(a.totals.traces, 3);
+    assert_eq!(a.totals.spans, 3);
+    assert_eq!(a.totals.errors, 1);
+    assert!((a.totals.error_rate - 1.0 / 3.0).abs() < 1e-9);
+    assert_eq!(a.totals.tokens.total, 450);
+    let gpt = (100.0 * 2.5 + 50.0 * 10.0) / 1e6;
+    let claude = (100.0 * 3.0 + 50.0 * 15.0) / 1e6;
+    assert!((a.totals.cost_usd.unwrap() - (2.0 * gpt + claude)).abs() < 1e-12);
+    assert_eq!(a.totals.latency_ms.p50, Some(500.0));
+    assert_eq!(a.by_model[0].model, "gpt-4o");
+    assert_eq!(a.by_model[0].traces, 2);
+    assert_eq!(a.timeseries.len(), 3);
+    assert_eq!(a.timeseries.iter().map(|b| b.traces).sum::<u64>(), 3);
+    let none = store.analytics(AnalyticsQuery { project_id: "other".into(), since: None, until: None, bucket_secs: None }).await.unwrap();
+    assert_eq!(none.totals.traces, 0);
+    assert!(none.timeseries.is_empty());
+}
+
+pub async fn events_follow_commits(store: Arc<dyn Store>) {
+    let mut rx = store.subscribe();
+    store.ingest(vec![trace("default", "t1", 1, json!({}))]).await.unwrap();
+    let ev = rx.try_recv().expect("event is published before ingest returns");
+    assert_eq!(ev.kind, EventKind::Created);
+    assert_eq!(ev.trace.id, "t1");
+}
+
+pub async fn concurrent_ingest_is_all_stored(store: Arc<dyn Store>) {
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let s = Arc::clone(&store);
+        tasks.push(tokio::spawn(async move {
+            for i in 0..25 {
+                s.ingest(vec![trace("default", &format!("w{w}-{i}"), (i % 60) as u32, json!({}))]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    assert_eq!(store.info().await.unwrap().traces, 200);
+}
+
+macro_rules! store_suite {
+    ($backend:ident, $open:expr) => {
+        mod $backend {
+            use super::*;
+            macro_rules! case {
+                ($name:ident) => {
+                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                    async fn $name() {
+                        let (store, _guard) = $open.await;
+                        super::$name(Arc::clone(&store)).await;
+                        store.close().await.unwrap();
+                    }
+                };
+            }
+            case!(round_trip);
+            case!(resending_replaces);
+            case!(filters_return_exactly_the_matches);
+            case!(pagination_visits_every_trace_once_while_new_ones_arrive);
+            case!(analytics_add_up);
+            case!(events_follow_commits);
+            case!(concurrent_ingest_is_all_stored);
+        }
+    };
+}
+
+async fn open_sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("traces.db"), SqliteOptions::default()).await.unwrap();
+    (Arc::new(store), dir)
+}
+
+store_suite!(sqlite, open_sqlite());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.db");
+    let t = trace("default", "t1", 1, json!({"spans": [llm("a", 1, "gpt-4o", "persist me", "ok", None)]}));
+    {
+        let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        s.ingest(vec![t.clone()]).await.unwrap();
+        s.close().await.unwrap();
+    }
+    let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    assert_eq!(s.get_trace("default", "t1").await.unwrap().unwrap(), t);
+    let found = s.list_traces(TraceQuery { q: Some("persist".into()), ..query("default") }).await.unwrap();
+    assert_eq!(found.traces.len(), 1);
+}
