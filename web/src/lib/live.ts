@@ -1,0 +1,139 @@
+// One WebSocket to /api/ws for the whole app: it reconnects with backoff, keeps a bounded
+// log of what it received (for the Live logs page) and fans messages out to subscribers.
+import { useEffect, useState } from 'preact/hooks';
+import type { TraceSummary } from './api';
+
+export type LiveState = 'connecting' | 'open' | 'closed';
+
+export interface LiveMessage {
+  type: string;
+  trace?: TraceSummary;
+  version?: string;
+  [k: string]: unknown;
+}
+
+export interface LogEntry {
+  seq: number;
+  at: number;
+  msg: LiveMessage;
+  raw: string;
+}
+
+const MAX_LOG = 5000;
+
+class LiveHub {
+  state: LiveState = 'closed';
+  version: string | null = null;
+  log: LogEntry[] = [];
+  private seq = 0;
+  private ws: WebSocket | null = null;
+  private retryMs = 500;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private msgSubs = new Set<(m: LiveMessage) => void>();
+  private stateSubs = new Set<() => void>();
+  private started = false;
+
+  start() {
+    if (this.started || typeof WebSocket === 'undefined') return;
+    this.started = true;
+    this.connect();
+    // Reconnect at once when the tab comes back or the network returns.
+    window.addEventListener('online', () => this.kick());
+    document.addEventListener('visibilitychange', () => {
+      if (document.visibilityState === 'visible') this.kick();
+    });
+  }
+
+  private kick() {
+    if (this.state === 'closed') {
+      if (this.timer) clearTimeout(this.timer);
+      this.retryMs = 500;
+      this.connect();
+    }
+  }
+
+  private connect() {
+    this.timer = null;
+    const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
+    let ws: WebSocket;
+    try {
+      ws = new WebSocket(`${proto}//${location.host}/api/ws`);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    this.ws = ws;
+    this.setState('connecting');
+    ws.onopen = () => {
+      this.retryMs = 500;
+      this.setState('open');
+    };
+    ws.onmessage = (ev) => {
+      if (typeof ev.data !== 'string') return;
+      let msg: LiveMessage;
+      try {
+        msg = JSON.parse(ev.data);
+      } catch {
+        return;
+      }
+      if (!msg || typeof msg.type !== 'string') return;
+      if (msg.type === 'system.connected' && typeof msg.version === 'string') this.version = msg.version;
+      this.log.push({ seq: ++this.seq, at: Date.now(), msg, raw: ev.data });
+      if (this.log.length > MAX_LOG) this.log.splice(0, this.log.length - MAX_LOG);
+      for (const s of this.msgSubs) s(msg);
+    };
+    ws.onclose = () => {
+      if (this.ws === ws) {
+        this.ws = null;
+        this.setState('closed');
+        this.scheduleReconnect();
+      }
+    };
+    ws.onerror = () => {
+      /* onclose follows */
+    };
+  }
+
+  private scheduleReconnect() {
+    if (this.timer) return;
+    this.timer = setTimeout(() => this.connect(), this.retryMs);
+    this.retryMs = Math.min(this.retryMs * 2, 8000);
+  }
+
+  private setState(s: LiveState) {
+    this.state = s;
+    for (const f of this.stateSubs) f();
+  }
+
+  clearLog() {
+    this.log = [];
+    for (const f of this.stateSubs) f();
+  }
+
+  onMessage(f: (m: LiveMessage) => void) {
+    this.msgSubs.add(f);
+    return () => {
+      this.msgSubs.delete(f);
+    };
+  }
+
+  onState(f: () => void) {
+    this.stateSubs.add(f);
+    return () => {
+      this.stateSubs.delete(f);
+    };
+  }
+}
+
+export const live = new LiveHub();
+
+export function useLiveState(): LiveState {
+  const [s, setS] = useState(live.state);
+  useEffect(() => live.onState(() => setS(live.state)), []);
+  return s;
+}
+
+/** Subscribe to live messages while the component is mounted. */
+export function useLiveMessages(handler: (m: LiveMessage) => void, deps: unknown[] = []) {
+  useEffect(() => live.onMessage(handler), deps);
+}

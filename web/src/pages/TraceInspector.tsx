@@ -1,0 +1,359 @@
+import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks';
+import { api, tokenTotal, type Trace } from '../lib/api';
+import { ancestors, buildTree, visibleRows } from '../lib/tree';
+import { formatCost, formatDateTime, formatDuration, formatInt, formatTokens } from '../lib/format';
+import { navigate, setQuery, useQuery } from '../lib/router';
+import { typingInField, useFetch } from '../lib/hooks';
+import { useLiveMessages } from '../lib/live';
+import { Waterfall } from '../components/Waterfall';
+import { SpanDetail, TraceDetail } from '../components/SpanDetail';
+import { CopyButton, ErrorState, Link, Loading, StatusBadge, Kbd } from '../components/ui';
+import { Icon } from '../components/icons';
+
+export function listHref(): string {
+  try {
+    return '/traces' + (sessionStorage.getItem('tracellm.listSearch') ?? '');
+  } catch {
+    return '/traces';
+  }
+}
+
+export function TraceInspector({ id }: { id: string }) {
+  const res = useFetch((signal) => api.trace(id, signal), id);
+  // A trace still running gets new spans: reload it when the server says it changed.
+  const reloadTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
+  useLiveMessages(
+    (m) => {
+      if ((m.type === 'trace.updated' || m.type === 'trace.created') && m.trace?.id === id && res.data) {
+        if (reloadTimer.current) clearTimeout(reloadTimer.current);
+        reloadTimer.current = setTimeout(res.reload, 400);
+      }
+    },
+    [id, res.data],
+  );
+
+  if (res.error && !res.data)
+    return (
+      <div class="page">
+        <BackLink />
+        <ErrorState error={res.error} retry={res.reload} what={`trace ${id}`} />
+      </div>
+    );
+  if (!res.data)
+    return (
+      <div class="page">
+        <BackLink />
+        <Loading label="Loading trace…" />
+      </div>
+    );
+  return <Inspector trace={res.data} />;
+}
+
+function BackLink() {
+  const href = listHref();
+  return (
+    <Link href={href} class="back-link">
+      <Icon name="back" size={14} /> Traces
+    </Link>
+  );
+}
+
+function Inspector({ trace }: { trace: Trace }) {
+  const spans = trace.spans ?? [];
+  const tree = useMemo(() => buildTree(spans, (i) => !!spans[i].error), [trace]);
+  const query = useQuery();
+  const spanId = query.get('span');
+  const selected = spanId != null ? (tree.index.get(spanId) ?? -1) : -1;
+
+  const [collapsed, setCollapsed] = useState<Set<number>>(() => {
+    // Open the trace with the selected span visible.
+    const s = new Set<number>();
+    return s;
+  });
+  const rows = useMemo(() => visibleRows(tree, collapsed), [tree, collapsed]);
+  const [scrollTo, setScrollTo] = useState<{ row: number; n: number } | null>(null);
+  const bump = useRef(0);
+
+  const rowOf = useCallback(
+    (i: number) => {
+      for (let r = 0; r < rows.length; r++) if (rows[r] === i) return r;
+      return -1;
+    },
+    [rows],
+  );
+
+  const reveal = useCallback(
+    (i: number) => {
+      const anc = ancestors(tree, i);
+      if (anc.some((a) => collapsed.has(a))) {
+        setCollapsed((c) => {
+          const n = new Set(c);
+          for (const a of anc) n.delete(a);
+          return n;
+        });
+      }
+    },
+    [tree, collapsed],
+  );
+
+  const select = useCallback(
+    (i: number, scroll = false) => {
+      if (i < 0) setQuery({ span: null }, { replace: true });
+      else {
+        setQuery({ span: spans[i].id }, { replace: true });
+        reveal(i);
+        if (scroll) setScrollTo({ row: -2, n: ++bump.current });
+      }
+    },
+    [spans, reveal],
+  );
+
+  // Scroll the selected row into view once the rows include it (after reveal).
+  useEffect(() => {
+    if (!scrollTo || selected < 0) return;
+    const r = rowOf(selected);
+    if (r >= 0 && scrollTo.row !== r) setScrollTo({ row: r, n: scrollTo.n });
+  }, [scrollTo, rows, selected]);
+
+  // A shared link with ?span= opens with that span revealed and in view.
+  useEffect(() => {
+    if (selected >= 0) select(selected, true);
+  }, []);
+
+  const toggle = useCallback((i: number) => {
+    setCollapsed((c) => {
+      const n = new Set(c);
+      if (n.has(i)) n.delete(i);
+      else n.add(i);
+      return n;
+    });
+  }, []);
+
+  const errorSpans = useMemo(() => {
+    const out: number[] = [];
+    for (let k = 0; k < tree.n; k++) if (tree.isError[tree.order[k]]) out.push(tree.order[k]);
+    return out;
+  }, [tree]);
+
+  const jumpError = useCallback(
+    (dir: 1 | -1) => {
+      if (!errorSpans.length) return;
+      const cur = selected >= 0 ? tree.pos[selected] : -1;
+      let target = -1;
+      if (dir === 1) target = errorSpans.find((i) => tree.pos[i] > cur) ?? errorSpans[0];
+      else {
+        for (let k = errorSpans.length - 1; k >= 0; k--)
+          if (tree.pos[errorSpans[k]] < cur) {
+            target = errorSpans[k];
+            break;
+          }
+        if (target < 0) target = errorSpans[errorSpans.length - 1];
+      }
+      select(target, true);
+    },
+    [errorSpans, selected, tree, select],
+  );
+
+  // Keyboard navigation of the tree.
+  useEffect(() => {
+    const f = (e: KeyboardEvent) => {
+      if (typingInField(e) || e.metaKey || e.ctrlKey || e.altKey) return;
+      if ((e.target as HTMLElement)?.closest?.('.modal')) return;
+      const r = selected >= 0 ? rowOf(selected) : -1;
+      const go = (row: number) => {
+        if (row < 0 || row >= rows.length) return;
+        e.preventDefault();
+        select(rows[row], true);
+      };
+      switch (e.key) {
+        case 'ArrowDown':
+        case 'j':
+          return go(r < 0 ? 0 : Math.min(rows.length - 1, r + 1));
+        case 'ArrowUp':
+        case 'k':
+          return go(r < 0 ? 0 : Math.max(0, r - 1));
+        case 'Home':
+          return go(0);
+        case 'End':
+        case 'G':
+          return go(rows.length - 1);
+        case 'ArrowLeft':
+        case 'h':
+          if (selected < 0) return;
+          e.preventDefault();
+          if (tree.childCount[selected] > 0 && !collapsed.has(selected)) toggle(selected);
+          else if (tree.parent[selected] >= 0) select(tree.parent[selected], true);
+          return;
+        case 'ArrowRight':
+        case 'l':
+          if (selected < 0) return;
+          e.preventDefault();
+          if (tree.childCount[selected] > 0) {
+            if (collapsed.has(selected)) toggle(selected);
+            else select(tree.order[tree.pos[selected] + 1], true);
+          }
+          return;
+        case 'Enter':
+        case ' ':
+          if (selected >= 0 && tree.childCount[selected] > 0) {
+            e.preventDefault();
+            toggle(selected);
+          }
+          return;
+        case 'n':
+          e.preventDefault();
+          return jumpError(1);
+        case 'N':
+          e.preventDefault();
+          return jumpError(-1);
+        case 'Escape':
+          e.preventDefault();
+          if (selected >= 0) select(-1);
+          else navigate(listHref());
+          return;
+      }
+    };
+    window.addEventListener('keydown', f);
+    return () => window.removeEventListener('keydown', f);
+  }, [selected, rows, collapsed, tree, select, toggle, jumpError, rowOf]);
+
+  const expandAll = () => setCollapsed(new Set());
+  const collapseAll = () => {
+    const s = new Set<number>();
+    for (let i = 0; i < tree.n; i++) if (tree.childCount[i] > 0 && tree.depth[i] >= 1) s.add(i);
+    setCollapsed(s);
+  };
+
+  const total = tokenTotal(trace.tokens);
+  const failure = trace.failure_reason;
+  return (
+    <div class="page page-inspector">
+      <div class="inspector-top">
+        <BackLink />
+        <div class="trace-title">
+          <h1 title={trace.name ?? ''}>{trace.name || '(unnamed trace)'}</h1>
+          <StatusBadge status={trace.status} />
+          {(trace.retries ?? 0) > 0 && <span class="badge badge-retry">{trace.retries} {trace.retries === 1 ? 'retry' : 'retries'}</span>}
+        </div>
+        <div class="trace-facts" data-testid="trace-facts">
+          <span class="fact">
+            <span class="fact-k">ID</span>
+            <span class="mono">{trace.id}</span>
+            <CopyButton text={trace.id} label="" />
+          </span>
+          <span class="fact">
+            <span class="fact-k">Started</span>
+            {formatDateTime(trace.timestamp)}
+          </span>
+          <span class="fact">
+            <span class="fact-k">Duration</span>
+            <span class="mono">{formatDuration(trace.latency_ms)}</span>
+          </span>
+          <span class="fact">
+            <span class="fact-k">Spans</span>
+            <span class="mono">{formatInt(spans.length)}</span>
+            {trace.error_count > 0 && <span class="text-error"> · {trace.error_count} failed</span>}
+          </span>
+          <span class="fact">
+            <span class="fact-k">Tokens</span>
+            <span class="mono" title={`${formatInt(trace.tokens?.prompt)} in · ${formatInt(trace.tokens?.completion)} out`}>
+              {formatTokens(total, !!trace.tokens?.estimated)}
+            </span>
+          </span>
+          <span class="fact">
+            <span class="fact-k">Cost</span>
+            <span class="mono">{formatCost(trace.cost_usd)}</span>
+          </span>
+          {trace.model && (
+            <span class="fact">
+              <span class="fact-k">Model</span>
+              <span class="chip mono">{trace.model}</span>
+            </span>
+          )}
+          {trace.session_id && (
+            <span class="fact">
+              <span class="fact-k">Session</span>
+              <Link href={'/traces?session_id=' + encodeURIComponent(trace.session_id)} class="mono">
+                {trace.session_id}
+              </Link>
+            </span>
+          )}
+          {trace.user_id && (
+            <span class="fact">
+              <span class="fact-k">User</span>
+              <Link href={'/traces?user_id=' + encodeURIComponent(trace.user_id)} class="mono">
+                {trace.user_id}
+              </Link>
+            </span>
+          )}
+          {(trace.tags ?? []).map((t) => (
+            <Link key={t} href={'/traces?tag=' + encodeURIComponent(t)} class="chip">
+              #{t}
+            </Link>
+          ))}
+        </div>
+        {failure && (
+          <div class="failure-banner" role="alert" data-testid="failure-reason">
+            <Icon name="alert" size={16} />
+            <span>
+              <strong>Failed:</strong> {failure}
+            </span>
+            {errorSpans.length > 0 && (
+              <button type="button" class="btn btn-xs" onClick={() => jumpError(1)}>
+                Show failing span <Kbd>n</Kbd>
+              </button>
+            )}
+          </div>
+        )}
+      </div>
+      <div class="inspector-body">
+        <section class="panel wf-panel" aria-label="Waterfall">
+          <div class="wf-toolbar">
+            <span class="muted small">
+              {formatInt(spans.length)} spans · depth {tree.maxDepth + 1}
+              {rows.length !== spans.length && ` · ${formatInt(rows.length)} shown`}
+            </span>
+            <span class="grow" />
+            {errorSpans.length > 0 && (
+              <button type="button" class="btn btn-xs btn-error-soft" onClick={() => jumpError(1)} title="Next failed span (n)">
+                <Icon name="next" size={13} /> Next error ({errorSpans.length})
+              </button>
+            )}
+            <button type="button" class="btn btn-xs" onClick={expandAll} title="Expand all">
+              <Icon name="expand" size={13} /> Expand
+            </button>
+            <button type="button" class="btn btn-xs" onClick={collapseAll} title="Collapse all">
+              <Icon name="collapse" size={13} /> Collapse
+            </button>
+          </div>
+          {spans.length === 0 ? (
+            <p class="muted pad">This trace has no spans.</p>
+          ) : (
+            <Waterfall
+              spans={spans}
+              tree={tree}
+              rows={rows}
+              collapsed={collapsed}
+              selected={selected}
+              onSelect={(i) => select(i)}
+              onToggle={toggle}
+              scrollTo={scrollTo}
+            />
+          )}
+        </section>
+        <aside class="panel detail" aria-label="Details">
+          {selected >= 0 ? (
+            <>
+              <button type="button" class="btn btn-ghost btn-xs detail-close" onClick={() => select(-1)} title="Back to the trace summary (Esc)">
+                <Icon name="x" size={13} /> Trace summary
+              </button>
+              <SpanDetail key={selected} span={spans[selected]} tree={tree} index={selected} traceStart={tree.minStart} />
+            </>
+          ) : (
+            <TraceDetail trace={trace} tree={tree} onSelect={(i) => select(i, true)} />
+          )}
+        </aside>
+      </div>
+    </div>
+  );
+}
