@@ -177,7 +177,8 @@ pub const MAX_BUCKETS: i64 = 2_000;
 
 /// Picks a bucket width giving at most ~60 buckets over `range_secs`.
 pub fn auto_bucket(range_secs: i64) -> i64 {
-    const STEPS: [i64; 10] = [60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400];
+    const STEPS: [i64; 10] =
+        [60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 7 * 86400];
     let want = (range_secs / 60).max(1);
     STEPS.iter().copied().find(|s| *s >= want).unwrap_or(7 * 86400)
 }
@@ -207,7 +208,13 @@ pub fn aggregate(
         cost: Option<f64>,
         lat: Vec<f64>,
     }
-    let new_acc = || Acc { traces: 0, errors: 0, tokens: TokenTotals::default(), cost: None, lat: Vec::new() };
+    let new_acc = || Acc {
+        traces: 0,
+        errors: 0,
+        tokens: TokenTotals::default(),
+        cost: None,
+        lat: Vec::new(),
+    };
     let mut models: BTreeMap<String, Acc> = BTreeMap::new();
     let min_ts = rows.iter().map(|r| r.ts_micros).min();
     let max_ts = rows.iter().map(|r| r.ts_micros).max();
@@ -238,10 +245,10 @@ pub fn aggregate(
             latencies.push(l);
         }
         let key = r.model.clone().unwrap_or_else(|| "(none)".to_string());
-        for acc in [models.entry(key).or_insert_with(new_acc), buckets
-            .entry(r.ts_micros.div_euclid(bucket_us) * bucket_us)
-            .or_insert_with(new_acc)]
-        {
+        for acc in [
+            models.entry(key).or_insert_with(new_acc),
+            buckets.entry(r.ts_micros.div_euclid(bucket_us) * bucket_us).or_insert_with(new_acc),
+        ] {
             acc.traces += 1;
             acc.errors += is_err as u64;
             acc.tokens.prompt += r.tokens.prompt;
@@ -253,7 +260,8 @@ pub fn aggregate(
             }
         }
     }
-    totals.error_rate = if totals.traces == 0 { 0.0 } else { totals.errors as f64 / totals.traces as f64 };
+    totals.error_rate =
+        if totals.traces == 0 { 0.0 } else { totals.errors as f64 / totals.traces as f64 };
     totals.latency_ms = LatencyStats::of(&mut latencies);
     let mut by_model: Vec<ModelBreakdown> = models
         .into_iter()
@@ -318,7 +326,12 @@ mod tests {
             cost_usd: None,
             span_count: 2,
         };
-        let a = aggregate(vec![row(0, Status::Success), row(7200, Status::Error)], None, None, Some(3600));
+        let a = aggregate(
+            vec![row(0, Status::Success), row(7200, Status::Error)],
+            None,
+            None,
+            Some(3600),
+        );
         assert_eq!(a.timeseries.len(), 3);
         assert_eq!(a.timeseries[1].traces, 0);
         assert_eq!(a.totals.error_rate, 0.5);

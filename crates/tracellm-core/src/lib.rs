@@ -11,7 +11,7 @@ pub mod time;
 pub mod tokens;
 
 pub use model::{
-    Span, SpanError, SpanEvent, SpanKind, Status, ToolCall, Trace, TraceSummary, Tokens,
+    Span, SpanError, SpanEvent, SpanKind, Status, Tokens, ToolCall, Trace, TraceSummary,
 };
 pub use normalize::{NormalizeOptions, ValidationError, normalize_trace};
 pub use prices::PriceTable;

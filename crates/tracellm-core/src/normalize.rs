@@ -11,7 +11,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::model::{Span, SpanError, SpanEvent, SpanKind, Status, ToolCall, Tokens, Trace};
+use crate::model::{Span, SpanError, SpanEvent, SpanKind, Status, Tokens, ToolCall, Trace};
 use crate::prices::PriceTable;
 use crate::{ids, json_type, text, time, tokens as tok};
 
@@ -128,7 +128,9 @@ impl<'a> Fields<'a> {
             None => Ok(None),
             Some((_, Value::String(s))) => Ok(Some(s)),
             Some((_, Value::Number(n))) => Ok(Some(n.to_string())),
-            Some((f, other)) => Err(invalid(f, format!("expected a string, got {}", json_type(&other)))),
+            Some((f, other)) => {
+                Err(invalid(f, format!("expected a string, got {}", json_type(&other))))
+            }
         }
     }
 
@@ -237,8 +239,9 @@ fn parse_tokens(v: &Value, field: &str) -> Result<Tokens, ValidationError> {
             cached,
         });
     }
-    let total = count(v, field)
-        .map_err(|_| invalid(field, "expected {\"prompt\", \"completion\", \"total\"} or a number"))?;
+    let total = count(v, field).map_err(|_| {
+        invalid(field, "expected {\"prompt\", \"completion\", \"total\"} or a number")
+    })?;
     Ok(Tokens { total, ..Tokens::default() })
 }
 
@@ -267,7 +270,10 @@ fn parse_status(f: &mut Fields) -> Result<Option<Status>, ValidationError> {
     match f.take(&["status", "state"]) {
         None => Ok(None),
         Some((field, Value::String(s))) => Status::parse(&s).map(Some).ok_or_else(|| {
-            invalid(field, format!("unknown status {s:?}; expected success, error, retried or running"))
+            invalid(
+                field,
+                format!("unknown status {s:?}; expected success, error, retried or running"),
+            )
         }),
         Some((field, Value::Bool(ok))) => {
             let _ = field;
@@ -282,7 +288,9 @@ fn parse_status(f: &mut Fields) -> Result<Option<Status>, ValidationError> {
 fn parse_error(v: Value, field: &str) -> Result<Option<SpanError>, ValidationError> {
     match v {
         Value::Null | Value::Bool(false) => Ok(None),
-        Value::Bool(true) => Ok(Some(SpanError { kind: None, message: "error".into(), stack: None })),
+        Value::Bool(true) => {
+            Ok(Some(SpanError { kind: None, message: "error".into(), stack: None }))
+        }
         Value::String(s) => Ok(Some(SpanError { kind: None, message: s, stack: None })),
         v @ Value::Object(_) => {
             let mut f = Fields::new(&v, field)?;
@@ -291,7 +299,10 @@ fn parse_error(v: Value, field: &str) -> Result<Option<SpanError>, ValidationErr
             let stack = f.string(&["stack", "stacktrace", "traceback", "stack_trace"])?;
             Ok(Some(SpanError { kind, message, stack }))
         }
-        other => Err(invalid(field, format!("expected a string or an object, got {}", json_type(&other)))),
+        other => Err(invalid(
+            field,
+            format!("expected a string or an object, got {}", json_type(&other)),
+        )),
     }
 }
 
@@ -309,11 +320,17 @@ fn parse_tags(v: Value, field: &str) -> Result<Vec<String>, ValidationError> {
                 )),
             })
             .collect(),
-        other => Err(invalid(field, format!("expected an array of strings, got {}", json_type(&other)))),
+        other => {
+            Err(invalid(field, format!("expected an array of strings, got {}", json_type(&other))))
+        }
     }
 }
 
-fn parse_events(v: Value, field: &str, fallback: DateTime<Utc>) -> Result<Vec<SpanEvent>, ValidationError> {
+fn parse_events(
+    v: Value,
+    field: &str,
+    fallback: DateTime<Utc>,
+) -> Result<Vec<SpanEvent>, ValidationError> {
     let Value::Array(items) = v else {
         return Err(invalid(field, format!("expected an array, got {}", json_type(&v))));
     };
@@ -336,7 +353,11 @@ struct ParsedSpan {
     has_start: bool,
 }
 
-fn parse_span(v: &Value, path: &str, index_default_name: &str) -> Result<ParsedSpan, ValidationError> {
+fn parse_span(
+    v: &Value,
+    path: &str,
+    index_default_name: &str,
+) -> Result<ParsedSpan, ValidationError> {
     let mut f = Fields::new(v, path)?;
     let id = f.id(&["id", "span_id", "spanId"])?.unwrap_or_else(ids::new_span_id);
     let parent_id = f.id(&["parent_id", "parent_span_id", "parentSpanId", "parent"])?;
@@ -362,8 +383,10 @@ fn parse_span(v: &Value, path: &str, index_default_name: &str) -> Result<ParsedS
             input = serde_json::json!({ "messages": msgs });
         }
     }
-    let output =
-        f.take(&["output", "outputs", "response", "completion", "result"]).map(|(_, v)| v).unwrap_or(Value::Null);
+    let output = f
+        .take(&["output", "outputs", "response", "completion", "result"])
+        .map(|(_, v)| v)
+        .unwrap_or(Value::Null);
     let tokens = take_tokens(&mut f)?;
     let cost_usd = f.non_negative(&["cost_usd", "cost", "total_cost"])?;
     let ttft = f.non_negative(&["time_to_first_token_ms", "ttft_ms"])?;
@@ -377,8 +400,14 @@ fn parse_span(v: &Value, path: &str, index_default_name: &str) -> Result<ParsedS
             let mut t = Fields::new(&v, &field)?;
             Some(ToolCall {
                 name: t.string(&["name"])?.unwrap_or_default(),
-                arguments: t.take(&["arguments", "args", "input", "parameters"]).map(|(_, v)| v).unwrap_or(Value::Null),
-                result: t.take(&["result", "output", "response"]).map(|(_, v)| v).unwrap_or(Value::Null),
+                arguments: t
+                    .take(&["arguments", "args", "input", "parameters"])
+                    .map(|(_, v)| v)
+                    .unwrap_or(Value::Null),
+                result: t
+                    .take(&["result", "output", "response"])
+                    .map(|(_, v)| v)
+                    .unwrap_or(Value::Null),
             })
         }
     };
@@ -400,7 +429,13 @@ fn parse_span(v: &Value, path: &str, index_default_name: &str) -> Result<ParsedS
     let name = name
         .or_else(|| tool.as_ref().map(|t| t.name.clone()).filter(|n| !n.is_empty()))
         .or_else(|| model.clone())
-        .unwrap_or_else(|| if kind == SpanKind::Span { index_default_name.to_string() } else { kind.as_str().to_string() });
+        .unwrap_or_else(|| {
+            if kind == SpanKind::Span {
+                index_default_name.to_string()
+            } else {
+                kind.as_str().to_string()
+            }
+        });
     let (input, tool) = match (kind, tool) {
         (SpanKind::Tool, None) => {
             let arguments = tool_args.unwrap_or_else(|| input.clone());
@@ -443,7 +478,10 @@ fn parse_span(v: &Value, path: &str, index_default_name: &str) -> Result<ParsedS
 }
 
 /// Splits a native document into what it says of the trace and its spans.
-pub fn parse_document(doc: &Value, opts: &NormalizeOptions) -> Result<(TraceInput, Vec<Span>), ValidationError> {
+pub fn parse_document(
+    doc: &Value,
+    opts: &NormalizeOptions,
+) -> Result<(TraceInput, Vec<Span>), ValidationError> {
     let mut f = Fields::new(doc, "")?;
     let mut input = TraceInput {
         id: f.id(&["id", "trace_id", "traceId"])?,
@@ -528,7 +566,9 @@ fn ms_duration(ms: f64) -> Duration {
 /// Fills the end time or latency from the other.
 fn settle_times(s: &mut Span) {
     match (s.end_time, s.latency_ms) {
-        (Some(end), _) if end >= s.start_time => s.latency_ms = Some(time::millis_between(s.start_time, end)),
+        (Some(end), _) if end >= s.start_time => {
+            s.latency_ms = Some(time::millis_between(s.start_time, end))
+        }
         (Some(_), _) => {
             // An end before the start is a clock error of the client: keep the start.
             s.end_time = Some(s.start_time);
@@ -558,7 +598,13 @@ pub fn assemble(
             format!("{} spans exceed the limit of {} per trace", spans.len(), opts.max_spans),
         ));
     }
-    if spans.is_empty() && (input.prompt.is_some() || input.response.is_some() || input.model.is_some()) {
+    if spans.is_empty() {
+        if input.prompt.is_none() && input.response.is_none() {
+            return Err(invalid(
+                "spans",
+                "a trace needs at least one span (spans or steps), or a prompt and response",
+            ));
+        }
         spans.push(synthesize_call(&input));
     }
     spans.sort_by_key(|s| s.start_time);
@@ -659,15 +705,14 @@ pub fn assemble(
         }
     }
 
-    let roots: Vec<&Span> = spans.iter().zip(&parent).filter(|(_, p)| p.is_none()).map(|(s, _)| s).collect();
+    let roots: Vec<&Span> =
+        spans.iter().zip(&parent).filter(|(_, p)| p.is_none()).map(|(s, _)| s).collect();
     let root = roots.first().copied();
     let first_llm = spans.iter().find(|s| s.kind == SpanKind::Llm);
     let last_llm = spans.iter().rev().find(|s| s.kind == SpanKind::Llm);
 
-    let timestamp = input
-        .timestamp
-        .or_else(|| spans.first().map(|s| s.start_time))
-        .unwrap_or_else(Utc::now);
+    let timestamp =
+        input.timestamp.or_else(|| spans.first().map(|s| s.start_time)).unwrap_or_else(Utc::now);
     let span_end = spans.iter().filter_map(|s| s.end_time).max();
     let root_running = root.is_some_and(|r| r.status == Status::Running);
     let end_time = input.end_time.or(if root_running { None } else { span_end });
@@ -691,13 +736,16 @@ pub fn assemble(
     } else {
         Status::Success
     });
-    let failure_reason = if matches!(status, Status::Error | Status::Retried) || input.failure_reason.is_some() {
-        failure_reason.or_else(|| {
-            spans.iter().find_map(|s| s.error.as_ref().map(|e| format!("{}: {}", s.name, e.summary())))
-        })
-    } else {
-        None
-    };
+    let failure_reason =
+        if matches!(status, Status::Error | Status::Retried) || input.failure_reason.is_some() {
+            failure_reason.or_else(|| {
+                spans
+                    .iter()
+                    .find_map(|s| s.error.as_ref().map(|e| format!("{}: {}", s.name, e.summary())))
+            })
+        } else {
+            None
+        };
 
     let name = input
         .name
@@ -705,16 +753,22 @@ pub fn assemble(
         .or_else(|| root.map(|r| r.name.clone()))
         .unwrap_or_else(|| "trace".to_string());
     let prompt = input.prompt.clone().or_else(|| {
-        root.and_then(|r| text::prompt_text(&r.input)).or_else(|| first_llm.and_then(|s| text::prompt_text(&s.input)))
+        root.and_then(|r| text::prompt_text(&r.input))
+            .or_else(|| first_llm.and_then(|s| text::prompt_text(&s.input)))
     });
     let response = input.response.clone().or_else(|| {
         root.and_then(|r| text::response_text(&r.output))
             .or_else(|| last_llm.and_then(|s| text::response_text(&s.output)))
     });
-    let model = input.model.clone().or_else(|| first_llm.and_then(|s| s.model.clone()))
+    let model = input
+        .model
+        .clone()
+        .or_else(|| first_llm.and_then(|s| s.model.clone()))
         .or_else(|| spans.iter().find_map(|s| s.model.clone()));
     let provider = input.provider.clone().or_else(|| {
-        first_llm.and_then(|s| s.provider.clone()).or_else(|| spans.iter().find_map(|s| s.provider.clone()))
+        first_llm
+            .and_then(|s| s.provider.clone())
+            .or_else(|| spans.iter().find_map(|s| s.provider.clone()))
     });
     let tokens = input.tokens.unwrap_or(tokens);
     let cost_usd = input.cost_usd.or(cost);
@@ -746,7 +800,10 @@ pub fn assemble(
 }
 
 /// Parents before children; a cycle of parent ids is an error.
-fn topological_order(spans: &[Span], parent: &[Option<usize>]) -> Result<Vec<usize>, ValidationError> {
+fn topological_order(
+    spans: &[Span],
+    parent: &[Option<usize>],
+) -> Result<Vec<usize>, ValidationError> {
     let n = spans.len();
     let mut children: Vec<Vec<usize>> = vec![Vec::new(); n];
     let mut roots = Vec::new();
@@ -786,7 +843,8 @@ pub fn derive_span(s: &mut Span, prices: &PriceTable, opts: &NormalizeOptions) {
     {
         let model = s.model.as_deref();
         let prompt = tok::count_value(model, &s.input);
-        let completion = if s.kind == SpanKind::Embedding { 0 } else { tok::count_value(model, &s.output) };
+        let completion =
+            if s.kind == SpanKind::Embedding { 0 } else { tok::count_value(model, &s.output) };
         s.tokens = Some(Tokens {
             prompt,
             completion,
@@ -811,16 +869,24 @@ fn synthesize_call(input: &TraceInput) -> Span {
         Some(c) => serde_json::json!({ "messages": [{ "role": role, "content": c }] }),
         None => Value::Null,
     };
-    let error = input.failure_reason.as_ref().map(|r| SpanError { kind: None, message: r.clone(), stack: None });
+    let error = input.failure_reason.as_ref().map(|r| SpanError {
+        kind: None,
+        message: r.clone(),
+        stack: None,
+    });
     Span {
         id: ids::new_span_id(),
         parent_id: None,
-        name: input.name.clone().unwrap_or_else(|| "llm".into()),
+        name: input.name.clone().or_else(|| input.model.clone()).unwrap_or_else(|| "llm".into()),
         kind: SpanKind::Llm,
         start_time: start,
         end_time: end,
         latency_ms: input.latency_ms,
-        status: if error.is_some() { Status::Error } else { input.status.unwrap_or(Status::Success) },
+        status: if error.is_some() {
+            Status::Error
+        } else {
+            input.status.unwrap_or(Status::Success)
+        },
         model: input.model.clone(),
         provider: input.provider.clone(),
         input: msg("user", &input.prompt),

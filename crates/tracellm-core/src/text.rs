@@ -103,7 +103,8 @@ pub fn message_text(m: &Value) -> String {
 /// The most telling prompt text of an input: the last user message of a chat, else all text.
 pub fn prompt_text(input: &Value) -> Option<String> {
     if let Some(msgs) = input.get("messages").and_then(Value::as_array) {
-        let last_user = msgs.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
+        let last_user =
+            msgs.iter().rev().find(|m| m.get("role").and_then(Value::as_str) == Some("user"));
         if let Some(m) = last_user.or(msgs.last()) {
             let t = message_text(m);
             return (!t.is_empty()).then_some(t);
@@ -158,6 +159,12 @@ mod tests {
     fn other_values_are_compact_json() {
         assert_eq!(text_of(&json!({"a": 1})), "{\"a\":1}");
         assert_eq!(text_of(&json!("plain")), "plain");
-        assert_eq!(response_text(&json!({"choices": [{"message": {"role": "assistant", "content": "yes"}}]})).as_deref(), Some("yes"));
+        assert_eq!(
+            response_text(
+                &json!({"choices": [{"message": {"role": "assistant", "content": "yes"}}]})
+            )
+            .as_deref(),
+            Some("yes")
+        );
     }
 }

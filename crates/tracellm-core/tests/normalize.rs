@@ -73,12 +73,15 @@ fn field_aliases_are_understood() {
 
 #[test]
 fn retries_are_inferred_from_repeated_calls_after_a_failure() {
-    let mut a = span("a", Some("r"), "search", "tool", "2026-05-31T10:00:01Z", "2026-05-31T10:00:02Z");
+    let mut a =
+        span("a", Some("r"), "search", "tool", "2026-05-31T10:00:01Z", "2026-05-31T10:00:02Z");
     a["error"] = json!({"type": "Timeout", "message": "took too long"});
-    let mut b = span("b", Some("r"), "search", "tool", "2026-05-31T10:00:03Z", "2026-05-31T10:00:04Z");
+    let mut b =
+        span("b", Some("r"), "search", "tool", "2026-05-31T10:00:03Z", "2026-05-31T10:00:04Z");
     b["error"] = json!("again");
     let c = span("c", Some("r"), "search", "tool", "2026-05-31T10:00:05Z", "2026-05-31T10:00:06Z");
-    let other = span("d", Some("r"), "search", "tool", "2026-05-31T10:00:07Z", "2026-05-31T10:00:08Z");
+    let other =
+        span("d", Some("r"), "search", "tool", "2026-05-31T10:00:07Z", "2026-05-31T10:00:08Z");
     let t = norm(json!({"spans": [
         span("r", None, "agent", "agent", "2026-05-31T10:00:00Z", "2026-05-31T10:00:09Z"), a, b, c, other
     ]}));
@@ -118,7 +121,8 @@ fn failure_reason_alone_makes_an_error_and_explicit_status_wins() {
 
 #[test]
 fn tokens_and_cost_roll_up_without_double_counting() {
-    let mut root = span("r", None, "agent", "agent", "2026-05-31T10:00:00Z", "2026-05-31T10:00:03Z");
+    let mut root =
+        span("r", None, "agent", "agent", "2026-05-31T10:00:00Z", "2026-05-31T10:00:03Z");
     root["tokens"] = json!({"prompt": 3000, "completion": 1500}); // a parent reporting its children's sum
     let mut a = span("a", Some("r"), "chat", "llm", "2026-05-31T10:00:01Z", "2026-05-31T10:00:02Z");
     a["model"] = json!("gpt-4o");
@@ -164,7 +168,9 @@ fn missing_token_counts_are_estimated_and_marked() {
     assert!(t.tokens.estimated);
     assert!(t.cost_usd.unwrap() > 0.0);
     // tool spans are not estimated
-    let t = norm(json!({"spans": [{"id": "x", "kind": "tool", "name": "t", "start_time": "2026-05-31T10:00:00Z", "input": "some text"}]}));
+    let t = norm(
+        json!({"spans": [{"id": "x", "kind": "tool", "name": "t", "start_time": "2026-05-31T10:00:00Z", "input": "some text"}]}),
+    );
     assert_eq!(t.spans[0].tokens, None);
 }
 
@@ -213,7 +219,8 @@ fn invalid_documents_name_the_field() {
     assert!(e.contains("appears more than once"), "{e}");
     let e = reject(json!({"spans": [{"id": "a", "parent_id": "ghost"}]}));
     assert!(e.contains("parent_id") && e.contains("ghost"), "{e}");
-    let e = reject(json!({"spans": [{"id": "a", "parent_id": "b"}, {"id": "b", "parent_id": "a"}]}));
+    let e =
+        reject(json!({"spans": [{"id": "a", "parent_id": "b"}, {"id": "b", "parent_id": "a"}]}));
     assert!(e.contains("cycle"), "{e}");
     let e = reject(json!({"id": "has space"}));
     assert!(e.starts_with("id: id contains"), "{e}");
@@ -232,7 +239,20 @@ fn span_limit_is_enforced_and_large_traces_within_it_work() {
     let t = norm(json!({"spans": spans}));
     assert_eq!(t.span_count, 50_000);
     let opts = NormalizeOptions { max_spans: 10, ..Default::default() };
-    let e = normalize_trace(&json!({"spans": (0..11).map(|i| json!({"id": format!("s{i}")})).collect::<Vec<_>>()}),
-        "default", &PriceTable::builtin(), &opts).unwrap_err();
+    let e = normalize_trace(
+        &json!({"spans": (0..11).map(|i| json!({"id": format!("s{i}")})).collect::<Vec<_>>()}),
+        "default",
+        &PriceTable::builtin(),
+        &opts,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("exceed the limit of 10"), "{e}");
+}
+
+#[test]
+fn a_trace_with_nothing_to_show_is_refused() {
+    let e = reject(json!({"name": "empty"}));
+    assert!(e.starts_with("spans: a trace needs at least one span"), "{e}");
+    let e = reject(json!({"spans": []}));
+    assert!(e.starts_with("spans:"), "{e}");
 }

@@ -36,7 +36,9 @@ impl From<rusqlite::Error> for StoreError {
         use rusqlite::ffi::ErrorCode;
         match e.sqlite_error_code() {
             Some(ErrorCode::DiskFull) => StoreError::Unavailable("disk is full".into()),
-            Some(ErrorCode::ReadOnly) => StoreError::Unavailable("data directory is read-only".into()),
+            Some(ErrorCode::ReadOnly) => {
+                StoreError::Unavailable("data directory is read-only".into())
+            }
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 StoreError::Unavailable("database is busy".into())
             }

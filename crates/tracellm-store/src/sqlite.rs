@@ -160,9 +160,12 @@ impl SqliteStore {
             let mut conn = Connection::open(&p).map_err(|e| {
                 StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
             })?;
-            let mode: String = conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+            let mode: String =
+                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
-                return Err(StoreError::Internal(format!("cannot enable WAL (journal mode {mode})")));
+                return Err(StoreError::Internal(format!(
+                    "cannot enable WAL (journal mode {mode})"
+                )));
             }
             configure(&conn, o.sync_full)?;
             migrate(&mut conn)?;
@@ -216,8 +219,11 @@ fn writer_loop(
                     let reply = outcome.map(|written| {
                         let mut ids = Vec::with_capacity(written.len());
                         for (ingested, summary) in written {
-                            let kind =
-                                if ingested.created { EventKind::Created } else { EventKind::Updated };
+                            let kind = if ingested.created {
+                                EventKind::Created
+                            } else {
+                                EventKind::Updated
+                            };
                             let _ = events.send(StoreEvent { kind, trace: Arc::new(summary) });
                             ids.push(ingested);
                         }
@@ -405,8 +411,9 @@ fn write_trace(conn: &Connection, t: &Trace, now_us: i64) -> Result<bool> {
     for tag in &t.tags {
         tag_stmt.execute(params![t.project_id, tag, ts, pk])?;
     }
-    let mut span_stmt = conn
-        .prepare_cached("INSERT INTO spans (trace_pk, id, start_us, doc) VALUES (?1, ?2, ?3, ?4)")?;
+    let mut span_stmt = conn.prepare_cached(
+        "INSERT INTO spans (trace_pk, id, start_us, doc) VALUES (?1, ?2, ?3, ?4)",
+    )?;
     for s in &t.spans {
         let doc = serde_json::to_string(s).map_err(|e| StoreError::Internal(e.to_string()))?;
         span_stmt.execute(params![pk, s.id, time::to_micros(s.start_time), doc])?;
@@ -526,7 +533,10 @@ fn fts_query(q: &str) -> Option<String> {
 }
 
 /// The WHERE clause and its parameters for a trace query.
-fn where_clause(q: &TraceQuery, extra_status: Option<&[Status]>) -> (String, Vec<Box<dyn ToSql + Send>>) {
+fn where_clause(
+    q: &TraceQuery,
+    extra_status: Option<&[Status]>,
+) -> (String, Vec<Box<dyn ToSql + Send>>) {
     let mut sql = String::from("t.project_id = ?");
     let mut p: Vec<Box<dyn ToSql + Send>> = vec![Box::new(q.project_id.clone())];
     let statuses: Vec<Status> = match extra_status {
@@ -561,7 +571,9 @@ fn where_clause(q: &TraceQuery, extra_status: Option<&[Status]>) -> (String, Vec
         p.push(Box::new(time::to_micros(until)));
     }
     if let Some(tag) = &q.tag {
-        sql.push_str(" AND t.pk IN (SELECT trace_pk FROM trace_tags WHERE project_id = ? AND tag = ?)");
+        sql.push_str(
+            " AND t.pk IN (SELECT trace_pk FROM trace_tags WHERE project_id = ? AND tag = ?)",
+        );
         p.push(Box::new(q.project_id.clone()));
         p.push(Box::new(tag.clone()));
     }
@@ -593,7 +605,11 @@ fn page_of<T>(mut rows: Vec<(T, i64, i64)>, limit: usize) -> (Vec<T>, Option<Str
     (rows.into_iter().map(|(t, _, _)| t).collect(), next)
 }
 
-fn list_summaries(conn: &Connection, q: &TraceQuery, only: Option<&[Status]>) -> Result<(Vec<TraceSummary>, Option<String>)> {
+fn list_summaries(
+    conn: &Connection,
+    q: &TraceQuery,
+    only: Option<&[Status]>,
+) -> Result<(Vec<TraceSummary>, Option<String>)> {
     let limit = q.limit.clamp(1, api::MAX_PAGE);
     let (clause, params) = where_clause(q, only);
     let sql = format!(
@@ -620,7 +636,13 @@ fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Tra
         ))?
         .query_row(params![project_id, id], |r| {
             let (s, pk) = summary_from_row(r)?;
-            Ok((s, pk, r.get::<_, Option<String>>(25)?, r.get::<_, Option<String>>(26)?, r.get::<_, String>(27)?))
+            Ok((
+                s,
+                pk,
+                r.get::<_, Option<String>>(25)?,
+                r.get::<_, Option<String>>(26)?,
+                r.get::<_, String>(27)?,
+            ))
         })
         .optional()?;
     let Some((s, pk, prompt, response, metadata)) = row else {
@@ -761,11 +783,10 @@ impl Store for SqliteStore {
         let location = self.path.display().to_string();
         self.readers
             .run(move |c| {
-                let (traces, spans): (i64, Option<i64>) = c.query_row(
-                    "SELECT count(*), sum(span_count) FROM traces",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )?;
+                let (traces, spans): (i64, Option<i64>) =
+                    c.query_row("SELECT count(*), sum(span_count) FROM traces", [], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?;
                 Ok(StoreInfo {
                     backend: "sqlite",
                     location,

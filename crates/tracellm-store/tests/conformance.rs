@@ -23,7 +23,14 @@ fn query(project: &str) -> TraceQuery {
     TraceQuery { project_id: project.into(), limit: 50, ..Default::default() }
 }
 
-fn llm(id: &str, minute: u32, model: &str, prompt: &str, answer: &str, error: Option<&str>) -> serde_json::Value {
+fn llm(
+    id: &str,
+    minute: u32,
+    model: &str,
+    prompt: &str,
+    answer: &str,
+    error: Option<&str>,
+) -> serde_json::Value {
     json!({"id": id, "name": "chat", "kind": "llm", "model": model,
         "start_time": format!("2026-05-31T10:{minute:02}:00Z"), "end_time": format!("2026-05-31T10:{minute:02}:00.500Z"),
         "input": {"messages": [{"role": "user", "content": prompt}]},
@@ -32,9 +39,14 @@ fn llm(id: &str, minute: u32, model: &str, prompt: &str, answer: &str, error: Op
 }
 
 pub async fn round_trip(store: Arc<dyn Store>) {
-    let t = trace("default", "t1", 1, json!({"tags": ["prod"], "session_id": "s1", "user_id": "u1",
+    let t = trace(
+        "default",
+        "t1",
+        1,
+        json!({"tags": ["prod"], "session_id": "s1", "user_id": "u1",
         "metadata": {"k": "v"},
-        "spans": [llm("a", 1, "gpt-4o", "Explain transformers", "A transformer is…", None)]}));
+        "spans": [llm("a", 1, "gpt-4o", "Explain transformers", "A transformer is…", None)]}),
+    );
     let out = store.ingest(vec![t.clone()]).await.unwrap();
     assert_eq!(out[0].id, "t1");
     assert!(out[0].created);
@@ -47,7 +59,10 @@ pub async fn round_trip(store: Arc<dyn Store>) {
 pub async fn resending_replaces(store: Arc<dyn Store>) {
     store.ingest(vec![trace("default", "t1", 1, json!({"tags": ["a"]}))]).await.unwrap();
     let mut rx = store.subscribe();
-    let out = store.ingest(vec![trace("default", "t1", 2, json!({"tags": ["b"], "name": "renamed"}))]).await.unwrap();
+    let out = store
+        .ingest(vec![trace("default", "t1", 2, json!({"tags": ["b"], "name": "renamed"}))])
+        .await
+        .unwrap();
     assert!(!out[0].created);
     let ev = rx.recv().await.unwrap();
     assert_eq!(ev.kind, EventKind::Updated);
@@ -55,9 +70,11 @@ pub async fn resending_replaces(store: Arc<dyn Store>) {
     let page = store.list_traces(query("default")).await.unwrap();
     assert_eq!(page.traces.len(), 1);
     assert_eq!(page.traces[0].name, "renamed");
-    let by_old_tag = store.list_traces(TraceQuery { tag: Some("a".into()), ..query("default") }).await.unwrap();
+    let by_old_tag =
+        store.list_traces(TraceQuery { tag: Some("a".into()), ..query("default") }).await.unwrap();
     assert!(by_old_tag.traces.is_empty());
-    let by_new_tag = store.list_traces(TraceQuery { tag: Some("b".into()), ..query("default") }).await.unwrap();
+    let by_new_tag =
+        store.list_traces(TraceQuery { tag: Some("b".into()), ..query("default") }).await.unwrap();
     assert_eq!(by_new_tag.traces.len(), 1);
 }
 
@@ -67,12 +84,22 @@ pub async fn filters_return_exactly_the_matches(store: Arc<dyn Store>) {
         let model = if i % 3 == 0 { "gpt-4o" } else { "claude-sonnet-4" };
         let err = (i % 4 == 0).then_some("boom");
         let word = if i % 2 == 0 { "kangaroo" } else { "platypus" };
-        batch.push(trace("default", &format!("t{i}"), i, json!({
+        batch.push(trace(
+            "default",
+            &format!("t{i}"),
+            i,
+            json!({
             "session_id": format!("s{}", i % 2), "user_id": format!("u{}", i % 3),
             "tags": [format!("tag{}", i % 5)],
-            "spans": [llm("a", i, model, &format!("tell me about the {word}"), "ok", err)]})));
+            "spans": [llm("a", i, model, &format!("tell me about the {word}"), "ok", err)]}),
+        ));
     }
-    batch.push(trace("other", "x1", 1, json!({"spans": [llm("a", 1, "gpt-4o", "kangaroo", "ok", None)]})));
+    batch.push(trace(
+        "other",
+        "x1",
+        1,
+        json!({"spans": [llm("a", 1, "gpt-4o", "kangaroo", "ok", None)]}),
+    ));
     store.ingest(batch).await.unwrap();
     let ids = |p: &tracellm_core::api::TracePage| {
         let mut v: Vec<u32> = p.traces.iter().map(|t| t.id[1..].parse().unwrap()).collect();
@@ -103,13 +130,22 @@ pub async fn filters_return_exactly_the_matches(store: Arc<dyn Store>) {
     assert_eq!(ids(&r), vec![1, 3, 5, 7, 9, 11]);
     let r = store.list_traces(q(|q| q.q = Some("boom".into()))).await.unwrap();
     assert_eq!(ids(&r), vec![0, 4, 8], "error messages are searchable");
-    let r = store.list_traces(q(|q| { q.q = Some("kangaroo".into()); q.model = Some("gpt-4o".into()) })).await.unwrap();
+    let r = store
+        .list_traces(q(|q| {
+            q.q = Some("kangaroo".into());
+            q.model = Some("gpt-4o".into())
+        }))
+        .await
+        .unwrap();
     assert_eq!(ids(&r), vec![0, 6]);
     let since = "2026-05-31T10:03:00Z".parse().unwrap();
     let until = "2026-05-31T10:06:00Z".parse().unwrap();
     let r = store.list_traces(q(|q| q.limit = 50)).await.unwrap();
     assert_eq!(r.traces.len(), 12);
-    let r = store.list_traces(TraceQuery { since: Some(since), until: Some(until), ..query("default") }).await.unwrap();
+    let r = store
+        .list_traces(TraceQuery { since: Some(since), until: Some(until), ..query("default") })
+        .await
+        .unwrap();
     assert_eq!(ids(&r), vec![3, 4, 5]);
     let f = store.failures(query("default")).await.unwrap();
     assert_eq!(f.failures.len(), 3);
@@ -117,13 +153,15 @@ pub async fn filters_return_exactly_the_matches(store: Arc<dyn Store>) {
 }
 
 pub async fn pagination_visits_every_trace_once_while_new_ones_arrive(store: Arc<dyn Store>) {
-    let batch: Vec<Trace> = (0..45u32).map(|i| trace("default", &format!("t{i}"), i, json!({}))).collect();
+    let batch: Vec<Trace> =
+        (0..45u32).map(|i| trace("default", &format!("t{i}"), i, json!({}))).collect();
     store.ingest(batch).await.unwrap();
     let mut seen = std::collections::HashSet::new();
     let mut cursor: Option<Cursor> = None;
     let mut pages = 0;
     loop {
-        let page = store.list_traces(TraceQuery { limit: 10, cursor, ..query("default") }).await.unwrap();
+        let page =
+            store.list_traces(TraceQuery { limit: 10, cursor, ..query("default") }).await.unwrap();
         pages += 1;
         for t in &page.traces {
             assert!(seen.insert(t.id.clone()), "{} seen twice", t.id);
@@ -142,12 +180,33 @@ pub async fn pagination_visits_every_trace_once_while_new_ones_arrive(store: Arc
 }
 
 pub async fn analytics_add_up(store: Arc<dyn Store>) {
-    store.ingest(vec![
-        trace("default", "a", 1, json!({"spans": [llm("s", 1, "gpt-4o", "p", "r", None)]})),
-        trace("default", "b", 2, json!({"spans": [llm("s", 2, "gpt-4o", "p", "r", Some("x"))]})),
-        trace("default", "c", 3, json!({"spans": [llm("s", 3, "claude-sonnet-4", "p", "r", None)]})),
-    ]).await.unwrap();
-    let a = store.analytics(AnalyticsQuery { project_id: "default".into(), since: None, until: None, bucket_secs: Some(60) }).await.unwrap();
+    store
+        .ingest(vec![
+            trace("default", "a", 1, json!({"spans": [llm("s", 1, "gpt-4o", "p", "r", None)]})),
+            trace(
+                "default",
+                "b",
+                2,
+                json!({"spans": [llm("s", 2, "gpt-4o", "p", "r", Some("x"))]}),
+            ),
+            trace(
+                "default",
+                "c",
+                3,
+                json!({"spans": [llm("s", 3, "claude-sonnet-4", "p", "r", None)]}),
+            ),
+        ])
+        .await
+        .unwrap();
+    let a = store
+        .analytics(AnalyticsQuery {
+            project_id: "default".into(),
+            since: None,
+            until: None,
+            bucket_secs: Some(60),
+        })
+        .await
+        .unwrap();
     assert_eq!(a.totals.traces, 3);
     assert_eq!(a.totals.spans, 3);
     assert_eq!(a.totals.errors, 1);
@@ -161,7 +220,15 @@ pub async fn analytics_add_up(store: Arc<dyn Store>) {
     assert_eq!(a.by_model[0].traces, 2);
     assert_eq!(a.timeseries.len(), 3);
     assert_eq!(a.timeseries.iter().map(|b| b.traces).sum::<u64>(), 3);
-    let none = store.analytics(AnalyticsQuery { project_id: "other".into(), since: None, until: None, bucket_secs: None }).await.unwrap();
+    let none = store
+        .analytics(AnalyticsQuery {
+            project_id: "other".into(),
+            since: None,
+            until: None,
+            bucket_secs: None,
+        })
+        .await
+        .unwrap();
     assert_eq!(none.totals.traces, 0);
     assert!(none.timeseries.is_empty());
 }
@@ -180,7 +247,9 @@ pub async fn concurrent_ingest_is_all_stored(store: Arc<dyn Store>) {
         let s = Arc::clone(&store);
         tasks.push(tokio::spawn(async move {
             for i in 0..25 {
-                s.ingest(vec![trace("default", &format!("w{w}-{i}"), (i % 60) as u32, json!({}))]).await.unwrap();
+                s.ingest(vec![trace("default", &format!("w{w}-{i}"), (i % 60) as u32, json!({}))])
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -217,7 +286,8 @@ macro_rules! store_suite {
 
 async fn open_sqlite() -> (Arc<dyn Store>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("traces.db"), SqliteOptions::default()).await.unwrap();
+    let store =
+        SqliteStore::open(&dir.path().join("traces.db"), SqliteOptions::default()).await.unwrap();
     (Arc::new(store), dir)
 }
 
@@ -227,7 +297,12 @@ store_suite!(sqlite, open_sqlite());
 async fn sqlite_data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("traces.db");
-    let t = trace("default", "t1", 1, json!({"spans": [llm("a", 1, "gpt-4o", "persist me", "ok", None)]}));
+    let t = trace(
+        "default",
+        "t1",
+        1,
+        json!({"spans": [llm("a", 1, "gpt-4o", "persist me", "ok", None)]}),
+    );
     {
         let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
         s.ingest(vec![t.clone()]).await.unwrap();
@@ -235,6 +310,7 @@ async fn sqlite_data_survives_reopen() {
     }
     let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
     assert_eq!(s.get_trace("default", "t1").await.unwrap().unwrap(), t);
-    let found = s.list_traces(TraceQuery { q: Some("persist".into()), ..query("default") }).await.unwrap();
+    let found =
+        s.list_traces(TraceQuery { q: Some("persist".into()), ..query("default") }).await.unwrap();
     assert_eq!(found.traces.len(), 1);
 }

@@ -1,0 +1,141 @@
+//! `tracellm start`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+use tracellm_core::{NormalizeOptions, PriceTable};
+use tracellm_server::{Limits, ServerConfig};
+use tracellm_store::SqliteOptions;
+
+use crate::config::FileConfig;
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Address to bind. The default, 127.0.0.1, keeps TraceLLM private to this machine.
+    #[arg(long, env = "TRACELLM_HOST", value_name = "ADDR")]
+    host: Option<String>,
+
+    /// Port of the HTTP API (0 picks a free one) [default: 8000]
+    #[arg(long, env = "TRACELLM_PORT")]
+    port: Option<u16>,
+
+    /// Port of the dashboard, which also serves the API under /api [default: 3000]
+    #[arg(long, env = "TRACELLM_DASHBOARD_PORT")]
+    dashboard_port: Option<u16>,
+
+    /// Serve no dashboard.
+    #[arg(long, env = "TRACELLM_NO_DASHBOARD")]
+    no_dashboard: bool,
+
+    /// Directory of the embedded store and other state [default: ~/.tracellm]
+    #[arg(long, env = "TRACELLM_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+
+    /// Store URL: sqlite://PATH [default: sqlite://DATA_DIR/traces.db]
+    #[arg(long, env = "TRACELLM_STORE", value_name = "URL")]
+    store: Option<String>,
+
+    /// Largest request body accepted, in bytes; larger requests get 413 [default: 10485760]
+    #[arg(long, env = "TRACELLM_MAX_BODY_BYTES", value_name = "BYTES")]
+    max_body_bytes: Option<usize>,
+
+    /// TOML file of model prices (USD per million tokens) that extends the built-in table.
+    #[arg(long, env = "TRACELLM_PRICES", value_name = "FILE")]
+    prices: Option<PathBuf>,
+
+    /// Log filter, e.g. info, debug, tracellm_store=debug [default: info]
+    #[arg(long, env = "TRACELLM_LOG", value_name = "FILTER")]
+    log: Option<String>,
+}
+
+fn home_dir() -> PathBuf {
+    std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("."))
+}
+
+pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let log = args.log.or(file.log).unwrap_or_else(|| "info".into());
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&log).context("invalid --log filter")?,
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+
+    let data_dir = args.data_dir.or(file.data_dir).unwrap_or_else(|| home_dir().join(".tracellm"));
+    let store_url = args
+        .store
+        .or(file.store)
+        .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("traces.db").display()));
+    let prices = match args.prices.or(file.prices) {
+        Some(p) => PriceTable::with_file(&p)?,
+        None => PriceTable::builtin(),
+    };
+    let no_dashboard = args.no_dashboard || file.no_dashboard.unwrap_or(false);
+    let cfg = ServerConfig {
+        host: args.host.or(file.host).unwrap_or_else(|| "127.0.0.1".into()),
+        port: args.port.or(file.port).unwrap_or(8000),
+        dashboard_port: if no_dashboard {
+            None
+        } else {
+            Some(args.dashboard_port.or(file.dashboard_port).unwrap_or(3000))
+        },
+        limits: Limits {
+            body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(10 * 1024 * 1024),
+            ..Limits::default()
+        },
+        normalize: NormalizeOptions::default(),
+    };
+
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async move {
+        let store = tracellm_store::open(&store_url, SqliteOptions::default())
+            .await
+            .with_context(|| format!("cannot open store {store_url}"))?;
+        let url = store_url.clone();
+        let on_ready = move |b: tracellm_server::Bound| {
+            println!(
+                "TraceLLM {} ready in {} ms",
+                tracellm_server::VERSION,
+                started.elapsed().as_millis()
+            );
+            println!("  API        http://{}", b.api);
+            if let Some(d) = b.dashboard {
+                println!("  Dashboard  http://{d}");
+            }
+            println!("  Store      {url}");
+        };
+        tracellm_server::serve(cfg.clone(), store, prices, on_ready, shutdown_signal())
+            .await
+            .with_context(|| format!("cannot serve on {}:{}", cfg.host, cfg.port))
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM; a second signal exits at once (the store stays consistent:
+/// an unfinished transaction is simply not committed).
+async fn shutdown_signal() {
+    wait_for_signal().await;
+    tokio::spawn(async {
+        wait_for_signal().await;
+        eprintln!("second signal: exiting without draining");
+        std::process::exit(130);
+    });
+}
+
+async fn wait_for_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

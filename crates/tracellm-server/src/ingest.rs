@@ -1,0 +1,200 @@
+//! `POST /traces`: native trace documents, one or a batch, stored durably before the 202.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::IntoResponse;
+use serde::Serialize;
+use serde_json::Value;
+use tracellm_core::normalize::ValidationError;
+use tracellm_core::{Trace, normalize_trace};
+use utoipa::ToSchema;
+
+use crate::AppState;
+use crate::error::ApiError;
+
+/// Bodies larger than this are normalized off the async workers.
+const INLINE_NORMALIZE_BYTES: usize = 64 * 1024;
+
+#[derive(Serialize, ToSchema)]
+pub struct IngestResponse {
+    /// Number of traces stored.
+    pub accepted: usize,
+    /// Their ids, in request order (generated where the document had none).
+    pub ids: Vec<String>,
+}
+
+/// Reads the whole body up to the configured limit, answering 413 beyond it.
+pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("request body exceeds the limit of {limit} bytes; send smaller batches"),
+        )
+    };
+    if let Some(len) =
+        headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok())
+    {
+        if len > limit {
+            return Err(too_large());
+        }
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = s.source();
+        }
+        ApiError::bad_request("unreadable_body", format!("cannot read request body: {e}"))
+    })
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
+    match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
+        None => Ok(()),
+        Some(ct)
+            if ct
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .eq_ignore_ascii_case("application/json") =>
+        {
+            Ok(())
+        }
+        Some(ct) => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!("Content-Type {ct:?} is not accepted here; send application/json"),
+        )),
+    }
+}
+
+/// Parses JSON with errors a user can act on.
+pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+    if let Err(e) = std::str::from_utf8(bytes) {
+        return Err(ApiError::bad_request(
+            "invalid_utf8",
+            format!("request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
+        ));
+    }
+    serde_json::from_slice(bytes).map_err(|e| {
+        let what = if e.to_string().contains("recursion limit") {
+            format!(
+                "JSON is nested too deeply (more than 128 levels) at line {} column {}",
+                e.line(),
+                e.column()
+            )
+        } else {
+            format!("invalid JSON: {e}")
+        };
+        ApiError::bad_request("invalid_json", what)
+    })
+}
+
+fn prefixed(e: ValidationError, prefix: &str) -> ValidationError {
+    ValidationError { field: format!("{prefix}{}", e.field.trim_start_matches('$')), ..e }
+}
+
+/// Normalizes a document that is one trace or `{"traces": [...]}`.
+fn normalize_all(state: &AppState, doc: Value, project: &str) -> Result<Vec<Trace>, ApiError> {
+    let batch = match doc {
+        Value::Object(mut o)
+            if o.contains_key("traces") && !o.contains_key("spans") && !o.contains_key("steps") =>
+        {
+            match o.remove("traces") {
+                Some(Value::Array(items)) => Some(items),
+                Some(other) => {
+                    return Err(ValidationError {
+                        field: "traces".into(),
+                        message: format!(
+                            "expected an array, got {}",
+                            tracellm_core::json_type(&other)
+                        ),
+                    }
+                    .into());
+                }
+                None => None,
+            }
+        }
+        Value::Array(_) => {
+            return Err(ValidationError {
+                field: "$".into(),
+                message: "expected a trace object or {\"traces\": [...]}, got an array".into(),
+            }
+            .into());
+        }
+        other => {
+            let t = normalize_trace(&other, project, &state.prices, &state.normalize)?;
+            return Ok(vec![t]);
+        }
+    };
+    let items = batch.unwrap_or_default();
+    if items.is_empty() {
+        return Err(ValidationError { field: "traces".into(), message: "is empty".into() }.into());
+    }
+    if items.len() > state.limits.max_traces_per_request {
+        return Err(ValidationError {
+            field: "traces".into(),
+            message: format!(
+                "{} traces exceed the limit of {} per request",
+                items.len(),
+                state.limits.max_traces_per_request
+            ),
+        }
+        .into());
+    }
+    let mut out = Vec::with_capacity(items.len());
+    let mut seen = std::collections::HashSet::with_capacity(items.len());
+    for (i, item) in items.iter().enumerate() {
+        let t = normalize_trace(item, project, &state.prices, &state.normalize)
+            .map_err(|e| prefixed(e, &format!("traces[{i}].")))?;
+        if !seen.insert(t.id.clone()) {
+            return Err(ValidationError {
+                field: format!("traces[{i}].id"),
+                message: format!("trace id {:?} appears more than once in this request", t.id),
+            }
+            .into());
+        }
+        out.push(t);
+    }
+    Ok(out)
+}
+
+#[utoipa::path(
+    post, path = "/traces", tag = "ingest",
+    request_body(content = Object, description = "One trace document (canonical shape, the seed's shape with `steps`, or common aliases) or `{\"traces\": [...]}`"),
+    responses(
+        (status = 202, description = "Stored durably", body = IngestResponse),
+        (status = 400, description = "Malformed JSON or body", body = crate::error::ErrorBody),
+        (status = 413, description = "Body over the limit", body = crate::error::ErrorBody),
+        (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
+        (status = 422, description = "A field is invalid; the message names it", body = crate::error::ErrorBody),
+        (status = 503, description = "Store busy or unavailable; retry after Retry-After", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn post_traces(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<impl IntoResponse, ApiError> {
+    require_json(&headers)?;
+    let bytes = read_body(body, &headers, state.limits.body_bytes).await?;
+    let project = crate::DEFAULT_PROJECT.to_string();
+    let traces = if bytes.len() <= INLINE_NORMALIZE_BYTES {
+        normalize_all(&state, parse_json(&bytes)?, &project)?
+    } else {
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || normalize_all(&st, parse_json(&bytes)?, &project))
+            .await
+            .map_err(|e| {
+                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+            })??
+    };
+    let stored = state.store.ingest(traces).await?;
+    let ids: Vec<String> = stored.into_iter().map(|i| i.id).collect();
+    Ok((StatusCode::ACCEPTED, axum::Json(IngestResponse { accepted: ids.len(), ids })))
+}

@@ -1,0 +1,168 @@
+//! Read routes: list, get, analytics, failures, health.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use serde::Serialize;
+use tracellm_core::Trace;
+use tracellm_core::api::{Analytics, AnalyticsQuery, FailurePage, MAX_BUCKETS, TracePage};
+use utoipa::ToSchema;
+
+use crate::error::{ApiError, ErrorBody};
+use crate::params::{self, Params, trace_query};
+use crate::{AppState, DEFAULT_PROJECT};
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// Always `ok` when the server answers.
+    pub status: &'static str,
+    pub version: &'static str,
+    /// `sqlite` or `postgres`.
+    pub store: &'static str,
+}
+
+#[utoipa::path(get, path = "/", tag = "meta", responses((status = 200, body = Health)))]
+pub async fn health(State(state): State<AppState>) -> Json<Health> {
+    Json(Health { status: "ok", version: crate::VERSION, store: state.store.backend() })
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct StoreStats {
+    pub backend: &'static str,
+    pub location: String,
+    pub traces: u64,
+    pub spans: u64,
+    pub version: &'static str,
+    pub price_table_as_of: String,
+    pub price_table_models: usize,
+}
+
+/// Store figures for the dashboard's settings page.
+#[utoipa::path(get, path = "/stats", tag = "meta", responses((status = 200, body = StoreStats)))]
+pub async fn stats(State(state): State<AppState>) -> Result<Json<StoreStats>, ApiError> {
+    let info = state.store.info().await?;
+    Ok(Json(StoreStats {
+        backend: info.backend,
+        location: info.location,
+        traces: info.traces,
+        spans: info.spans,
+        version: crate::VERSION,
+        price_table_as_of: state.prices.as_of().to_string(),
+        price_table_models: state.prices.len(),
+    }))
+}
+
+#[utoipa::path(
+    get, path = "/traces", tag = "query",
+    params(
+        ("status" = Option<String>, Query, description = "success, error, retried, running; comma-separated or repeated"),
+        ("model" = Option<String>, Query), ("session_id" = Option<String>, Query),
+        ("user_id" = Option<String>, Query), ("tag" = Option<String>, Query),
+        ("since" = Option<String>, Query, description = "RFC 3339, epoch, or a span back from now (`24h`)"),
+        ("until" = Option<String>, Query, description = "exclusive; same forms as since"),
+        ("q" = Option<String>, Query, description = "full text over prompts, responses, tool data, errors"),
+        ("limit" = Option<usize>, Query, description = "1 to 500, default 50"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page"),
+        ("project" = Option<String>, Query),
+    ),
+    responses((status = 200, body = TracePage), (status = 400, body = ErrorBody))
+)]
+pub async fn list_traces(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<TracePage>, ApiError> {
+    let q = trace_query(raw.as_deref(), DEFAULT_PROJECT)?;
+    Ok(Json(state.store.list_traces(q).await?))
+}
+
+#[utoipa::path(
+    get, path = "/traces/{id}", tag = "query",
+    params(("id" = String, Path, description = "trace id")),
+    responses((status = 200, body = Trace), (status = 404, body = ErrorBody))
+)]
+pub async fn get_trace(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Trace>, ApiError> {
+    let mut p = Params::parse(raw.as_deref());
+    params::check_project(p.take("project")?.as_deref(), DEFAULT_PROJECT)?;
+    p.finish(&["project"])?;
+    match state.store.get_trace(DEFAULT_PROJECT, &id).await? {
+        Some(t) => Ok(Json(t)),
+        None => Err(ApiError::not_found(format!("no trace with id {id:?}"))),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/failures", tag = "query",
+    params(
+        ("since" = Option<String>, Query), ("until" = Option<String>, Query), ("model" = Option<String>, Query),
+        ("status" = Option<String>, Query, description = "error or retried (default both)"),
+        ("limit" = Option<usize>, Query), ("cursor" = Option<String>, Query),
+    ),
+    responses((status = 200, body = FailurePage), (status = 400, body = ErrorBody))
+)]
+pub async fn failures(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<FailurePage>, ApiError> {
+    let q = trace_query(raw.as_deref(), DEFAULT_PROJECT)?;
+    Ok(Json(state.store.failures(q).await?))
+}
+
+#[utoipa::path(
+    get, path = "/analytics", tag = "query",
+    params(
+        ("since" = Option<String>, Query, description = "default: all time"),
+        ("until" = Option<String>, Query),
+        ("bucket" = Option<String>, Query, description = "time-series bucket: `1m`, `5m`, `1h`, `1d`…; chosen from the range when absent"),
+        ("project" = Option<String>, Query),
+    ),
+    responses((status = 200, body = Analytics), (status = 400, body = ErrorBody))
+)]
+pub async fn analytics(
+    State(state): State<AppState>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<Analytics>, ApiError> {
+    let mut p = Params::parse(raw.as_deref());
+    params::check_project(p.take("project")?.as_deref(), DEFAULT_PROJECT)?;
+    let since = p.time("since")?;
+    let until = p.time("until")?;
+    let bucket_secs = match p.take("bucket")? {
+        None => None,
+        Some(b) => Some(
+            params::parse_duration(&b)
+                .map(|d| d.num_seconds())
+                .or_else(|| b.parse::<i64>().ok().filter(|s| *s > 0))
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!(
+                            "parameter \"bucket\": {b:?} is not a duration such as 1m, 1h or 1d"
+                        ),
+                    )
+                })?,
+        ),
+    };
+    p.finish(&["since", "until", "bucket", "project"])?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "parameter \"since\" must be before \"until\"",
+            ));
+        }
+        if let Some(b) = bucket_secs {
+            if (u - s).num_seconds() / b > MAX_BUCKETS {
+                return Err(ApiError::bad_request(
+                    "invalid_parameter",
+                    format!(
+                        "parameter \"bucket\": more than {MAX_BUCKETS} buckets over this range; choose a wider bucket"
+                    ),
+                ));
+            }
+        }
+    }
+    let q = AnalyticsQuery { project_id: DEFAULT_PROJECT.to_string(), since, until, bucket_secs };
+    Ok(Json(state.store.analytics(q).await?))
+}
