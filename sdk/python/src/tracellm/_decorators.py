@@ -113,8 +113,12 @@ def _begin(opts: _Options, args: Any, kwargs: Any) -> Optional[Span]:
             user_id=opts.user_id,
         )
         if opts.capture_input and cfg.capture_content:
-            arguments = capture_arguments(opts.names, opts.skip, opts.varargs, args, kwargs, cfg.max_field_chars)
-            span.input = arguments
+            if args or kwargs:
+                arguments = capture_arguments(opts.names, opts.skip, opts.varargs, args, kwargs, cfg.max_field_chars)
+            else:
+                arguments = {}
+            if arguments:
+                span.input = arguments
             if opts.tool:
                 span.tool = {"name": opts.name, "arguments": arguments}
         elif opts.tool:

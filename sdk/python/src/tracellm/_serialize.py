@@ -35,21 +35,27 @@ def _float(value: float) -> Any:
 class _Capture:
     """One capture with a character budget shared by everything it converts."""
 
-    __slots__ = ("budget", "seen")
+    __slots__ = ("budget", "seen", "max_text")
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
         self.seen: set = set()
+        # No single string inside a structure may take more than half of the budget,
+        # so that one huge argument does not hide all the others.
+        self.max_text = max(budget // 2, 64)
 
     def text(self, value: str) -> str:
         budget = self.budget
-        if len(value) <= budget:
-            self.budget = budget - len(value) - 2
+        size = len(value)
+        if size <= budget and size <= self.max_text:
+            self.budget = budget - size - 2
             return value
-        self.budget = -1
         if budget <= 0:
+            self.budget = -1
             return TRUNCATED
-        return value[:budget] + TRUNCATED
+        keep = min(budget, self.max_text)
+        self.budget = budget - keep - 2
+        return value[:keep] + TRUNCATED
 
     def convert(self, value: Any, depth: int = 0) -> Any:
         if self.budget < 0:
