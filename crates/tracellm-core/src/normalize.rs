@@ -114,10 +114,11 @@ impl<'a> Fields<'a> {
     fn take(&mut self, names: &[&str]) -> Option<(String, Value)> {
         let mut found = None;
         for n in names {
-            if let Some(v) = self.map.remove(*n) {
-                if found.is_none() && !v.is_null() {
-                    found = Some((self.field(n), v));
-                }
+            if let Some(v) = self.map.remove(*n)
+                && found.is_none()
+                && !v.is_null()
+            {
+                found = Some((self.field(n), v));
             }
         }
         found
@@ -378,10 +379,10 @@ fn parse_span(
     let status = parse_status(&mut f)?;
     let provider = f.string(&["provider", "system", "vendor"])?;
     let mut input = f.take(&["input", "inputs", "prompt"]).map(|(_, v)| v).unwrap_or(Value::Null);
-    if input.is_null() {
-        if let Some((_, msgs @ Value::Array(_))) = f.take(&["messages"]) {
-            input = serde_json::json!({ "messages": msgs });
-        }
+    if input.is_null()
+        && let Some((_, msgs @ Value::Array(_))) = f.take(&["messages"])
+    {
+        input = serde_json::json!({ "messages": msgs });
     }
     let output = f
         .take(&["output", "outputs", "response", "completion", "result"])
@@ -689,15 +690,15 @@ pub fn assemble(
     let mut cost: Option<f64> = None;
     for &i in order.iter().rev() {
         let s = &spans[i];
-        if let Some(t) = &s.tokens {
-            if !below_tokens[i] {
-                tokens.add(t);
-            }
+        if let Some(t) = &s.tokens
+            && !below_tokens[i]
+        {
+            tokens.add(t);
         }
-        if let Some(c) = s.cost_usd {
-            if !below_cost[i] {
-                cost = Some(cost.unwrap_or(0.0) + c);
-            }
+        if let Some(c) = s.cost_usd
+            && !below_cost[i]
+        {
+            cost = Some(cost.unwrap_or(0.0) + c);
         }
         if let Some(p) = parent[i] {
             below_tokens[p] |= below_tokens[i] || s.tokens.is_some();
@@ -853,10 +854,10 @@ pub fn derive_span(s: &mut Span, prices: &PriceTable, opts: &NormalizeOptions) {
             cached: None,
         });
     }
-    if s.cost_usd.is_none() {
-        if let (Some(model), Some(tokens)) = (&s.model, &s.tokens) {
-            s.cost_usd = prices.cost(model, tokens);
-        }
+    if s.cost_usd.is_none()
+        && let (Some(model), Some(tokens)) = (&s.model, &s.tokens)
+    {
+        s.cost_usd = prices.cost(model, tokens);
     }
 }
 

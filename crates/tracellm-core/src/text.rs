@@ -116,17 +116,17 @@ pub fn prompt_text(input: &Value) -> Option<String> {
 
 /// The reply text of an output: the last message of a chat (or OpenAI `choices`), else all text.
 pub fn response_text(output: &Value) -> Option<String> {
-    if let Some(msgs) = output.get("messages").and_then(Value::as_array) {
-        if let Some(m) = msgs.last() {
-            let t = message_text(m);
-            return (!t.is_empty()).then_some(t);
-        }
+    if let Some(msgs) = output.get("messages").and_then(Value::as_array)
+        && let Some(m) = msgs.last()
+    {
+        let t = message_text(m);
+        return (!t.is_empty()).then_some(t);
     }
-    if let Some(choices) = output.get("choices").and_then(Value::as_array) {
-        if let Some(m) = choices.first().and_then(|c| c.get("message")) {
-            let t = message_text(m);
-            return (!t.is_empty()).then_some(t);
-        }
+    if let Some(choices) = output.get("choices").and_then(Value::as_array)
+        && let Some(m) = choices.first().and_then(|c| c.get("message"))
+    {
+        let t = message_text(m);
+        return (!t.is_empty()).then_some(t);
     }
     let t = text_of(output);
     (!t.is_empty()).then_some(t)

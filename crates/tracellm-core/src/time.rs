@@ -42,10 +42,10 @@ pub fn parse_str(s: &str) -> Result<DateTime<Utc>, String> {
             return check_range(Utc.from_utc_datetime(&t));
         }
     }
-    if let Ok(f) = s.parse::<f64>() {
-        if let Some(t) = from_epoch(f) {
-            return check_range(t);
-        }
+    if let Ok(f) = s.parse::<f64>()
+        && let Some(t) = from_epoch(f)
+    {
+        return check_range(t);
     }
     Err(format!("invalid timestamp {s:?}: expected RFC 3339 such as \"2026-05-31T10:30:00Z\""))
 }

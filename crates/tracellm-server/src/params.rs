@@ -166,13 +166,13 @@ pub fn trace_query(raw: Option<&str>, project_id: &str) -> Result<TraceQuery, Ap
         limit,
         cursor,
     };
-    if let (Some(s), Some(u)) = (q.since, q.until) {
-        if s >= u {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                "parameter \"since\" must be before \"until\"",
-            ));
-        }
+    if let (Some(s), Some(u)) = (q.since, q.until)
+        && s >= u
+    {
+        return Err(ApiError::bad_request(
+            "invalid_parameter",
+            "parameter \"since\" must be before \"until\"",
+        ));
     }
     if q.q.as_ref().is_some_and(|s| s.len() > 1000) {
         return Err(ApiError::bad_request(

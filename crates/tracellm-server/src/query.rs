@@ -152,15 +152,15 @@ pub async fn analytics(
                 "parameter \"since\" must be before \"until\"",
             ));
         }
-        if let Some(b) = bucket_secs {
-            if (u - s).num_seconds() / b > MAX_BUCKETS {
-                return Err(ApiError::bad_request(
-                    "invalid_parameter",
-                    format!(
-                        "parameter \"bucket\": more than {MAX_BUCKETS} buckets over this range; choose a wider bucket"
-                    ),
-                ));
-            }
+        if let Some(b) = bucket_secs
+            && (u - s).num_seconds() / b > MAX_BUCKETS
+        {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!(
+                    "parameter \"bucket\": more than {MAX_BUCKETS} buckets over this range; choose a wider bucket"
+                ),
+            ));
         }
     }
     let q = AnalyticsQuery { project_id: DEFAULT_PROJECT.to_string(), since, until, bucket_secs };
