@@ -180,11 +180,12 @@ class Exporter:
                 dropped = False
             thread = self._thread
         if dropped:
-            self._warn(
-                "export",
-                "TraceLLM: the export queue is full (%d traces); dropping new traces (see tracellm.stats())",
-                cfg.max_queue_size,
-            )
+            if "export" not in self._warned:
+                self._warn(
+                    "export",
+                    "TraceLLM: the export queue is full (%d traces); dropping new traces (see tracellm.stats())",
+                    cfg.max_queue_size,
+                )
             return False
         if thread is None:
             self._start()
