@@ -158,6 +158,61 @@ def _pick_tool(tools: List[Dict[str, Any]], tool_choice: Any, text: str) -> Opti
     return None
 
 
+def _value_for_schema(schema: Dict[str, Any], text: str, depth: int = 0) -> Any:
+    """A deterministic value that satisfies a (simple) JSON schema."""
+    if depth > 8:
+        return None
+    if "enum" in schema and schema["enum"]:
+        return schema["enum"][0]
+    if "const" in schema:
+        return schema["const"]
+    for key in ("anyOf", "oneOf", "allOf"):
+        if schema.get(key):
+            return _value_for_schema(schema[key][0], text, depth + 1)
+    kind = schema.get("type", "object")
+    if isinstance(kind, list):
+        kind = next((k for k in kind if k != "null"), "null")
+    if kind == "object":
+        properties = schema.get("properties") or {}
+        return {key: _value_for_schema(sub, text, depth + 1) for key, sub in properties.items()}
+    if kind == "array":
+        return [_value_for_schema(schema.get("items") or {"type": "string"}, text, depth + 1)]
+    if kind == "string":
+        return text
+    if kind == "integer":
+        return 1
+    if kind == "number":
+        return 1.0
+    if kind == "boolean":
+        return True
+    return None
+
+
+def _structured_reply(response_format: Any, user_text: str, text: str) -> Optional[str]:
+    """JSON content for ``response_format`` json_object / json_schema requests."""
+    if not isinstance(response_format, dict):
+        return None
+    kind = response_format.get("type")
+    if kind == "json_object":
+        return json.dumps({"reply": text})
+    if kind == "json_schema":
+        schema = (response_format.get("json_schema") or {}).get("schema") or {}
+        defs = schema.get("$defs") or {}
+
+        def resolve(node: Any) -> Any:
+            if isinstance(node, dict):
+                ref = node.get("$ref")
+                if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                    return resolve(defs.get(ref.split("/")[-1], {}))
+                return {k: resolve(v) for k, v in node.items()}
+            if isinstance(node, list):
+                return [resolve(v) for v in node]
+            return node
+
+        return json.dumps(_value_for_schema(resolve(schema), user_text))
+    return None
+
+
 def _tool_name_and_arguments(tool: Dict[str, Any], text: str) -> Tuple[str, str]:
     function = tool.get("function") if isinstance(tool.get("function"), dict) else tool
     name = str(function.get("name", "tool"))
@@ -404,6 +459,9 @@ class Handler(BaseHTTPRequestHandler):
             text = "Based on the tool result: " + content_text(last.get("content"))
         else:
             text = reply_for(last_user)
+        structured = _structured_reply(body.get("response_format"), last_user, text)
+        if structured is not None:
+            text = structured
 
         created = int(time.time())
         completion_id = _stable_id("chatcmpl-", model, messages)

@@ -447,3 +447,30 @@ def test_async_groq_client(server: Any, llm: Any) -> None:
     assert tracellm.flush(10)
     (chat,) = llm_spans(server.wait_trace(run.trace_id))  # type: ignore[attr-defined]
     assert chat["provider"] == "groq" and chat["tokens"]["completion"] == completion_tokens("async groq")
+
+
+def test_structured_output_parse_and_raw_response(server: Any, llm: Any) -> None:
+    from pydantic import BaseModel
+
+    class Answer(BaseModel):
+        text: str
+        confidence: float
+
+    ai = wrap_openai(client(llm))
+    with trace.span("structured") as root:
+        parsed = ai.chat.completions.parse(
+            model="gpt-4o", messages=[{"role": "user", "content": "classify this"}], response_format=Answer
+        )
+        assert parsed.choices[0].message.parsed == Answer(text="classify this", confidence=1.0)
+        raw = ai.chat.completions.with_raw_response.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "raw please"}]
+        )
+        assert raw.headers.get("content-type") == "application/json"
+        assert raw.parse().choices[0].message.content == "Reply to: raw please"
+    assert tracellm.flush(10)
+    stored = server.wait_trace(root.trace_id)
+    first, second = sorted(llm_spans(stored), key=lambda s: s["start_time"])
+    assert json.loads(first["output"]["messages"][0]["content"]) == {"text": "classify this", "confidence": 1.0}
+    assert first["tokens"]["estimated"] is False
+    assert second["output"]["messages"][0]["content"] == "Reply to: raw please"
+    assert second["tokens"]["completion"] == completion_tokens("raw please")

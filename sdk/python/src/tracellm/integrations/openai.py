@@ -8,6 +8,8 @@ name, so the module loads even when neither package is installed.
 Streams: the returned stream object is the client's own; only its internal
 iterator is wrapped, so the caller's loop sees the very same chunks. The span
 ends when the stream is exhausted, fails, is closed or is garbage collected.
+Raw responses (``with_raw_response``/``with_streaming_response``) are returned
+untouched.
 By default the request is never altered: a streamed chat completion records
 token usage only if the caller asked for it (``stream_options={"include_usage":
 True}``); otherwise the server estimates the tokens. ``wrap_openai(client,
@@ -296,6 +298,10 @@ _RECORDERS = {"chat": _record_chat, "responses": _record_responses, "embeddings"
 
 def _finish(span: Span, operation: str, response: Any) -> None:
     try:
+        if type(response).__name__ == "LegacyAPIResponse":
+            # ``with_raw_response``: parse() caches its result, so the caller's own
+            # parse() later costs nothing and returns the same object.
+            response = response.parse()
         _RECORDERS[operation](span, response)
         end_span(span)
     except Exception:
@@ -478,60 +484,6 @@ async def _traced_async_iterator(iterator: Any, recorder: _StreamRecorder) -> An
     recorder.finish()
 
 
-class _StreamProxy:
-    """Fallback for stream objects without the usual internal iterator."""
-
-    def __init__(self, stream: Any, recorder: _StreamRecorder, is_async: bool) -> None:
-        self._stream = stream
-        self._recorder = recorder
-        if is_async:
-            self._aiter = _traced_async_iterator(stream, recorder)
-        else:
-            self._iter = _traced_iterator(stream, recorder)
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._stream, name)
-
-    def __iter__(self) -> Any:
-        return self._iter
-
-    def __next__(self) -> Any:
-        return next(self._iter)
-
-    def __aiter__(self) -> Any:
-        return self._aiter
-
-    async def __anext__(self) -> Any:
-        return await self._aiter.__anext__()
-
-    def __enter__(self) -> Any:
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    async def __aenter__(self) -> Any:
-        return self
-
-    async def __aexit__(self, *exc: Any) -> None:
-        await self.aclose()
-
-    def close(self) -> None:
-        try:
-            self._stream.close()
-        finally:
-            self._recorder.finish(closed_early=True)
-
-    async def aclose(self) -> None:
-        try:
-            close = getattr(self._stream, "aclose", None) or getattr(self._stream, "close")
-            result = close()
-            if hasattr(result, "__await__"):
-                await result
-        finally:
-            self._recorder.finish(closed_early=True)
-
-
 def _wrap_stream(stream: Any, recorder: _StreamRecorder, is_async: bool) -> Any:
     iterator = getattr(stream, "_iterator", None)
     if is_async and iterator is not None and hasattr(iterator, "__anext__"):
@@ -540,7 +492,10 @@ def _wrap_stream(stream: Any, recorder: _StreamRecorder, is_async: bool) -> Any:
     if not is_async and iterator is not None and hasattr(iterator, "__next__"):
         stream._iterator = _traced_iterator(iterator, recorder)
         return stream
-    return _StreamProxy(stream, recorder, is_async)
+    # Not a stream object we know (e.g. a raw HTTP response): hand it back untouched
+    # and close the span with what is known rather than risk changing its behaviour.
+    recorder.finish()
+    return stream
 
 
 # ----- patching --------------------------------------------------------------
@@ -604,13 +559,15 @@ def _traced_create(original: Any, profile: _Profile, operation: str, kind: str, 
     return create
 
 
-def _patch(resource: Any, profile: _Profile, operation: str, kind: str, client: Any, is_async: bool) -> None:
+def _patch(
+    resource: Any, profile: _Profile, operation: str, kind: str, client: Any, is_async: bool, method: str = "create"
+) -> None:
     if resource is None:
         return
-    original = getattr(resource, "create", None)
+    original = getattr(resource, method, None)
     if original is None or getattr(original, "__tracellm_wrapped__", False):
         return
-    setattr(resource, "create", _traced_create(original, profile, operation, kind, client, is_async))
+    setattr(resource, method, _traced_create(original, profile, operation, kind, client, is_async))
 
 
 def _resource(client: Any, *path: str) -> Any:
@@ -628,7 +585,10 @@ def _instrument(client: Any, profile: _Profile) -> Any:
         return client
     is_async = _is_async_client(client)
     _patch(_resource(client, "chat", "completions"), profile, "chat", "llm", client, is_async)
+    # Structured outputs: parse() posts by itself rather than through create().
+    _patch(_resource(client, "chat", "completions"), profile, "chat", "llm", client, is_async, "parse")
     _patch(_resource(client, "responses"), profile, "responses", "llm", client, is_async)
+    _patch(_resource(client, "responses"), profile, "responses", "llm", client, is_async, "parse")
     _patch(_resource(client, "embeddings"), profile, "embeddings", "embedding", client, is_async)
     copy = getattr(client, "copy", None)
     if callable(copy):
