@@ -227,7 +227,8 @@ def llm() -> Any:
 def reset_sdk(endpoint: str, **options: Any) -> None:
     _exporter.reset_exporter()
     _config.reset_config()
-    tracellm.configure(endpoint=endpoint, api_key=None, project=None, flush_interval=0.05, **options)
+    options.setdefault("flush_interval", 0.05)
+    tracellm.configure(endpoint=endpoint, api_key=None, project=None, **options)
 
 
 @pytest.fixture(autouse=True)
