@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
-from typing import Any, Callable, Dict, Iterable, Optional, TypeVar, Union, overload
+from typing import Any, Callable, Dict, Iterable, Literal, Optional, TypeVar, Union, overload
 
 from ._config import get_config
 from ._core import (
@@ -81,7 +81,7 @@ class _Options:
         self.user_id = user_id
         self.capture_input = capture_input
         self.capture_output = capture_output
-        names: list = []
+        names: "list[str]" = []
         varargs = None
         try:
             for parameter in inspect.signature(fn).parameters.values():
@@ -428,7 +428,7 @@ class SpanContext:
         self._token = _CURRENT.set(span)
         return span
 
-    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> Literal[False]:
         span = self._span
         if span is None:
             return False
@@ -446,7 +446,7 @@ class SpanContext:
     async def __aenter__(self) -> Span:
         return self.__enter__()
 
-    async def __aexit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> bool:
+    async def __aexit__(self, exc_type: Any, exc: Optional[BaseException], tb: Any) -> Literal[False]:
         return self.__exit__(exc_type, exc, tb)
 
 
@@ -500,7 +500,7 @@ class _TraceDecorator:
         """
         if isinstance(func, str):
             name, func = name or func, None
-        options = dict(
+        options: Dict[str, Any] = dict(
             name=name,
             kind=kind,
             tool=kind == "tool",

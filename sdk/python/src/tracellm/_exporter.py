@@ -161,7 +161,7 @@ class Exporter:
         self._conn: Optional[http.client.HTTPConnection] = None
         self._conn_key: Optional[Tuple[Any, ...]] = None
         self._outage = False
-        self._warned: set = set()
+        self._warned: "set[str]" = set()
         self._last_error: Optional[str] = None
 
     # ----- application side ------------------------------------------------
@@ -304,7 +304,7 @@ class Exporter:
 
     def _take(self, count: int) -> List[Any]:
         with self._lock:
-            batch = []
+            batch: List[Any] = []
             while self._queue and len(batch) < count:
                 batch.append(self._queue.popleft())
         return batch

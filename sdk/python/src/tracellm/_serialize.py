@@ -39,7 +39,7 @@ class _Capture:
 
     def __init__(self, budget: int) -> None:
         self.budget = budget
-        self.seen: set = set()
+        self.seen: "set[int]" = set()
         # No single string inside a structure may take more than half of the budget,
         # so that one huge argument does not hide all the others.
         self.max_text = max(budget // 2, 64)

@@ -98,7 +98,7 @@ def _usage_from_message(message: Any) -> Optional[Dict[str, Any]]:
     }
 
 
-class TraceLLMCallbackHandler(BaseCallbackHandler):
+class TraceLLMCallbackHandler(BaseCallbackHandler):  # type: ignore[misc]
     """Records LangChain runs as TraceLLM spans.
 
     ``trace_name`` names the traces (default: the top-level run's name);
