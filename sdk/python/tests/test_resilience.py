@@ -289,3 +289,27 @@ def test_process_exits_promptly_with_one_warning_when_server_is_down() -> None:
     assert elapsed < baseline_time + 1.0, "exit took %.2fs vs %.2fs without the SDK" % (elapsed, baseline_time)
     warnings = [line for line in done.stderr.splitlines() if "TraceLLM" in line]
     assert len(warnings) == 1, done.stderr
+
+
+def test_api_key_routes_the_trace_to_its_project(server: Any) -> None:
+    status, created = http_json("POST", server.url + "/projects?name=sdk-routing&environment=development")
+    if status == 404:
+        pytest.skip("this server build has no POST /projects yet")
+    assert status in (200, 201), created
+    key = created["api_key"]["key"]
+    project = created["project"]
+    assert key.startswith("tlm_sk_")
+
+    @trace(name="routed", api_key=key)
+    def routed() -> None:
+        routed.trace_id = tracellm.get_current_trace_id()  # type: ignore[attr-defined]
+
+    routed()
+    assert tracellm.flush(10)
+    assert tracellm.stats()["rejected"] == 0
+    status, stored = http_json("GET", "%s/traces/%s" % (server.url, routed.trace_id),  # type: ignore[attr-defined]
+                               headers={"Authorization": "Bearer " + key})
+    assert status == 200, stored
+    assert stored["project_id"] in (project.get("id"), project.get("name"))
+    # without the key, the request reaches the default project only
+    assert server.get_trace(routed.trace_id) is None  # type: ignore[attr-defined]
