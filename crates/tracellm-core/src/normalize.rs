@@ -77,7 +77,7 @@ pub enum Orphans {
 /// Normalizes one native trace document (the canonical shape, the seed's shape with `steps`,
 /// and the usual aliases) into a trace of `project_id`.
 pub fn normalize_trace(
-    doc: &Value,
+    doc: Value,
     project_id: &str,
     prices: &PriceTable,
     opts: &NormalizeOptions,
@@ -96,12 +96,12 @@ struct Fields<'a> {
 }
 
 impl<'a> Fields<'a> {
-    fn new(v: &Value, path: &'a str) -> Result<Self, ValidationError> {
+    fn new(v: Value, path: &'a str) -> Result<Self, ValidationError> {
         match v {
-            Value::Object(m) => Ok(Fields { map: m.clone(), path }),
+            Value::Object(map) => Ok(Fields { map, path }),
             other => Err(invalid(
                 if path.is_empty() { "$" } else { path },
-                format!("expected an object, got {}", json_type(other)),
+                format!("expected an object, got {}", json_type(&other)),
             )),
         }
     }
@@ -216,7 +216,7 @@ const CACHED_TOKEN_KEYS: &[&str] =
 
 /// Tokens given as `{prompt, completion, total}` (or OpenAI/Anthropic usage spellings) or as a
 /// bare total.
-fn parse_tokens(v: &Value, field: &str) -> Result<Tokens, ValidationError> {
+fn parse_tokens(v: Value, field: &str) -> Result<Tokens, ValidationError> {
     if let Value::Object(_) = v {
         let mut f = Fields::new(v, field)?;
         let prompt = f.count(PROMPT_TOKEN_KEYS)?;
@@ -240,7 +240,7 @@ fn parse_tokens(v: &Value, field: &str) -> Result<Tokens, ValidationError> {
             cached,
         });
     }
-    let total = count(v, field).map_err(|_| {
+    let total = count(&v, field).map_err(|_| {
         invalid(field, "expected {\"prompt\", \"completion\", \"total\"} or a number")
     })?;
     Ok(Tokens { total, ..Tokens::default() })
@@ -249,7 +249,7 @@ fn parse_tokens(v: &Value, field: &str) -> Result<Tokens, ValidationError> {
 /// Tokens from `tokens`/`usage` objects or flat `prompt_tokens`-style fields.
 fn take_tokens(f: &mut Fields) -> Result<Option<Tokens>, ValidationError> {
     if let Some((field, v)) = f.take(&["tokens", "usage", "token_usage"]) {
-        return parse_tokens(&v, &field).map(Some);
+        return parse_tokens(v, &field).map(Some);
     }
     let prompt = f.count(&["prompt_tokens", "input_tokens"])?;
     let completion = f.count(&["completion_tokens", "output_tokens"])?;
@@ -294,7 +294,7 @@ fn parse_error(v: Value, field: &str) -> Result<Option<SpanError>, ValidationErr
         }
         Value::String(s) => Ok(Some(SpanError { kind: None, message: s, stack: None })),
         v @ Value::Object(_) => {
-            let mut f = Fields::new(&v, field)?;
+            let mut f = Fields::new(v, field)?;
             let kind = f.string(&["type", "name", "kind", "exception_type"])?;
             let message = f.text(&["message", "msg", "detail", "description"]).unwrap_or_default();
             let stack = f.string(&["stack", "stacktrace", "traceback", "stack_trace"])?;
@@ -336,7 +336,7 @@ fn parse_events(
         return Err(invalid(field, format!("expected an array, got {}", json_type(&v))));
     };
     let mut out = Vec::with_capacity(items.len());
-    for (i, e) in items.iter().enumerate() {
+    for (i, e) in items.into_iter().enumerate() {
         let path = format!("{field}[{i}]");
         let mut f = Fields::new(e, &path)?;
         let name = f.string(&["name"])?.unwrap_or_else(|| "event".into());
@@ -355,7 +355,7 @@ struct ParsedSpan {
 }
 
 fn parse_span(
-    v: &Value,
+    v: Value,
     path: &str,
     index_default_name: &str,
 ) -> Result<ParsedSpan, ValidationError> {
@@ -398,7 +398,7 @@ fn parse_span(
     let tool = match f.take(&["tool"]) {
         None => None,
         Some((field, v)) => {
-            let mut t = Fields::new(&v, &field)?;
+            let mut t = Fields::new(v, &field)?;
             Some(ToolCall {
                 name: t.string(&["name"])?.unwrap_or_default(),
                 arguments: t
@@ -480,7 +480,7 @@ fn parse_span(
 
 /// Splits a native document into what it says of the trace and its spans.
 pub fn parse_document(
-    doc: &Value,
+    doc: Value,
     opts: &NormalizeOptions,
 ) -> Result<(TraceInput, Vec<Span>), ValidationError> {
     let mut f = Fields::new(doc, "")?;
@@ -537,7 +537,7 @@ pub fn parse_document(
         ));
     }
     let mut parsed = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         parsed.push(parse_span(item, &format!("spans[{i}]"), &format!("step {}", i + 1))?);
     }
     // Steps without times (the seed's shape) run one after another from the trace's start.

@@ -4,12 +4,12 @@ use serde_json::{Value, json};
 use tracellm_core::{NormalizeOptions, PriceTable, SpanKind, Status, Trace, normalize_trace};
 
 fn norm(doc: Value) -> Trace {
-    normalize_trace(&doc, "default", &PriceTable::builtin(), &NormalizeOptions::default())
+    normalize_trace(doc, "default", &PriceTable::builtin(), &NormalizeOptions::default())
         .unwrap_or_else(|e| panic!("rejected: {e}"))
 }
 
 fn reject(doc: Value) -> String {
-    normalize_trace(&doc, "default", &PriceTable::builtin(), &NormalizeOptions::default())
+    normalize_trace(doc, "default", &PriceTable::builtin(), &NormalizeOptions::default())
         .expect_err("accepted an invalid document")
         .to_string()
 }
@@ -240,7 +240,7 @@ fn span_limit_is_enforced_and_large_traces_within_it_work() {
     assert_eq!(t.span_count, 50_000);
     let opts = NormalizeOptions { max_spans: 10, ..Default::default() };
     let e = normalize_trace(
-        &json!({"spans": (0..11).map(|i| json!({"id": format!("s{i}")})).collect::<Vec<_>>()}),
+        json!({"spans": (0..11).map(|i| json!({"id": format!("s{i}")})).collect::<Vec<_>>()}),
         "default",
         &PriceTable::builtin(),
         &opts,

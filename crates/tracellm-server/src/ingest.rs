@@ -126,7 +126,7 @@ fn normalize_all(state: &AppState, doc: Value, project: &str) -> Result<Vec<Trac
             .into());
         }
         other => {
-            let t = normalize_trace(&other, project, &state.prices, &state.normalize)?;
+            let t = normalize_trace(other, project, &state.prices, &state.normalize)?;
             return Ok(vec![t]);
         }
     };
@@ -147,7 +147,7 @@ fn normalize_all(state: &AppState, doc: Value, project: &str) -> Result<Vec<Trac
     }
     let mut out = Vec::with_capacity(items.len());
     let mut seen = std::collections::HashSet::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
+    for (i, item) in items.into_iter().enumerate() {
         let t = normalize_trace(item, project, &state.prices, &state.normalize)
             .map_err(|e| prefixed(e, &format!("traces[{i}].")))?;
         if !seen.insert(t.id.clone()) {

@@ -17,7 +17,6 @@ use tracellm_core::api::{
     self, Analytics, AnalyticsQuery, AnalyticsRow, Cursor, Failure, FailurePage, TokenTotals,
     TracePage, TraceQuery,
 };
-use tracellm_core::model::{PREVIEW_CHARS, preview};
 use tracellm_core::{Span, Status, Tokens, Trace, TraceSummary, text, time};
 
 use crate::{EventKind, Ingested, Result, Store, StoreError, StoreEvent, StoreInfo};
@@ -91,25 +90,66 @@ CREATE TABLE trace_tags (
     PRIMARY KEY (project_id, tag, ts, trace_pk)
 ) WITHOUT ROWID;
 
+-- A rowid table, not WITHOUT ROWID: span documents run to kilobytes, and a WITHOUT ROWID
+-- b-tree spills every row over ~1 KB into an overflow page of its own.
 CREATE TABLE spans (
     trace_pk INTEGER NOT NULL,
     id       TEXT NOT NULL,
     start_us INTEGER NOT NULL,
-    doc      TEXT NOT NULL,
-    PRIMARY KEY (trace_pk, id)
-) WITHOUT ROWID;
-
-CREATE VIRTUAL TABLE trace_fts USING fts5(
-    body, content = '', contentless_delete = 1, tokenize = 'unicode61 remove_diacritics 2'
+    doc      TEXT NOT NULL
 );
+CREATE UNIQUE INDEX spans_by_trace ON spans (trace_pk, id);
+
+-- Contentless (the text lives in traces and spans) and without positions (detail = none):
+-- searches are sets of words, so positions would only cost index size and ingest time.
+CREATE VIRTUAL TABLE trace_fts USING fts5(
+    body, content = '', contentless_delete = 1, detail = none,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+-- Merge index segments in larger steps: less merging work on the ingest path, at a small cost
+-- in segments per search.
+INSERT INTO trace_fts (trace_fts, rank) VALUES ('automerge', 8);
 "#];
 
 /// Most text indexed for full-text search per trace.
 const MAX_FTS_BYTES: usize = 1 << 20;
 
 struct WriteRequest {
-    traces: Vec<Trace>,
+    traces: Vec<Prepared>,
     ack: oneshot::Sender<Result<Vec<Ingested>>>,
+}
+
+/// A trace with everything the writer needs already serialized, so that the single writer
+/// thread spends its time in SQLite only; preparing runs on the callers' threads in parallel.
+struct Prepared {
+    summary: TraceSummary,
+    tags: String,
+    metadata: String,
+    prompt: Option<String>,
+    response: Option<String>,
+    spans: Vec<(String, i64, String)>,
+    fts: String,
+}
+
+fn prepare(t: Trace) -> Result<Prepared> {
+    let spans = t
+        .spans
+        .iter()
+        .map(|s| Ok((s.id.clone(), time::to_micros(s.start_time), json(s)?)))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Prepared {
+        tags: json(&t.tags)?,
+        metadata: json(&t.metadata)?,
+        fts: fts_body(&t),
+        spans,
+        summary: t.summary(),
+        prompt: t.prompt,
+        response: t.response,
+    })
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
 pub struct SqliteStore {
@@ -160,6 +200,9 @@ impl SqliteStore {
             let mut conn = Connection::open(&p).map_err(|e| {
                 StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
             })?;
+            // Span documents are 1-3 KB: 16 KB pages hold several per page where 4 KB pages
+            // hold one and waste the rest. Takes effect on a new database only.
+            conn.pragma_update(None, "page_size", 16384)?;
             let mode: String =
                 conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
             if !mode.eq_ignore_ascii_case("wal") {
@@ -269,7 +312,8 @@ fn write_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Result<Vec<Resu
         let mut result = Ok(());
         for t in &req.traces {
             match write_trace(&sp, t, now) {
-                Ok(created) => written.push((Ingested { id: t.id.clone(), created }, t.summary())),
+                Ok(created) => written
+                    .push((Ingested { id: t.summary.id.clone(), created }, t.summary.clone())),
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -292,51 +336,52 @@ fn write_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Result<Vec<Resu
 }
 
 fn fts_body(t: &Trace) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    // The same text often appears several times (a trace's prompt is its root span's input,
+    // a tool's arguments are its input): index each distinct text once.
+    let hasher = RandomState::new();
+    let mut seen = std::collections::HashSet::new();
     let mut body = String::new();
     let mut push = |s: &str| {
-        if !s.is_empty() && body.len() < MAX_FTS_BYTES {
-            let room = MAX_FTS_BYTES - body.len();
-            let mut cut = s.len().min(room);
-            while !s.is_char_boundary(cut) {
-                cut -= 1;
-            }
-            body.push_str(&s[..cut]);
-            body.push('\n');
+        if s.is_empty() || body.len() >= MAX_FTS_BYTES || !seen.insert(hasher.hash_one(s)) {
+            return;
         }
+        let mut cut = s.len().min(MAX_FTS_BYTES - body.len());
+        while !s.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        body.push_str(&s[..cut]);
+        body.push('\n');
     };
     push(&t.name);
-    push(t.prompt.as_deref().unwrap_or(""));
-    push(t.response.as_deref().unwrap_or(""));
     for s in &t.spans {
         push(&s.name);
         push(&text::text_of(&s.input));
         push(&text::text_of(&s.output));
         if let Some(tool) = &s.tool {
             push(&tool.name);
-            if tool.arguments != s.input {
-                push(&text::text_of(&tool.arguments));
-            }
-            if tool.result != s.output {
-                push(&text::text_of(&tool.result));
-            }
+            push(&text::text_of(&tool.arguments));
+            push(&text::text_of(&tool.result));
         }
         if let Some(e) = &s.error {
             push(&e.summary());
         }
     }
+    push(t.prompt.as_deref().unwrap_or(""));
+    push(t.response.as_deref().unwrap_or(""));
+    push(t.failure_reason.as_deref().unwrap_or(""));
     body
 }
 
 /// Inserts or replaces one trace; true when it is new.
-fn write_trace(conn: &Connection, t: &Trace, now_us: i64) -> Result<bool> {
+fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
+    let t = &p.summary;
     let existing: Option<(i64, String, i64)> = conn
         .prepare_cached("SELECT pk, tags, ts FROM traces WHERE project_id = ?1 AND id = ?2")?
         .query_row(params![t.project_id, t.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
         .optional()?;
     let ts = time::to_micros(t.timestamp);
-    let tags = serde_json::to_string(&t.tags).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let metadata =
-        serde_json::to_string(&t.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let (tags, metadata) = (&p.tags, &p.metadata);
     let values: [&dyn ToSql; 28] = [
         &t.project_id,
         &t.id,
@@ -360,10 +405,10 @@ fn write_trace(conn: &Connection, t: &Trace, now_us: i64) -> Result<bool> {
         &tags,
         &t.span_count,
         &t.error_count,
-        &t.prompt.as_deref().map(|p| preview(p, PREVIEW_CHARS)),
-        &t.response.as_deref().map(|r| preview(r, PREVIEW_CHARS)),
-        &t.prompt,
-        &t.response,
+        &t.prompt_preview,
+        &t.response_preview,
+        &p.prompt,
+        &p.response,
         &metadata,
         &now_us,
     ];
@@ -414,12 +459,11 @@ fn write_trace(conn: &Connection, t: &Trace, now_us: i64) -> Result<bool> {
     let mut span_stmt = conn.prepare_cached(
         "INSERT INTO spans (trace_pk, id, start_us, doc) VALUES (?1, ?2, ?3, ?4)",
     )?;
-    for s in &t.spans {
-        let doc = serde_json::to_string(s).map_err(|e| StoreError::Internal(e.to_string()))?;
-        span_stmt.execute(params![pk, s.id, time::to_micros(s.start_time), doc])?;
+    for (id, start_us, doc) in &p.spans {
+        span_stmt.execute(params![pk, id, start_us, doc])?;
     }
     conn.prepare_cached("INSERT INTO trace_fts (rowid, body) VALUES (?1, ?2)")?
-        .execute(params![pk, fts_body(t)])?;
+        .execute(params![pk, p.fts])?;
     Ok(created)
 }
 
@@ -514,21 +558,19 @@ fn summary_from_row(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
 /// Turns a user's search words into an FTS5 query: every word must occur; a trailing `*` makes
 /// a prefix search. Quoting each word keeps FTS5 syntax characters from being interpreted.
 fn fts_query(q: &str) -> Option<String> {
-    let terms: Vec<String> = q
-        .split_whitespace()
-        .filter_map(|w| {
-            let (word, prefix) = match w.strip_suffix('*') {
-                Some(w) => (w, true),
-                None => (w, false),
-            };
-            let cleaned: String = word.chars().filter(|c| !c.is_control()).collect();
-            if cleaned.chars().all(|c| !c.is_alphanumeric()) {
-                return None;
-            }
-            let quoted = format!("\"{}\"", cleaned.replace('"', "\"\""));
-            Some(if prefix { format!("{quoted}*") } else { quoted })
-        })
-        .collect();
+    let mut terms = Vec::new();
+    for w in q.split_whitespace() {
+        let prefix = w.ends_with('*');
+        // Split on what the tokenizer splits on, so every term is one token (the index keeps
+        // no positions, so multi-token phrases cannot be matched).
+        let words: Vec<&str> =
+            w.split(|c: char| !c.is_alphanumeric()).filter(|s| !s.is_empty()).collect();
+        let last = words.len().saturating_sub(1);
+        for (i, word) in words.into_iter().enumerate() {
+            let star = if prefix && i == last { "*" } else { "" };
+            terms.push(format!("\"{word}\"{star}"));
+        }
+    }
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
@@ -723,6 +765,16 @@ impl Store for SqliteStore {
             return Ok(Vec::new());
         }
         let queue = self.queue.lock().expect("queue lock").clone().ok_or(StoreError::Closed)?;
+        let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
+        let traces = if spans > 64 {
+            tokio::task::spawn_blocking(move || {
+                traces.into_iter().map(prepare).collect::<Result<Vec<_>>>()
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))??
+        } else {
+            traces.into_iter().map(prepare).collect::<Result<Vec<_>>>()?
+        };
         let (ack, done) = oneshot::channel();
         queue.try_send(WriteRequest { traces, ack }).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
@@ -822,7 +874,8 @@ mod tests {
     fn search_words_are_quoted_and_anded() {
         assert_eq!(fts_query("rate limit").as_deref(), Some("\"rate\" \"limit\""));
         assert_eq!(fts_query("trans*").as_deref(), Some("\"trans\"*"));
-        assert_eq!(fts_query("a\"b OR").as_deref(), Some("\"a\"\"b\" \"OR\""));
+        assert_eq!(fts_query("a\"b OR").as_deref(), Some("\"a\" \"b\" \"OR\""));
+        assert_eq!(fts_query("rate-limit*").as_deref(), Some("\"rate\" \"limit\"*"));
         assert_eq!(fts_query("  -- ** ").as_deref(), None);
     }
 }

@@ -16,7 +16,7 @@ fn trace(project: &str, id: &str, minute: u32, doc: serde_json::Value) -> Trace 
             "start_time": format!("2026-05-31T10:{minute:02}:00Z"),
             "end_time": format!("2026-05-31T10:{minute:02}:01Z")}]);
     }
-    normalize_trace(&d, project, &PriceTable::builtin(), &NormalizeOptions::default()).unwrap()
+    normalize_trace(d, project, &PriceTable::builtin(), &NormalizeOptions::default()).unwrap()
 }
 
 fn query(project: &str) -> TraceQuery {
