@@ -313,3 +313,38 @@ def test_api_key_routes_the_trace_to_its_project(server: Any) -> None:
     assert stored["project_id"] in (project.get("id"), project.get("name"))
     # without the key, the request reaches the default project only
     assert server.get_trace(routed.trace_id) is None  # type: ignore[attr-defined]
+
+
+def _child_job(queue: Any, i: int) -> None:
+    @trace(name="child-process-job")
+    def job() -> None:
+        queue.put(tracellm.get_current_trace_id())
+
+    job()
+
+
+@pytest.mark.parametrize("method", ["fork", "spawn"])
+def test_multiprocessing_children_send_their_traces(server: Any, method: str) -> None:
+    import multiprocessing
+
+    if method not in multiprocessing.get_all_start_methods():
+        pytest.skip("no %s start method here" % method)
+    context = multiprocessing.get_context(method)
+    queue = context.Queue()
+    env_before = os.environ.get("TRACELLM_ENDPOINT")
+    os.environ["TRACELLM_ENDPOINT"] = server.url  # spawned children read their config from the environment
+    try:
+        processes = [context.Process(target=_child_job, args=(queue, i)) for i in range(2)]
+        for process in processes:
+            process.start()
+        ids = [queue.get(timeout=30) for _ in processes]
+        for process in processes:
+            process.join(30)
+            assert process.exitcode == 0
+    finally:
+        if env_before is None:
+            os.environ.pop("TRACELLM_ENDPOINT", None)
+        else:
+            os.environ["TRACELLM_ENDPOINT"] = env_before
+    for trace_id in ids:
+        server.wait_trace(trace_id, timeout=5)

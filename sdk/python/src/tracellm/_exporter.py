@@ -17,6 +17,7 @@ import logging
 import os
 import random
 import ssl
+import sys
 import threading
 import time
 from collections import deque
@@ -520,7 +521,19 @@ def _create() -> Exporter:
     with _exporter_lock:
         if _exporter is None:
             _exporter = Exporter()
+            _register_process_exit()
         return _exporter
+
+
+def _register_process_exit() -> None:
+    """Also flush when a multiprocessing child ends: it exits with os._exit, skipping atexit."""
+    util = sys.modules.get("multiprocessing.util")
+    if util is None:
+        return
+    try:
+        util.Finalize(None, _at_exit, exitpriority=100)
+    except Exception:
+        pass
 
 
 def _reset_after_fork() -> None:
