@@ -101,6 +101,15 @@ class Config:
 _lock = threading.Lock()
 _config: Config = Config.from_env()
 
+
+def _new_lock_after_fork() -> None:
+    global _lock
+    _lock = threading.Lock()  # another thread may have held it at the moment of fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_new_lock_after_fork)
+
 _UNSET: Any = object()
 
 
