@@ -5,6 +5,7 @@ pub mod api;
 pub mod ids;
 pub mod model;
 pub mod normalize;
+pub mod otel;
 pub mod prices;
 pub mod text;
 pub mod time;
@@ -13,7 +14,7 @@ pub mod tokens;
 pub use model::{
     Span, SpanError, SpanEvent, SpanKind, Status, Tokens, ToolCall, Trace, TraceSummary,
 };
-pub use normalize::{NormalizeOptions, ValidationError, normalize_trace};
+pub use normalize::{Assembler, NormalizeOptions, TraceInput, ValidationError, normalize_trace};
 pub use prices::PriceTable;
 
 /// The JSON type name of a value, for error messages.

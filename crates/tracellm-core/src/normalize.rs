@@ -65,6 +65,60 @@ pub struct TraceInput {
     pub metadata: Map<String, Value>,
 }
 
+impl TraceInput {
+    /// What two deliveries said about one trace: `newer` wins where it says something.
+    pub fn merge(self, newer: TraceInput) -> TraceInput {
+        let mut tags = self.tags;
+        for t in newer.tags {
+            if !tags.contains(&t) {
+                tags.push(t);
+            }
+        }
+        let mut metadata = self.metadata;
+        metadata.extend(newer.metadata);
+        TraceInput {
+            id: newer.id.or(self.id),
+            name: newer.name.or(self.name),
+            status: newer.status.or(self.status),
+            timestamp: newer.timestamp.or(self.timestamp),
+            end_time: newer.end_time.or(self.end_time),
+            latency_ms: newer.latency_ms.or(self.latency_ms),
+            prompt: newer.prompt.or(self.prompt),
+            response: newer.response.or(self.response),
+            model: newer.model.or(self.model),
+            provider: newer.provider.or(self.provider),
+            tokens: newer.tokens.or(self.tokens),
+            cost_usd: newer.cost_usd.or(self.cost_usd),
+            retries: newer.retries.or(self.retries),
+            failure_reason: newer.failure_reason.or(self.failure_reason),
+            session_id: newer.session_id.or(self.session_id),
+            user_id: newer.user_id.or(self.user_id),
+            tags,
+            metadata,
+        }
+    }
+}
+
+/// Prices and limits bundled, for the stores that re-assemble traces as OTLP spans arrive.
+#[derive(Debug, Clone, Default)]
+pub struct Assembler {
+    pub prices: PriceTable,
+    pub opts: NormalizeOptions,
+}
+
+impl Assembler {
+    /// Assembles spans that arrive in any order: a span whose parent has not arrived yet is
+    /// shown as a root, and the trace is `running` until its root arrives and ends.
+    pub fn partial(
+        &self,
+        project_id: &str,
+        input: TraceInput,
+        spans: Vec<Span>,
+    ) -> Result<Trace, ValidationError> {
+        assemble(project_id, input, spans, &self.prices, &self.opts, Orphans::KeepAsRoots)
+    }
+}
+
 /// What to do with a span whose parent is not in the trace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Orphans {
@@ -715,7 +769,11 @@ pub fn assemble(
     let timestamp =
         input.timestamp.or_else(|| spans.first().map(|s| s.start_time)).unwrap_or_else(Utc::now);
     let span_end = spans.iter().filter_map(|s| s.end_time).max();
-    let root_running = root.is_some_and(|r| r.status == Status::Running);
+    // A trace is running while its root is open, or (spans arriving in any order) while its
+    // root has not arrived at all.
+    let root_missing =
+        orphans == Orphans::KeepAsRoots && !spans.iter().any(|s| s.parent_id.is_none());
+    let root_running = root_missing || root.is_some_and(|r| r.status == Status::Running);
     let end_time = input.end_time.or(if root_running { None } else { span_end });
     let latency_ms = input
         .latency_ms

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio::sync::broadcast;
 use tracellm_core::api::{Analytics, AnalyticsQuery, FailurePage, TracePage, TraceQuery};
+use tracellm_core::otel::SpanBatch;
 use tracellm_core::{Trace, TraceSummary};
 
 pub use sqlite::{SqliteOptions, SqliteStore};
@@ -88,6 +89,16 @@ pub trait Store: Send + Sync + 'static {
     /// Stores whole traces, replacing any earlier version with the same project and id. Returns
     /// only once the data is durable; then publishes one event per trace.
     async fn ingest(&self, traces: Vec<Trace>) -> Result<Vec<Ingested>>;
+
+    /// Merges spans that arrive over many requests in any order (OTLP): each batch holds spans
+    /// of one trace; spans already stored with the same id are replaced, and the trace is
+    /// re-assembled. Returns once durable; publishes `trace.created` on a trace's first sight and
+    /// `trace.updated` after.
+    async fn ingest_spans(
+        &self,
+        project_id: &str,
+        batches: Vec<SpanBatch>,
+    ) -> Result<Vec<Ingested>>;
 
     /// Trace summaries, newest first, filtered and paged by keyset.
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage>;

@@ -17,7 +17,10 @@ use tracellm_core::api::{
     self, Analytics, AnalyticsQuery, AnalyticsRow, Cursor, Failure, FailurePage, TokenTotals,
     TracePage, TraceQuery,
 };
-use tracellm_core::{Span, Status, Tokens, Trace, TraceSummary, text, time};
+use tracellm_core::otel::{SpanBatch, apply_message_events};
+use tracellm_core::{
+    Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
+};
 
 use crate::{EventKind, Ingested, Result, Store, StoreError, StoreEvent, StoreInfo};
 
@@ -32,11 +35,19 @@ pub struct SqliteOptions {
     pub max_batch_traces: usize,
     /// fsync the WAL at every commit (durable across power loss, not only process crashes).
     pub sync_full: bool,
+    /// Prices and limits for re-assembling traces whose spans arrive over many requests.
+    pub assembler: Arc<Assembler>,
 }
 
 impl Default for SqliteOptions {
     fn default() -> Self {
-        Self { readers: 4, queue_requests: 1024, max_batch_traces: 2000, sync_full: true }
+        Self {
+            readers: 4,
+            queue_requests: 1024,
+            max_batch_traces: 2000,
+            sync_full: true,
+            assembler: Arc::new(Assembler::default()),
+        }
     }
 }
 
@@ -71,6 +82,7 @@ CREATE TABLE traces (
     prompt            TEXT,
     response          TEXT,
     metadata          TEXT NOT NULL,
+    input             TEXT,
     updated_us        INTEGER NOT NULL,
     UNIQUE (project_id, id)
 );
@@ -100,6 +112,16 @@ CREATE TABLE spans (
 );
 CREATE UNIQUE INDEX spans_by_trace ON spans (trace_pk, id);
 
+-- Events from OTLP logs whose span has not arrived yet.
+CREATE TABLE pending_events (
+    project_id  TEXT NOT NULL,
+    trace_id    TEXT NOT NULL,
+    span_id     TEXT NOT NULL,
+    doc         TEXT NOT NULL,
+    received_us INTEGER NOT NULL
+);
+CREATE INDEX pending_by_trace ON pending_events (project_id, trace_id);
+
 -- Contentless (the text lives in traces and spans) and without positions (detail = none):
 -- searches are sets of words, so positions would only cost index size and ingest time.
 CREATE VIRTUAL TABLE trace_fts USING fts5(
@@ -115,14 +137,24 @@ INSERT INTO trace_fts (trace_fts, rank) VALUES ('automerge', 16);
 const MAX_FTS_BYTES: usize = 1 << 20;
 
 struct WriteRequest {
-    traces: Vec<Prepared>,
+    ops: Vec<Op>,
     ack: oneshot::Sender<Result<Vec<Ingested>>>,
+}
+
+/// One trace's change, as the writer applies it.
+enum Op {
+    /// A whole trace, replacing any earlier version (native ingest).
+    Replace(Prepared),
+    /// Spans and log events to merge into what the trace already has (OTLP). `fresh` is the
+    /// trace assembled from this batch alone, used as-is when the trace is new.
+    Merge { project_id: String, batch: SpanBatch, fresh: Option<Box<Prepared>> },
 }
 
 /// A trace with everything the writer needs already serialized, so that the single writer
 /// thread spends its time in SQLite only; preparing runs on the callers' threads in parallel.
 struct Prepared {
     summary: TraceSummary,
+    input: Option<String>,
     tags: String,
     metadata: String,
     prompt: Option<String>,
@@ -131,13 +163,14 @@ struct Prepared {
     fts: String,
 }
 
-fn prepare(t: Trace) -> Result<Prepared> {
+fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
     let spans = t
         .spans
         .iter()
         .map(|s| Ok((s.id.clone(), time::to_micros(s.start_time), json(s)?)))
         .collect::<Result<Vec<_>>>()?;
     Ok(Prepared {
+        input: input.map(json).transpose()?,
         tags: json(&t.tags)?,
         metadata: json(&t.metadata)?,
         fts: fts_body(&t),
@@ -154,6 +187,7 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 
 pub struct SqliteStore {
     path: PathBuf,
+    assembler: Arc<Assembler>,
     queue: Mutex<Option<mpsc::Sender<WriteRequest>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
@@ -221,11 +255,13 @@ impl SqliteStore {
         let (tx, rx) = mpsc::channel(opts.queue_requests.max(1));
         let ev = events.clone();
         let max_batch = opts.max_batch_traces.max(1);
+        let asm = Arc::clone(&opts.assembler);
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, ev, max_batch))
+            .spawn(move || writer_loop(conn, rx, ev, max_batch, asm))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
+            assembler: Arc::clone(&opts.assembler),
             readers: Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1))),
             path,
             queue: Mutex::new(Some(tx)),
@@ -238,25 +274,67 @@ impl SqliteStore {
 // ---------------------------------------------------------------------------------------------
 // Writing
 
+impl SqliteStore {
+    async fn off_thread<T: Send + 'static>(
+        &self,
+        f: impl FnOnce() -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Queues ops for the writer and waits for their commit; a full queue is "busy", not a wait.
+    async fn submit(&self, ops: Vec<Op>) -> Result<Vec<Ingested>> {
+        let queue = self.queue.lock().expect("queue lock").clone().ok_or(StoreError::Closed)?;
+        let (ack, done) = oneshot::channel();
+        queue.try_send(WriteRequest { ops, ack }).map_err(|e| match e {
+            mpsc::error::TrySendError::Full(_) => {
+                StoreError::Unavailable("ingest queue is full; retry shortly".into())
+            }
+            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
+        })?;
+        done.await.map_err(|_| StoreError::Closed)?
+    }
+}
+
+/// The trace as this batch alone makes it (used when the trace is new: the common case, done
+/// off the writer thread).
+fn prepare_fresh(asm: &Assembler, project_id: &str, batch: &SpanBatch) -> Result<Option<Prepared>> {
+    if batch.spans.is_empty() {
+        return Ok(None);
+    }
+    let mut spans = batch.spans.clone();
+    let left = fold_events(&mut spans, batch.log_events.clone());
+    if !left.is_empty() {
+        return Ok(None); // events for spans not in this batch: the writer merges
+    }
+    let mut input = batch.input.clone();
+    input.id = Some(batch.trace_id.clone());
+    let trace = asm
+        .partial(project_id, input.clone(), spans)
+        .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
+    Ok(Some(prepare(trace, Some(&input))?))
+}
+
 fn writer_loop(
     mut conn: Connection,
     mut rx: mpsc::Receiver<WriteRequest>,
     events: broadcast::Sender<StoreEvent>,
     max_batch: usize,
+    asm: Arc<Assembler>,
 ) {
     while let Some(first) = rx.blocking_recv() {
-        let mut n = first.traces.len();
+        let mut n = first.ops.len();
         let mut batch = vec![first];
         while n < max_batch {
             match rx.try_recv() {
                 Ok(r) => {
-                    n += r.traces.len();
+                    n += r.ops.len();
                     batch.push(r);
                 }
                 Err(_) => break,
             }
         }
-        match write_batch(&mut conn, &batch) {
+        match write_batch(&mut conn, &batch, &asm) {
             Ok(outcomes) => {
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
                     let reply = outcome.map(|written| {
@@ -267,7 +345,9 @@ fn writer_loop(
                             } else {
                                 EventKind::Updated
                             };
-                            let _ = events.send(StoreEvent { kind, trace: Arc::new(summary) });
+                            if let Some(summary) = summary {
+                                let _ = events.send(StoreEvent { kind, trace: Arc::new(summary) });
+                            }
                             ids.push(ingested);
                         }
                         ids
@@ -298,22 +378,34 @@ fn clone_err(e: &StoreError) -> StoreError {
     }
 }
 
-type Written = Vec<(Ingested, TraceSummary)>;
+/// What each op did, and the summary to announce (none when nothing became visible).
+type Written = Vec<(Ingested, Option<TraceSummary>)>;
 
 /// One transaction for the whole batch; each request in its own savepoint so that one bad
 /// request cannot fail the others.
-fn write_batch(conn: &mut Connection, batch: &[WriteRequest]) -> Result<Vec<Result<Written>>> {
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[WriteRequest],
+    asm: &Assembler,
+) -> Result<Vec<Result<Written>>> {
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::with_capacity(batch.len());
     for req in batch {
         let sp = tx.savepoint()?;
-        let mut written = Vec::with_capacity(req.traces.len());
+        let mut written = Vec::with_capacity(req.ops.len());
         let mut result = Ok(());
-        for t in &req.traces {
-            match write_trace(&sp, t, now) {
-                Ok(created) => written
-                    .push((Ingested { id: t.summary.id.clone(), created }, t.summary.clone())),
+        for op in &req.ops {
+            let outcome = match op {
+                Op::Replace(t) => write_trace(&sp, t, now).map(|created| {
+                    (Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone()))
+                }),
+                Op::Merge { project_id, batch, fresh } => {
+                    merge_trace(&sp, project_id, batch, fresh.as_deref(), asm, now)
+                }
+            };
+            match outcome {
+                Ok(w) => written.push(w),
                 Err(e) => {
                     result = Err(e);
                     break;
@@ -382,7 +474,7 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
         .optional()?;
     let ts = time::to_micros(t.timestamp);
     let (tags, metadata) = (&p.tags, &p.metadata);
-    let values: [&dyn ToSql; 28] = [
+    let values: [&dyn ToSql; 29] = [
         &t.project_id,
         &t.id,
         &t.name,
@@ -410,6 +502,7 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
         &p.prompt,
         &p.response,
         &metadata,
+        &p.input,
         &now_us,
     ];
     let (pk, created) = match existing {
@@ -419,9 +512,9 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
                  provider, prompt_tokens, completion_tokens, total_tokens, tokens_estimated,
                  cached_tokens, cost_usd, retries, failure_reason, session_id, user_id, tags,
                  span_count, error_count, prompt_preview, response_preview, prompt, response,
-                 metadata, updated_us)
+                 metadata, input, updated_us)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28)",
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
             )?
             .execute(&values[..])?;
             (conn.last_insert_rowid(), true)
@@ -444,7 +537,8 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
                  total_tokens = ?10, tokens_estimated = ?11, cached_tokens = ?12, cost_usd = ?13,
                  retries = ?14, failure_reason = ?15, session_id = ?16, user_id = ?17, tags = ?18,
                  span_count = ?19, error_count = ?20, prompt_preview = ?21, response_preview = ?22,
-                 prompt = ?23, response = ?24, metadata = ?25, updated_us = ?26 WHERE pk = ?27",
+                 prompt = ?23, response = ?24, metadata = ?25, input = ?26, updated_us = ?27
+                 WHERE pk = ?28",
             )?
             .execute(&v[..])?;
             (pk, false)
@@ -465,6 +559,132 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
     conn.prepare_cached("INSERT INTO trace_fts (rowid, body) VALUES (?1, ?2)")?
         .execute(params![pk, p.fts])?;
     Ok(created)
+}
+
+/// Adds events to the spans they name; returns those whose span is not among `spans`.
+fn fold_events(spans: &mut [Span], events: Vec<(String, SpanEvent)>) -> Vec<(String, SpanEvent)> {
+    let mut left = Vec::new();
+    for (span_id, e) in events {
+        match spans.iter_mut().find(|s| s.id == span_id) {
+            Some(s) => {
+                s.events.push(e);
+                apply_message_events(s);
+            }
+            None => left.push((span_id, e)),
+        }
+    }
+    left
+}
+
+fn load_pending(
+    conn: &Connection,
+    project_id: &str,
+    trace_id: &str,
+) -> Result<Vec<(String, SpanEvent)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT span_id, doc FROM pending_events WHERE project_id = ?1 AND trace_id = ?2",
+    )?;
+    let rows = stmt
+        .query_map(params![project_id, trace_id], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|(id, doc)| Some((id, serde_json::from_str(&doc).ok()?)))
+        .collect())
+}
+
+fn save_pending(
+    conn: &Connection,
+    project_id: &str,
+    trace_id: &str,
+    events: &[(String, SpanEvent)],
+    now: i64,
+) -> Result<()> {
+    conn.prepare_cached("DELETE FROM pending_events WHERE project_id = ?1 AND trace_id = ?2")?
+        .execute(params![project_id, trace_id])?;
+    let mut ins = conn.prepare_cached(
+        "INSERT INTO pending_events (project_id, trace_id, span_id, doc, received_us) VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for (span_id, e) in events {
+        ins.execute(params![project_id, trace_id, span_id, json(e)?, now])?;
+    }
+    Ok(())
+}
+
+/// Merges OTLP spans (and log events) into a trace: new spans replace stored ones with the same
+/// id (a retrying exporter's duplicates are stored once), and the whole trace is re-assembled.
+fn merge_trace(
+    conn: &Connection,
+    project_id: &str,
+    batch: &SpanBatch,
+    fresh: Option<&Prepared>,
+    asm: &Assembler,
+    now: i64,
+) -> Result<(Ingested, Option<TraceSummary>)> {
+    let existing: Option<(i64, Option<String>)> = conn
+        .prepare_cached("SELECT pk, input FROM traces WHERE project_id = ?1 AND id = ?2")?
+        .query_row(params![project_id, batch.trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let has_pending = conn
+        .prepare_cached(
+            "SELECT 1 FROM pending_events WHERE project_id = ?1 AND trace_id = ?2 LIMIT 1",
+        )?
+        .exists(params![project_id, batch.trace_id])?;
+    if existing.is_none()
+        && !has_pending
+        && let Some(p) = fresh
+    {
+        let created = write_trace(conn, p, now)?;
+        return Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary.clone())));
+    }
+    let mut events =
+        if has_pending { load_pending(conn, project_id, &batch.trace_id)? } else { Vec::new() };
+    events.extend(batch.log_events.iter().cloned());
+    let (mut spans, input) = match &existing {
+        Some((pk, input)) => {
+            let stored: TraceInput =
+                input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+            (load_spans(conn, *pk)?, stored.merge(batch.input.clone()))
+        }
+        None => (Vec::new(), batch.input.clone()),
+    };
+    for s in &batch.spans {
+        match spans.iter_mut().find(|x| x.id == s.id) {
+            Some(old) => *old = s.clone(),
+            None => spans.push(s.clone()),
+        }
+    }
+    let left = fold_events(&mut spans, events);
+    save_pending(conn, project_id, &batch.trace_id, &left, now)?;
+    if spans.is_empty() {
+        // Only log events, for spans not seen yet: kept until their spans arrive.
+        return Ok((Ingested { id: batch.trace_id.clone(), created: false }, None));
+    }
+    let mut input = input;
+    input.id = Some(batch.trace_id.clone());
+    let trace = asm
+        .partial(project_id, input.clone(), spans)
+        .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
+    let p = prepare(trace, Some(&input))?;
+    let created = write_trace(conn, &p, now)?;
+    Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
+}
+
+fn load_spans(conn: &Connection, pk: i64) -> Result<Vec<Span>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT doc FROM spans WHERE trace_pk = ?1 ORDER BY start_us, id")?;
+    let mut rows = stmt.query([pk])?;
+    let mut spans = Vec::new();
+    while let Some(r) = rows.next()? {
+        let doc: String = r.get(0)?;
+        spans.push(
+            serde_json::from_str(&doc)
+                .map_err(|e| StoreError::Internal(format!("stored span is unreadable: {e}")))?,
+        );
+    }
+    Ok(spans)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -764,25 +984,34 @@ impl Store for SqliteStore {
         if traces.is_empty() {
             return Ok(Vec::new());
         }
-        let queue = self.queue.lock().expect("queue lock").clone().ok_or(StoreError::Closed)?;
         let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
-        let traces = if spans > 64 {
-            tokio::task::spawn_blocking(move || {
-                traces.into_iter().map(prepare).collect::<Result<Vec<_>>>()
-            })
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))??
-        } else {
-            traces.into_iter().map(prepare).collect::<Result<Vec<_>>>()?
+        let prep = move || traces.into_iter().map(|t| prepare(t, None).map(Op::Replace)).collect();
+        let ops = if spans > 64 { self.off_thread(prep).await? } else { prep()? };
+        self.submit(ops).await
+    }
+
+    async fn ingest_spans(
+        &self,
+        project_id: &str,
+        batches: Vec<SpanBatch>,
+    ) -> Result<Vec<Ingested>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spans: usize = batches.iter().map(|b| b.spans.len()).sum();
+        let asm = Arc::clone(&self.assembler);
+        let project = project_id.to_string();
+        let prep = move || {
+            batches
+                .into_iter()
+                .map(|batch| {
+                    let fresh = prepare_fresh(&asm, &project, &batch)?.map(Box::new);
+                    Ok(Op::Merge { project_id: project.clone(), batch, fresh })
+                })
+                .collect()
         };
-        let (ack, done) = oneshot::channel();
-        queue.try_send(WriteRequest { traces, ack }).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => {
-                StoreError::Unavailable("ingest queue is full; retry shortly".into())
-            }
-            mpsc::error::TrySendError::Closed(_) => StoreError::Closed,
-        })?;
-        done.await.map_err(|_| StoreError::Closed)?
+        let ops = if spans > 64 { self.off_thread(prep).await? } else { prep()? };
+        self.submit(ops).await
     }
 
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage> {

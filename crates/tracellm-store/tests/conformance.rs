@@ -5,7 +5,11 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tracellm_core::api::{AnalyticsQuery, Cursor, TraceQuery};
-use tracellm_core::{NormalizeOptions, PriceTable, Status, Trace, normalize_trace};
+use tracellm_core::otel::SpanBatch;
+use tracellm_core::{
+    NormalizeOptions, PriceTable, Span, SpanEvent, SpanKind, Status, Tokens, Trace, TraceInput,
+    normalize_trace,
+};
 use tracellm_store::{EventKind, SqliteOptions, SqliteStore, Store};
 
 fn trace(project: &str, id: &str, minute: u32, doc: serde_json::Value) -> Trace {
@@ -259,6 +263,124 @@ pub async fn concurrent_ingest_is_all_stored(store: Arc<dyn Store>) {
     assert_eq!(store.info().await.unwrap().traces, 200);
 }
 
+fn otel_span(id: &str, parent: Option<&str>, second: u32, kind: SpanKind) -> Span {
+    let start = format!("2026-05-31T10:00:{second:02}Z").parse().unwrap();
+    let end = format!("2026-05-31T10:00:{:02}Z", second + 1).parse().unwrap();
+    Span {
+        id: id.into(),
+        parent_id: parent.map(String::from),
+        name: format!("op-{id}"),
+        kind,
+        start_time: start,
+        end_time: Some(end),
+        latency_ms: None,
+        status: Status::Success,
+        model: (kind == SpanKind::Llm).then(|| "gpt-4o".to_string()),
+        provider: None,
+        input: json!({"messages": [{"role": "user", "content": format!("question {id}")}]}),
+        output: serde_json::Value::Null,
+        tool: None,
+        tokens: (kind == SpanKind::Llm).then_some(Tokens {
+            prompt: 10,
+            completion: 5,
+            total: 15,
+            estimated: false,
+            cached: None,
+        }),
+        cost_usd: None,
+        time_to_first_token_ms: None,
+        error: None,
+        attributes: Default::default(),
+        events: Vec::new(),
+    }
+}
+
+fn batch(trace: &str, spans: Vec<Span>) -> SpanBatch {
+    SpanBatch {
+        trace_id: trace.into(),
+        input: TraceInput::default(),
+        spans,
+        log_events: Vec::new(),
+    }
+}
+
+pub async fn spans_arriving_in_any_order_assemble_one_trace(store: Arc<dyn Store>) {
+    let mut rx = store.subscribe();
+    // children first, root last, over three requests
+    store
+        .ingest_spans(
+            "default",
+            vec![batch("t1", vec![otel_span("c1", Some("root"), 1, SpanKind::Llm)])],
+        )
+        .await
+        .unwrap();
+    let t = store.get_trace("default", "t1").await.unwrap().unwrap();
+    assert_eq!(t.status, Status::Running, "no root yet");
+    assert_eq!(rx.recv().await.unwrap().kind, EventKind::Created);
+    let mut session = batch("t1", vec![otel_span("c2", Some("root"), 2, SpanKind::Tool)]);
+    session.input.session_id = Some("s-9".into());
+    store.ingest_spans("default", vec![session]).await.unwrap();
+    assert_eq!(rx.recv().await.unwrap().kind, EventKind::Updated);
+    assert_eq!(store.get_trace("default", "t1").await.unwrap().unwrap().span_count, 2);
+    store
+        .ingest_spans(
+            "default",
+            vec![batch("t1", vec![otel_span("root", None, 0, SpanKind::Agent)])],
+        )
+        .await
+        .unwrap();
+    let ev = rx.recv().await.unwrap();
+    assert_eq!(ev.kind, EventKind::Updated);
+    assert_eq!(ev.trace.status, Status::Success);
+    let t = store.get_trace("default", "t1").await.unwrap().unwrap();
+    assert_eq!(t.span_count, 3);
+    assert_eq!(t.name, "op-root");
+    assert_eq!(t.session_id.as_deref(), Some("s-9"), "what an earlier request said is kept");
+    assert_eq!(t.tokens.total, 15);
+    assert!(t.spans.iter().all(|s| s.id == "root" || s.parent_id.as_deref() == Some("root")));
+    // a retrying exporter resends a span: stored once
+    store
+        .ingest_spans(
+            "default",
+            vec![batch("t1", vec![otel_span("c1", Some("root"), 1, SpanKind::Llm)])],
+        )
+        .await
+        .unwrap();
+    let t = store.get_trace("default", "t1").await.unwrap().unwrap();
+    assert_eq!(t.span_count, 3);
+    assert_eq!(t.tokens.total, 15);
+    let page = store.list_traces(query("default")).await.unwrap();
+    assert_eq!(page.traces.len(), 1);
+    let found = store
+        .list_traces(TraceQuery { q: Some("question".into()), ..query("default") })
+        .await
+        .unwrap();
+    assert_eq!(found.traces.len(), 1, "merged spans are searchable");
+}
+
+pub async fn log_events_wait_for_their_span(store: Arc<dyn Store>) {
+    let event = SpanEvent {
+        name: "gen_ai.choice".into(),
+        time: "2026-05-31T10:00:01Z".parse().unwrap(),
+        attributes: serde_json::from_value(json!({"body": {"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": "the answer"}}}))
+        .unwrap(),
+    };
+    let mut logs_only = batch("t2", vec![]);
+    logs_only.log_events.push(("llm".into(), event));
+    store.ingest_spans("default", vec![logs_only]).await.unwrap();
+    assert!(
+        store.get_trace("default", "t2").await.unwrap().is_none(),
+        "nothing to show before spans"
+    );
+    let mut s = otel_span("llm", None, 0, SpanKind::Llm);
+    s.output = serde_json::Value::Null;
+    store.ingest_spans("default", vec![batch("t2", vec![s])]).await.unwrap();
+    let t = store.get_trace("default", "t2").await.unwrap().unwrap();
+    assert_eq!(t.spans[0].output["messages"][0]["content"], "the answer");
+    assert_eq!(t.response.as_deref(), Some("the answer"));
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -280,6 +402,8 @@ macro_rules! store_suite {
             case!(analytics_add_up);
             case!(events_follow_commits);
             case!(concurrent_ingest_is_all_stored);
+            case!(spans_arriving_in_any_order_assemble_one_trace);
+            case!(log_events_wait_for_their_span);
         }
     };
 }
