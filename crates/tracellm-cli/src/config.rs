@@ -12,6 +12,8 @@ pub struct FileConfig {
     pub port: Option<u16>,
     pub dashboard_port: Option<u16>,
     pub no_dashboard: Option<bool>,
+    pub otlp_grpc_port: Option<u16>,
+    pub no_otlp_grpc: Option<bool>,
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
     pub max_body_bytes: Option<usize>,

@@ -25,6 +25,14 @@ pub struct StartArgs {
     #[arg(long, env = "TRACELLM_DASHBOARD_PORT")]
     dashboard_port: Option<u16>,
 
+    /// Port of OTLP/gRPC ingest (0 picks a free one) [default: 4317]
+    #[arg(long, env = "TRACELLM_OTLP_GRPC_PORT")]
+    otlp_grpc_port: Option<u16>,
+
+    /// Serve no OTLP/gRPC (OTLP/HTTP stays on the API port at /v1/traces).
+    #[arg(long, env = "TRACELLM_NO_OTLP_GRPC")]
+    no_otlp_grpc: bool,
+
     /// Serve no dashboard.
     #[arg(long, env = "TRACELLM_NO_DASHBOARD")]
     no_dashboard: bool,
@@ -75,6 +83,8 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
         None => PriceTable::builtin(),
     };
     let no_dashboard = args.no_dashboard || file.no_dashboard.unwrap_or(false);
+    let no_grpc = args.no_otlp_grpc || file.no_otlp_grpc.unwrap_or(false);
+    let grpc_port = args.otlp_grpc_port.or(file.otlp_grpc_port);
     let cfg = ServerConfig {
         host: args.host.or(file.host).unwrap_or_else(|| "127.0.0.1".into()),
         port: args.port.or(file.port).unwrap_or(8000),
@@ -83,6 +93,8 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
         } else {
             Some(args.dashboard_port.or(file.dashboard_port).unwrap_or(3000))
         },
+        otlp_grpc_port: if no_grpc { None } else { Some(grpc_port.unwrap_or(4317)) },
+        otlp_grpc_optional: grpc_port.is_none(),
         limits: Limits {
             body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(10 * 1024 * 1024),
             ..Limits::default()
@@ -105,6 +117,10 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
             println!("  API        http://{}", b.api);
             if let Some(d) = b.dashboard {
                 println!("  Dashboard  http://{d}");
+            }
+            println!("  OTLP/HTTP  http://{}/v1/traces", b.api);
+            if let Some(g) = b.otlp_grpc {
+                println!("  OTLP/gRPC  {g}");
             }
             println!("  Store      {url}");
         };

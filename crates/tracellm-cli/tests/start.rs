@@ -11,7 +11,16 @@ struct Server {
 
 fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tracellm"))
-        .args(["start", "--port", "0", "--dashboard-port", "0", "--data-dir"])
+        .args([
+            "start",
+            "--port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--otlp-grpc-port",
+            "0",
+            "--data-dir",
+        ])
         .arg(data_dir)
         .args(extra)
         .env_remove("TRACELLM_STORE")
@@ -98,7 +107,16 @@ fn flags_env_and_config_file_layer() {
     std::fs::write(&cfg, "max-body-bytes = 200\n").unwrap();
     let store = dir.path().join("elsewhere.db");
     let mut child = Command::new(env!("CARGO_BIN_EXE_tracellm"))
-        .args(["start", "--port", "0", "--dashboard-port", "0", "--config"])
+        .args([
+            "start",
+            "--port",
+            "0",
+            "--dashboard-port",
+            "0",
+            "--otlp-grpc-port",
+            "0",
+            "--config",
+        ])
         .arg(&cfg)
         .env("TRACELLM_STORE", format!("sqlite://{}", store.display()))
         .env("HOME", dir.path())

@@ -24,8 +24,13 @@ pub struct IngestResponse {
     pub ids: Vec<String>,
 }
 
+/// Beyond the limit, this much more is read and discarded so that an ordinary client, still
+/// sending, sees the 413 rather than a broken connection; larger bodies are cut off.
+const DRAIN_BYTES: usize = 64 * 1024 * 1024;
+
 /// Reads the whole body up to the configured limit, answering 413 beyond it.
 pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    use http_body_util::BodyExt;
     let too_large = || {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -35,19 +40,30 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     };
     let declared =
         headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<usize>().ok());
-    if declared.is_some_and(|len| len > limit) {
+    if declared.is_some_and(|len| len > limit.saturating_add(DRAIN_BYTES)) {
         return Err(too_large());
     }
-    axum::body::to_bytes(body, limit).await.map_err(|e| {
-        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
-        while let Some(s) = source {
-            if s.is::<http_body_util::LengthLimitError>() {
-                return too_large();
+    let mut body = body;
+    let mut buf = Vec::with_capacity(declared.unwrap_or(0).min(limit));
+    let mut seen = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| {
+            ApiError::bad_request("unreadable_body", format!("cannot read request body: {e}"))
+        })?;
+        if let Ok(data) = frame.into_data() {
+            seen = seen.saturating_add(data.len());
+            if seen > limit.saturating_add(DRAIN_BYTES) {
+                break;
             }
-            source = s.source();
+            if seen <= limit {
+                buf.extend_from_slice(&data);
+            }
         }
-        ApiError::bad_request("unreadable_body", format!("cannot read request body: {e}"))
-    })
+    }
+    if seen > limit {
+        return Err(too_large());
+    }
+    Ok(Bytes::from(buf))
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {

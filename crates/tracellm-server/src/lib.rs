@@ -5,6 +5,7 @@ mod dashboard;
 pub mod error;
 mod ingest;
 mod openapi;
+mod otlp;
 mod params;
 mod query;
 mod ws;
@@ -15,10 +16,11 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderValue, Method, StatusCode};
-use axum::routing::get;
+use axum::routing::{get, post};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::cors::CorsLayer;
+use tracellm_core::otel::OtelLimits;
 use tracellm_core::{NormalizeOptions, PriceTable};
 use tracellm_store::Store;
 
@@ -50,6 +52,7 @@ pub struct AppState {
     pub prices: Arc<PriceTable>,
     pub normalize: Arc<NormalizeOptions>,
     pub limits: Arc<Limits>,
+    pub otel: Arc<OtelLimits>,
     /// Flips to true when the server begins shutting down (long-lived WebSockets end).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -61,6 +64,8 @@ pub fn api_router(state: AppState) -> Router {
         .route("/stats", get(query::stats))
         .route("/traces", get(query::list_traces).post(ingest::post_traces))
         .route("/traces/{id}", get(query::get_trace))
+        .route("/v1/traces", post(otlp::post_traces))
+        .route("/v1/logs", post(otlp::post_logs))
         .route("/failures", get(query::failures))
         .route("/analytics", get(query::analytics))
         .route("/ws", get(ws::ws))
@@ -94,6 +99,11 @@ pub struct ServerConfig {
     pub port: u16,
     /// `None` serves no dashboard.
     pub dashboard_port: Option<u16>,
+    /// OTLP/gRPC port; `None` serves no gRPC.
+    pub otlp_grpc_port: Option<u16>,
+    /// When the gRPC port is the default rather than asked for, a busy port is a warning (another
+    /// collector may hold 4317), not a failure to start.
+    pub otlp_grpc_optional: bool,
     pub limits: Limits,
     pub normalize: NormalizeOptions,
 }
@@ -103,6 +113,7 @@ pub struct ServerConfig {
 pub struct Bound {
     pub api: SocketAddr,
     pub dashboard: Option<SocketAddr>,
+    pub otlp_grpc: Option<SocketAddr>,
 }
 
 fn cors(dashboard: Option<SocketAddr>) -> CorsLayer {
@@ -140,9 +151,23 @@ pub async fn serve(
         Some(p) => Some(TcpListener::bind((cfg.host.as_str(), p)).await?),
         None => None,
     };
+    let grpc_listener = match cfg.otlp_grpc_port {
+        None => None,
+        Some(p) => match TcpListener::bind((cfg.host.as_str(), p)).await {
+            Ok(l) => Some(l),
+            Err(e) if cfg.otlp_grpc_optional => {
+                tracing::warn!(port = p, error = %e, "not serving OTLP/gRPC: port unavailable (set --otlp-grpc-port)");
+                None
+            }
+            Err(e) => {
+                return Err(std::io::Error::new(e.kind(), format!("OTLP/gRPC port {p}: {e}")));
+            }
+        },
+    };
     let bound = Bound {
         api: api_listener.local_addr()?,
         dashboard: dash_listener.as_ref().map(|l| l.local_addr()).transpose()?,
+        otlp_grpc: grpc_listener.as_ref().map(|l| l.local_addr()).transpose()?,
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let state = AppState {
@@ -150,6 +175,7 @@ pub async fn serve(
         prices: Arc::new(prices),
         normalize: Arc::new(cfg.normalize.clone()),
         limits: Arc::new(cfg.limits.clone()),
+        otel: Arc::new(OtelLimits::default()),
         shutdown: stop_rx.clone(),
     };
     let api_app = api_router(state.clone()).layer(cors(bound.dashboard));
@@ -168,6 +194,14 @@ pub async fn serve(
                 .into_future(),
         )
     });
+    let grpc = grpc_listener.map(|l| {
+        let (st, rx) = (state.clone(), stop_rx.clone());
+        tokio::spawn(async move {
+            if let Err(e) = otlp::serve_grpc(l, st, wait(rx)).await {
+                tracing::error!(error = %e, "OTLP/gRPC server failed");
+            }
+        })
+    });
     on_ready(bound);
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight and pending writes");
@@ -175,6 +209,9 @@ pub async fn serve(
     let api_result = api.await;
     if let Some(d) = dash {
         let _ = d.await;
+    }
+    if let Some(g) = grpc {
+        let _ = g.await;
     }
     if let Err(e) = store.close().await {
         tracing::error!(error = %e, "closing the store failed");

@@ -1,62 +1,14 @@
 //! The HTTP API end to end: a real server on ephemeral ports over a real SQLite file.
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::TestServer;
+
 use serde_json::{Value, json};
-use tracellm_client::{Client, ClientError};
-use tracellm_core::{NormalizeOptions, PriceTable, Status};
-use tracellm_server::{Bound, Limits, ServerConfig};
-use tracellm_store::{SqliteOptions, SqliteStore, Store};
-
-struct TestServer {
-    bound: Bound,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
-}
-
-impl TestServer {
-    async fn start(dir: &std::path::Path) -> TestServer {
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.join("traces.db"), SqliteOptions::default()).await.unwrap(),
-        );
-        let cfg = ServerConfig {
-            host: "127.0.0.1".into(),
-            port: 0,
-            dashboard_port: Some(0),
-            limits: Limits::default(),
-            normalize: NormalizeOptions::default(),
-        };
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let task = tokio::spawn(tracellm_server::serve(
-            cfg,
-            store,
-            PriceTable::builtin(),
-            move |b| {
-                let _ = ready_tx.send(b);
-            },
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        let bound = ready_rx.await.unwrap();
-        TestServer { bound, stop: Some(stop), task: Some(task) }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.bound.api)
-    }
-
-    fn client(&self) -> Client {
-        Client::new(self.url())
-    }
-
-    async fn stop(mut self) {
-        let _ = self.stop.take().unwrap().send(());
-        self.task.take().unwrap().await.unwrap().unwrap();
-    }
-}
+use tracellm_client::ClientError;
+use tracellm_core::Status;
 
 fn agent_trace(id: &str, minute: u32, failing_tool: bool) -> Value {
     let t = |s: u32| format!("2026-05-31T10:{minute:02}:{s:02}Z");

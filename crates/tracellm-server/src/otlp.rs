@@ -1,0 +1,318 @@
+//! OTLP ingest: `POST /v1/traces` and `POST /v1/logs` over HTTP (protobuf or JSON, gzip
+//! allowed), and the same two services over gRPC (`--otlp-grpc-port`, default 4317).
+
+use std::io::Read;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use opentelemetry_proto::tonic::collector::logs::v1::logs_service_server::{
+    LogsService, LogsServiceServer,
+};
+use opentelemetry_proto::tonic::collector::logs::v1::{
+    ExportLogsPartialSuccess, ExportLogsServiceRequest, ExportLogsServiceResponse,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTracePartialSuccess, ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use prost::Message;
+use tracellm_core::otel::{self, Mapped};
+
+use crate::error::ApiError;
+use crate::ingest::{parse_json, read_body};
+use crate::{AppState, DEFAULT_PROJECT};
+
+#[derive(Clone, Copy, PartialEq)]
+enum Encoding {
+    Protobuf,
+    Json,
+}
+
+fn encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let ct = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    match ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        "application/x-protobuf" | "application/protobuf" => Ok(Encoding::Protobuf),
+        "application/json" => Ok(Encoding::Json),
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            format!(
+                "Content-Type {other:?} is not OTLP; send application/x-protobuf or application/json"
+            ),
+        )),
+    }
+}
+
+/// The body, gunzipped when it says so; the size limit holds after decompression too.
+async fn otlp_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let raw = read_body(body, headers, limit).await?;
+    let enc =
+        headers.get(header::CONTENT_ENCODING).and_then(|v| v.to_str().ok()).unwrap_or("identity");
+    match enc.trim().to_ascii_lowercase().as_str() {
+        "" | "identity" => Ok(raw),
+        "gzip" => {
+            let mut out = Vec::with_capacity(raw.len() * 4);
+            let mut dec = flate2::read::GzDecoder::new(&raw[..]).take(limit as u64 + 1);
+            dec.read_to_end(&mut out).map_err(|e| {
+                ApiError::bad_request("invalid_gzip", format!("body is not valid gzip: {e}"))
+            })?;
+            if out.len() > limit {
+                return Err(ApiError::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    format!(
+                        "decompressed body exceeds the limit of {limit} bytes; send smaller batches"
+                    ),
+                ));
+            }
+            Ok(Bytes::from(out))
+        }
+        other => Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_encoding",
+            format!("Content-Encoding {other:?} is not supported; use gzip or none"),
+        )),
+    }
+}
+
+fn decode_error(what: &str, e: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_request("invalid_otlp", format!("invalid OTLP {what}: {e}"))
+}
+
+/// Refuses a request whose every item was refused; otherwise the refusals are partial success.
+fn check_mapped(m: &Mapped, what: &str) -> Result<(), ApiError> {
+    if m.batches.is_empty() && m.rejected > 0 {
+        let mut msg = format!("all {} {what} were refused: {}", m.rejected, m.message());
+        if msg.contains("got 0") {
+            msg.push_str(" (OTLP/JSON keys are lowerCamelCase: traceId, spanId — snake_case keys are ignored)");
+        }
+        return Err(ApiError::bad_request("invalid_otlp", msg));
+    }
+    Ok(())
+}
+
+async fn map_off_thread<T: Send + 'static>(
+    big: bool,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    if big {
+        tokio::task::spawn_blocking(f).await.map_err(|e| {
+            ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+        })
+    } else {
+        Ok(f())
+    }
+}
+
+fn respond<M: Message + serde_json_fields::JsonOut>(enc: Encoding, msg: M) -> Response {
+    match enc {
+        Encoding::Protobuf => {
+            let mut resp = msg.encode_to_vec().into_response();
+            resp.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-protobuf"));
+            resp
+        }
+        Encoding::Json => axum::Json(msg.json()).into_response(),
+    }
+}
+
+/// OTLP/JSON forms of the two responses (lowerCamelCase, as the spec requires).
+mod serde_json_fields {
+    use super::*;
+    pub trait JsonOut {
+        fn json(&self) -> serde_json::Value;
+    }
+    impl JsonOut for ExportTraceServiceResponse {
+        fn json(&self) -> serde_json::Value {
+            match &self.partial_success {
+                Some(p) => {
+                    serde_json::json!({"partialSuccess": {"rejectedSpans": p.rejected_spans, "errorMessage": p.error_message}})
+                }
+                None => serde_json::json!({}),
+            }
+        }
+    }
+    impl JsonOut for ExportLogsServiceResponse {
+        fn json(&self) -> serde_json::Value {
+            match &self.partial_success {
+                Some(p) => {
+                    serde_json::json!({"partialSuccess": {"rejectedLogRecords": p.rejected_log_records, "errorMessage": p.error_message}})
+                }
+                None => serde_json::json!({}),
+            }
+        }
+    }
+}
+
+/// Maps and stores a trace export; shared by HTTP and gRPC.
+async fn export_traces(
+    state: &AppState,
+    req: ExportTraceServiceRequest,
+    big: bool,
+) -> Result<ExportTraceServiceResponse, ApiError> {
+    let limits = state.otel.clone();
+    let mapped = map_off_thread(big, move || otel::map_traces(&req, &limits)).await?;
+    check_mapped(&mapped, "spans")?;
+    let message = mapped.message();
+    let rejected = mapped.rejected;
+    state.store.ingest_spans(DEFAULT_PROJECT, mapped.batches).await?;
+    let partial_success = (rejected > 0 || !message.is_empty())
+        .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: message });
+    Ok(ExportTraceServiceResponse { partial_success })
+}
+
+async fn export_logs(
+    state: &AppState,
+    req: ExportLogsServiceRequest,
+    big: bool,
+) -> Result<ExportLogsServiceResponse, ApiError> {
+    let limits = state.otel.clone();
+    let mapped = map_off_thread(big, move || otel::map_logs(&req, &limits)).await?;
+    check_mapped(&mapped, "log records")?;
+    let message = mapped.message();
+    let rejected = mapped.rejected;
+    state.store.ingest_spans(DEFAULT_PROJECT, mapped.batches).await?;
+    let partial_success =
+        (rejected > 0 || !message.is_empty()).then_some(ExportLogsPartialSuccess {
+            rejected_log_records: rejected,
+            error_message: message,
+        });
+    Ok(ExportLogsServiceResponse { partial_success })
+}
+
+const BIG: usize = 64 * 1024;
+
+#[utoipa::path(
+    post, path = "/v1/traces", tag = "ingest",
+    request_body(content = Object, description = "OTLP ExportTraceServiceRequest as application/x-protobuf or application/json; Content-Encoding gzip allowed"),
+    responses(
+        (status = 200, description = "Stored durably; partialSuccess counts refused spans"),
+        (status = 400, description = "Undecodable, or every span refused", body = crate::error::ErrorBody),
+        (status = 413, description = "Body (before or after decompression) over the limit", body = crate::error::ErrorBody),
+        (status = 415, description = "Not OTLP protobuf or JSON", body = crate::error::ErrorBody),
+        (status = 503, description = "Busy; retry after Retry-After", body = crate::error::ErrorBody),
+    )
+)]
+pub async fn post_traces(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let enc = encoding(&headers)?;
+    let bytes = otlp_body(body, &headers, state.limits.body_bytes).await?;
+    let big = bytes.len() > BIG;
+    let req = match enc {
+        Encoding::Protobuf => {
+            ExportTraceServiceRequest::decode(bytes).map_err(|e| decode_error("protobuf", e))?
+        }
+        Encoding::Json => {
+            otel::json::trace_request(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?
+        }
+    };
+    Ok(respond(enc, export_traces(&state, req, big).await?))
+}
+
+#[utoipa::path(
+    post, path = "/v1/logs", tag = "ingest",
+    request_body(content = Object, description = "OTLP ExportLogsServiceRequest: GenAI events (gen_ai.user.message, gen_ai.choice, …) placed on spans by trace and span id"),
+    responses((status = 200, description = "Stored durably"), (status = 400, body = crate::error::ErrorBody))
+)]
+pub async fn post_logs(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let enc = encoding(&headers)?;
+    let bytes = otlp_body(body, &headers, state.limits.body_bytes).await?;
+    let big = bytes.len() > BIG;
+    let req = match enc {
+        Encoding::Protobuf => {
+            ExportLogsServiceRequest::decode(bytes).map_err(|e| decode_error("protobuf", e))?
+        }
+        Encoding::Json => {
+            otel::json::logs_request(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?
+        }
+    };
+    Ok(respond(enc, export_logs(&state, req, big).await?))
+}
+
+// ---------------------------------------------------------------------------------------------
+// gRPC
+
+fn grpc_status(e: ApiError) -> tonic::Status {
+    match e.status {
+        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
+            tonic::Status::unavailable(e.message)
+        }
+        StatusCode::INTERNAL_SERVER_ERROR => tonic::Status::internal(e.message),
+        StatusCode::PAYLOAD_TOO_LARGE => tonic::Status::resource_exhausted(e.message),
+        _ => tonic::Status::invalid_argument(e.message),
+    }
+}
+
+#[derive(Clone)]
+pub struct Grpc(pub AppState);
+
+#[tonic::async_trait]
+impl TraceService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let req = request.into_inner();
+        let big = req
+            .resource_spans
+            .iter()
+            .flat_map(|r| &r.scope_spans)
+            .map(|s| s.spans.len())
+            .sum::<usize>()
+            > 64;
+        export_traces(&self.0, req, big).await.map(tonic::Response::new).map_err(grpc_status)
+    }
+}
+
+#[tonic::async_trait]
+impl LogsService for Grpc {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportLogsServiceRequest>,
+    ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
+        export_logs(&self.0, request.into_inner(), true)
+            .await
+            .map(tonic::Response::new)
+            .map_err(grpc_status)
+    }
+}
+
+/// Serves OTLP/gRPC on `listener` until `shutdown` resolves.
+pub async fn serve_grpc(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    use tonic::codec::CompressionEncoding::Gzip;
+    let limit = state.limits.body_bytes;
+    let svc = Grpc(state);
+    tonic::transport::Server::builder()
+        .add_service(
+            TraceServiceServer::new(svc.clone())
+                .accept_compressed(Gzip)
+                .send_compressed(Gzip)
+                .max_decoding_message_size(limit),
+        )
+        .add_service(
+            LogsServiceServer::new(svc)
+                .accept_compressed(Gzip)
+                .send_compressed(Gzip)
+                .max_decoding_message_size(limit),
+        )
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener),
+            shutdown,
+        )
+        .await
+}

@@ -1,0 +1,60 @@
+//! A real server on ephemeral ports over a real SQLite file, for the integration tests.
+#![allow(dead_code)]
+
+use std::sync::Arc;
+
+use tracellm_client::Client;
+use tracellm_core::{NormalizeOptions, PriceTable};
+use tracellm_server::{Bound, Limits, ServerConfig};
+use tracellm_store::{SqliteOptions, SqliteStore, Store};
+
+pub struct TestServer {
+    pub bound: Bound,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+impl TestServer {
+    pub async fn start(dir: &std::path::Path) -> TestServer {
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(&dir.join("traces.db"), SqliteOptions::default()).await.unwrap(),
+        );
+        let cfg = ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 0,
+            dashboard_port: Some(0),
+            otlp_grpc_port: Some(0),
+            otlp_grpc_optional: false,
+            limits: Limits::default(),
+            normalize: NormalizeOptions::default(),
+        };
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+        let task = tokio::spawn(tracellm_server::serve(
+            cfg,
+            store,
+            PriceTable::builtin(),
+            move |b| {
+                let _ = ready_tx.send(b);
+            },
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        let bound = ready_rx.await.unwrap();
+        TestServer { bound, stop: Some(stop), task: Some(task) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.bound.api)
+    }
+
+    pub fn client(&self) -> Client {
+        Client::new(self.url())
+    }
+
+    pub async fn stop(mut self) {
+        let _ = self.stop.take().unwrap().send(());
+        self.task.take().unwrap().await.unwrap().unwrap();
+    }
+}
