@@ -26,15 +26,16 @@ export default defineConfig({
     emptyOutDir: true,
     sourcemap: false,
     target: 'es2020',
-    // Stable file names: the bundle is committed and embedded in the binary, and a test
-    // rebuilds it and compares byte for byte, so the output must not depend on hashes.
+    // The bundle is committed and embedded in the binary, and a test rebuilds it and compares
+    // byte for byte. Names carry a content hash (deterministic for the same source) because the
+    // server caches /assets/* as immutable: a new binary must never be shadowed by an old cache.
     cssCodeSplit: false,
     modulePreload: { polyfill: false },
     rollupOptions: {
       output: {
-        entryFileNames: 'assets/app.js',
-        chunkFileNames: 'assets/[name].js',
-        assetFileNames: 'assets/[name][extname]',
+        entryFileNames: 'assets/app-[hash].js',
+        chunkFileNames: 'assets/[name]-[hash].js',
+        assetFileNames: 'assets/[name]-[hash][extname]',
         inlineDynamicImports: true,
       },
     },

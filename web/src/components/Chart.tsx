@@ -76,7 +76,7 @@ export function TimeChart({ title, times, series, height = 200, id }: ChartProps
           grid: { stroke: gridColor, width: 1 },
           ticks: { show: false },
           size: 56,
-          values: (_u, splits) => splits.map((v) => series[0].format(v)),
+          values: (_u, splits) => splits.map((v) => (v === 0 ? '0' : series[0].format(v))),
           font: '11px system-ui, sans-serif',
         },
       ],
@@ -88,8 +88,8 @@ export function TimeChart({ title, times, series, height = 200, id }: ChartProps
             label: s.label,
             stroke: color,
             width: s.bars ? 0 : 2,
-            fill: withAlpha(color, s.bars ? 0.75 : 0.12),
-            points: { show: times.length < 40 },
+            fill: s.bars ? withAlpha(color, 0.8) : series.length > 1 ? undefined : withAlpha(color, 0.12),
+            points: { show: !s.bars && times.length < 40, size: 5 },
             spanGaps: false,
             value: (_u: uPlot, v: number | null) => s.format(v),
             ...(s.bars ? { paths: uPlot.paths.bars!({ size: [0.7, 40], align: 0 }) } : {}),
@@ -97,6 +97,11 @@ export function TimeChart({ title, times, series, height = 200, id }: ChartProps
         }),
       ],
     };
+    // When the pointer is not over the chart, the legend shows the latest bucket.
+    const showLatest = (u: uPlot) => {
+      if (u.cursor.idx == null && xs.length) u.setLegend({ idx: xs.length - 1 });
+    };
+    opts.hooks = { ready: [showLatest], setCursor: [showLatest] };
     const data = [xs, ...series.map((s) => s.values)] as uPlot.AlignedData;
     plot.current?.destroy();
     plot.current = new uPlot(opts, data, plotEl.current);

@@ -10,6 +10,19 @@ function roleClass(role: string): string {
   return 'msg-other';
 }
 
+/** Tool results are often JSON: show them as a tree; everything else as text. */
+function MessageText({ text, role }: { text: string; role: string }) {
+  const t = text.trim();
+  if ((role === 'tool' || role === 'function') && (t.startsWith('{') || t.startsWith('['))) {
+    try {
+      return <JsonView value={JSON.parse(t)} copy={false} openDepth={2} />;
+    } catch {
+      /* not JSON after all */
+    }
+  }
+  return <TextBlock text={text} />;
+}
+
 export function Message({ m, output }: { m: ChatMessage; output?: boolean }) {
   return (
     <div class={`msg ${roleClass(m.role)}${output ? ' msg-output' : ''}`} data-role={m.role}>
@@ -21,7 +34,7 @@ export function Message({ m, output }: { m: ChatMessage; output?: boolean }) {
       </div>
       {m.text && (
         <div class="msg-body">
-          <TextBlock text={m.text} />
+          <MessageText text={m.text} role={m.role} />
         </div>
       )}
       {m.toolCalls.map((c, i) => (

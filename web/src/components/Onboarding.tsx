@@ -3,28 +3,21 @@ import { CodeBlock } from './ui';
 import { Icon } from './icons';
 
 function curlSnippet(origin: string): string {
-  const now = new Date();
-  const t0 = new Date(now.getTime() - 1200).toISOString();
-  const t1 = now.toISOString();
-  const doc = {
-    name: 'hello-tracellm',
-    spans: [
-      {
-        id: 'sp_1',
-        name: 'openai.chat',
-        kind: 'llm',
-        model: 'gpt-4o-mini',
-        start_time: t0,
-        end_time: t1,
-        input: { messages: [{ role: 'user', content: 'Say hello to TraceLLM' }] },
-        output: { messages: [{ role: 'assistant', content: 'Hello, TraceLLM!' }] },
-        tokens: { prompt: 12, completion: 5 },
-      },
-    ],
-  };
+  const now = Date.now();
+  const t0 = new Date(now - 1200).toISOString();
+  const t1 = new Date(now).toISOString();
   return `curl -X POST ${origin}/api/traces \\
   -H 'Content-Type: application/json' \\
-  -d '${JSON.stringify(doc, null, 2).replace(/'/g, "'\\''")}'`;
+  -d '{
+  "name": "hello-tracellm",
+  "spans": [{
+    "id": "sp_1", "name": "openai.chat", "kind": "llm", "model": "gpt-4o-mini",
+    "start_time": "${t0}", "end_time": "${t1}",
+    "input": {"messages": [{"role": "user", "content": "Say hello to TraceLLM"}]},
+    "output": {"messages": [{"role": "assistant", "content": "Hello, TraceLLM!"}]},
+    "tokens": {"prompt": 12, "completion": 5}
+  }]
+}'`;
 }
 
 function pythonSnippet(origin: string): string {

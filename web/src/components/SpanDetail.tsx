@@ -111,9 +111,7 @@ function Payloads({ span }: { span: Span }) {
   if (inMsgs || outMsgs) {
     return (
       <>
-        <Section title="Conversation">
-          <Conversation input={inMsgs} output={outMsgs} />
-        </Section>
+        <Conversation input={inMsgs} output={outMsgs} />
         {!inMsgs && span.input != null && (
           <Section title="Input">
             <ValueView value={span.input} />

@@ -130,7 +130,10 @@ export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, on
             const levels = Math.min(depth, MAX_INDENT_LEVELS);
             const g = barGeometry(scale, tree.start[i], tree.end[i], minFrac);
             const dur = tree.open[i] ? null : tree.end[i] - tree.start[i];
-            const labelLeft = g.left + g.width > 0.82;
+            // Duration label: after the bar, or before it when the bar reaches the right edge,
+            // or inside it when the bar fills nearly the whole axis.
+            const labelInside = g.left + g.width > 0.82 && g.left < 0.14;
+            const labelLeft = !labelInside && g.left + g.width > 0.82;
             const err = tree.isError[i] === 1;
             const retry = tree.retry[i];
             return (
@@ -184,8 +187,14 @@ export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, on
                     style={{ left: `${g.left * 100}%`, width: `${g.width * 100}%` }}
                   />
                   <span
-                    class={'wf-dur' + (labelLeft ? ' left' : '')}
-                    style={labelLeft ? { right: `${(1 - g.left) * 100}%` } : { left: `${(g.left + g.width) * 100}%` }}
+                    class={'wf-dur' + (labelLeft ? ' left' : '') + (labelInside ? ' inside' : '')}
+                    style={
+                      labelInside
+                        ? { right: `${(1 - g.left - g.width) * 100}%` }
+                        : labelLeft
+                          ? { right: `${(1 - g.left) * 100}%` }
+                          : { left: `${(g.left + g.width) * 100}%` }
+                    }
                   >
                     {dur == null ? 'running' : formatDuration(dur)}
                   </span>

@@ -208,7 +208,9 @@ export async function getJson<T>(
   }
   if (!res.ok) {
     const err = (body as { error?: { code?: string; message?: string } } | null)?.error;
-    if (!err && res.status >= 502 && res.status <= 504) {
+    // The server always answers errors in its JSON shape; a 5xx without it comes from a proxy
+    // in front (the dev server) that could not reach it.
+    if (!err && res.status >= 500) {
       throw new NetworkError('The TraceLLM server cannot be reached.');
     }
     throw new ApiError(res.status, err?.code ?? `http_${res.status}`, err?.message ?? `${res.status} ${res.statusText}`);

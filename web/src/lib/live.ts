@@ -64,7 +64,22 @@ class LiveHub {
     }
     this.ws = ws;
     this.setState('connecting');
+    // A handshake that neither opens nor fails (a stalled proxy) must not leave the
+    // dashboard waiting forever: give up on it and try again.
+    const stalled = setTimeout(() => {
+      if (ws.readyState === WebSocket.CONNECTING) {
+        ws.onclose = null;
+        ws.close();
+        if (this.ws === ws) {
+          this.ws = null;
+          this.setState('closed');
+          this.retryMs = 500;
+          this.scheduleReconnect();
+        }
+      }
+    }, 4000);
     ws.onopen = () => {
+      clearTimeout(stalled);
       this.retryMs = 500;
       this.setState('open');
     };
@@ -83,6 +98,7 @@ class LiveHub {
       for (const s of this.msgSubs) s(msg);
     };
     ws.onclose = () => {
+      clearTimeout(stalled);
       if (this.ws === ws) {
         this.ws = null;
         this.setState('closed');
@@ -129,7 +145,11 @@ export const live = new LiveHub();
 
 export function useLiveState(): LiveState {
   const [s, setS] = useState(live.state);
-  useEffect(() => live.onState(() => setS(live.state)), []);
+  useEffect(() => {
+    const off = live.onState(() => setS(live.state));
+    setS(live.state); // it may have changed between the render and this subscription
+    return off;
+  }, []);
   return s;
 }
 

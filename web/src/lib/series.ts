@@ -14,6 +14,38 @@ export interface SeriesData {
 
 const num = (v: unknown): number | null => (typeof v === 'number' && Number.isFinite(v) ? v : null);
 
+/** "1m" -> 60000, "6h" -> 21600000; null when the text is not a duration. */
+export function parseBucket(b: string): number | null {
+  const m = /^(\d+)\s*(s|m|h|d)$/.exec(b.trim());
+  if (!m) return null;
+  const unit = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[m[2] as 's' | 'm' | 'h' | 'd'];
+  const v = Number(m[1]) * unit;
+  return v > 0 ? v : null;
+}
+
+const MAX_FILLED = 5000;
+
+/**
+ * Empty buckets come back absent; charts need them as zeros (counts) or gaps (latency), from
+ * the start of the range to its end, so bars sit at their true time.
+ */
+export function fillBuckets(points: TimePoint[], bucketMs: number, fromMs?: number, toMs?: number): TimePoint[] {
+  if (!(bucketMs > 0)) return points;
+  const byT = new Map<number, TimePoint>();
+  for (const p of points) byT.set(Math.floor(Date.parse(p.t) / bucketMs) * bucketMs, p);
+  const times = [...byT.keys()];
+  if (!times.length && fromMs == null) return points;
+  let lo = fromMs != null ? Math.floor(fromMs / bucketMs) * bucketMs : Math.min(...times);
+  const hi = toMs != null ? Math.floor(toMs / bucketMs) * bucketMs : Math.max(...times);
+  if (times.length) lo = Math.min(lo, Math.min(...times));
+  if ((hi - lo) / bucketMs > MAX_FILLED) return points;
+  const out: TimePoint[] = [];
+  for (let t = lo; t <= Math.max(hi, ...times); t += bucketMs) {
+    out.push(byT.get(t) ?? { t: new Date(t).toISOString(), traces: 0, errors: 0, tokens: 0, cost_usd: 0 });
+  }
+  return out;
+}
+
 export function shapeSeries(points: TimePoint[]): SeriesData {
   const pts = [...points].sort((a, b) => Date.parse(a.t) - Date.parse(b.t));
   const out: SeriesData = {

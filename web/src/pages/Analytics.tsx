@@ -3,7 +3,7 @@ import { api, tokenTotal } from '../lib/api';
 import { formatCost, formatDuration, formatInt, formatPercent, formatTokens } from '../lib/format';
 import { setQuery, useQuery } from '../lib/router';
 import { useFetch } from '../lib/hooks';
-import { bucketFor, shapeSeries } from '../lib/series';
+import { bucketFor, fillBuckets, parseBucket, shapeSeries } from '../lib/series';
 import { EmptyState, ErrorState, Link, Loading, PageHeader, RANGES, RangeSelect, Stat, rangeSince } from '../components/ui';
 import { TimeChart, type ChartSeries } from '../components/Chart';
 
@@ -16,7 +16,11 @@ export function AnalyticsPage() {
   const bucket = query.get('bucket') ?? bucketFor(r.ms);
   const res = useFetch((signal) => api.analytics({ since: rangeSince(range), bucket }, signal), `${range}|${bucket}`);
   const data = res.data;
-  const s = useMemo(() => shapeSeries(data?.timeseries ?? []), [data]);
+  const s = useMemo(() => {
+    const since = rangeSince(range);
+    const pts = fillBuckets(data?.timeseries ?? [], parseBucket(bucket) ?? 0, since ? Date.parse(since) : undefined, Date.now());
+    return shapeSeries(pts);
+  }, [data]);
 
   const charts = useMemo(() => {
     const intFmt = (v: number | null) => formatInt(v);
@@ -81,7 +85,7 @@ export function AnalyticsPage() {
             />
             <Stat label="Cost" value={formatCost(totals?.cost_usd)} hint={r.label.toLowerCase()} testId="cost" />
           </div>
-          {s.times.length === 0 ? (
+          {s.times.length === 0 || !totals?.traces ? (
             <EmptyState icon="analytics" title="No traces in this time range">
               <p>
                 Pick a longer range, or <Link href="/traces">look at the traces</Link> you have.

@@ -68,21 +68,31 @@ export function Failures() {
   };
 
   useEffect(() => {
+    if (selected >= 0) document.querySelector('.failure.selected')?.scrollIntoView({ block: 'nearest' });
+  }, [selected]);
+  const kb = useRef({ items, selected });
+  kb.current = { items, selected };
+  useEffect(() => {
     const f = (e: KeyboardEvent) => {
       if (typingInField(e) || e.metaKey || e.ctrlKey || e.altKey) return;
-      if (e.key === 'j' || e.key === 'ArrowDown') {
+      const { items: list, selected: sel } = kb.current;
+      if (!list.length) return;
+      let next = -2;
+      if (e.key === 'j' || e.key === 'ArrowDown') next = Math.min(list.length - 1, sel + 1);
+      else if (e.key === 'k' || e.key === 'ArrowUp') next = Math.max(0, sel - 1);
+      else if (e.key === 'Enter' && list[sel]) {
         e.preventDefault();
-        setSelected((s) => Math.min(items.length - 1, s + 1));
-      } else if (e.key === 'k' || e.key === 'ArrowUp') {
-        e.preventDefault();
-        setSelected((s) => Math.max(0, s - 1));
-      } else if (e.key === 'Enter' && items[selected]) {
-        navigate(traceHref(items[selected].id));
+        navigate(traceHref(list[sel].id));
+        return;
       }
+      if (next === -2) return;
+      e.preventDefault();
+      kb.current.selected = next;
+      setSelected(next);
     };
     window.addEventListener('keydown', f);
     return () => window.removeEventListener('keydown', f);
-  }, [items, selected]);
+  }, []);
 
   const now = Date.now();
   let content;

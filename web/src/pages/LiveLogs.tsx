@@ -44,6 +44,7 @@ export function LiveLogs() {
         });
     });
     const off2 = live.onState(() => setVersion((v) => v + 1));
+    setVersion((v) => v + 1); // pick up what arrived between the first render and now
     return () => {
       off();
       off2();
@@ -169,6 +170,11 @@ export function LiveLogs() {
             </EmptyState>
           ) : (
             <div style={{ height: v.getTotalSize() + 'px', position: 'relative' }}>
+              {counts.created === 0 && !text && !type && (
+                <div class="logs-hint" style={{ top: v.getTotalSize() + 'px' }}>
+                  Waiting for traces: send one and it appears here the moment it is stored.
+                </div>
+              )}
               {v.getVirtualItems().map((it) => {
                 const e = entries[it.index];
                 const t = e.msg.trace;

@@ -5,7 +5,7 @@ import { setQuery, useQuery } from '../lib/router';
 import { useFetch } from '../lib/hooks';
 import { useLiveMessages } from '../lib/live';
 import { mergeTrace } from '../lib/filters';
-import { bucketFor, shapeSeries } from '../lib/series';
+import { bucketFor, fillBuckets, parseBucket, shapeSeries } from '../lib/series';
 import { ErrorState, Link, Loading, PageHeader, RANGES, RangeSelect, Stat, rangeSince } from '../components/ui';
 import { TraceTable } from '../components/TraceTable';
 import { Onboarding } from '../components/Onboarding';
@@ -45,7 +45,11 @@ export function Overview() {
     return () => clearTimeout(t);
   }, [pending]);
 
-  const series = useMemo(() => shapeSeries(analytics.data?.timeseries ?? []), [analytics.data]);
+  const series = useMemo(() => {
+    const since = rangeSince(range);
+    const pts = fillBuckets(analytics.data?.timeseries ?? [], parseBucket(bucketFor(r.ms)) ?? 0, since ? Date.parse(since) : undefined, Date.now());
+    return shapeSeries(pts);
+  }, [analytics.data]);
   const totals = analytics.data?.totals;
   const noTracesAtAll = latest.data && latest.data.traces.length === 0 && traces.length === 0;
 

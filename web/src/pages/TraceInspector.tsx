@@ -154,11 +154,18 @@ function Inspector({ trace }: { trace: Trace }) {
     [errorSpans, selected, tree, select],
   );
 
-  // Keyboard navigation of the tree.
+  // Keyboard navigation of the tree. The listener is registered once and reads the latest
+  // state through a ref (and the selection from the URL, which changes synchronously), so
+  // keys pressed faster than renders never act on a stale tree.
+  const kb = useRef({ rows, collapsed, tree, spans, select, toggle, jumpError, rowOf });
+  kb.current = { rows, collapsed, tree, spans, select, toggle, jumpError, rowOf };
   useEffect(() => {
     const f = (e: KeyboardEvent) => {
       if (typingInField(e) || e.metaKey || e.ctrlKey || e.altKey) return;
       if ((e.target as HTMLElement)?.closest?.('.modal')) return;
+      const { rows, collapsed, tree, select, toggle, jumpError, rowOf } = kb.current;
+      const id = new URLSearchParams(location.search).get('span');
+      const selected = id != null ? (tree.index.get(id) ?? -1) : -1;
       const r = selected >= 0 ? rowOf(selected) : -1;
       const go = (row: number) => {
         if (row < 0 || row >= rows.length) return;
@@ -215,7 +222,7 @@ function Inspector({ trace }: { trace: Trace }) {
     };
     window.addEventListener('keydown', f);
     return () => window.removeEventListener('keydown', f);
-  }, [selected, rows, collapsed, tree, select, toggle, jumpError, rowOf]);
+  }, []);
 
   const expandAll = () => setCollapsed(new Set());
   const collapseAll = () => {

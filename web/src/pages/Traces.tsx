@@ -170,28 +170,33 @@ export function Traces() {
     return () => io.disconnect();
   }, [cursor, loadMore]);
 
-  // Keyboard: j/k or arrows move, Enter opens.
+  // Keyboard: j/k or arrows move, Enter opens. The listener reads the latest list through a
+  // ref so a key pressed right after a render never sees a stale one.
+  const kb = useRef({ traces, selected });
+  kb.current = { traces, selected };
   useEffect(() => {
     const f = (e: KeyboardEvent) => {
       if (typingInField(e) || e.metaKey || e.ctrlKey || e.altKey) return;
-      if (e.key === 'j' || e.key === 'ArrowDown') {
+      const { traces: list, selected: sel } = kb.current;
+      if (!list.length) return;
+      let next = -2;
+      if (e.key === 'j' || e.key === 'ArrowDown') next = Math.min(list.length - 1, sel + 1);
+      else if (e.key === 'k' || e.key === 'ArrowUp') next = Math.max(0, sel - 1);
+      else if (e.key === 'Home') next = 0;
+      else if (e.key === 'End' || e.key === 'G') next = list.length - 1;
+      else if (e.key === 'Enter' && sel >= 0 && list[sel]) {
         e.preventDefault();
-        setSelected((s) => Math.min(traces.length - 1, s + 1));
-      } else if (e.key === 'k' || e.key === 'ArrowUp') {
-        e.preventDefault();
-        setSelected((s) => Math.max(0, s - 1));
-      } else if (e.key === 'Enter' && selected >= 0 && traces[selected]) {
-        e.preventDefault();
-        navigate(traceHref(traces[selected].id));
-      } else if ((e.key === 'G' || e.key === 'End') && traces.length) {
-        setSelected(traces.length - 1);
-      } else if (e.key === 'Home') {
-        setSelected(0);
+        navigate(traceHref(list[sel].id));
+        return;
       }
+      if (next === -2) return;
+      e.preventDefault();
+      kb.current.selected = next;
+      setSelected(next);
     };
     window.addEventListener('keydown', f);
     return () => window.removeEventListener('keydown', f);
-  }, [traces, selected]);
+  }, []);
 
   const filtered = hasFilters(filters);
   const rangeValue = filters.since || filters.until ? 'custom' : (filters.range ?? 'all');
