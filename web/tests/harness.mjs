@@ -1,0 +1,156 @@
+// Shared by the browser tests and the benchmark: find free ports, start a real `tracellm
+// start` on a temp data dir, post traces to it, and drive Debian's Chromium headless.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, dirname, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+export const WEB_DIR = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+export const REPO_DIR = resolve(WEB_DIR, '..');
+export const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
+
+export function freePort() {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.unref();
+    s.on('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => res(port));
+    });
+  });
+}
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** Start the server binary; resolves once GET / on the API port answers. */
+export async function startServer({ bin = process.env.TRACELLM_BIN ?? join(REPO_DIR, 'target/debug/tracellm') } = {}) {
+  if (!existsSync(bin)) throw new Error(`tracellm binary not found at ${bin} (set TRACELLM_BIN or build it)`);
+  const dataDir = mkdtempSync(join(tmpdir(), 'tracellm-web-'));
+  const apiPort = await freePort();
+  const dashPort = await freePort();
+  const child = spawn(bin, ['start', '--host', '127.0.0.1', '--port', String(apiPort), '--dashboard-port', String(dashPort), '--data-dir', dataDir], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, TRACELLM_LOG: process.env.TRACELLM_LOG ?? 'warn' },
+  });
+  let output = '';
+  child.stdout.on('data', (d) => (output += d));
+  child.stderr.on('data', (d) => (output += d));
+  let exited = null;
+  child.on('exit', (code, sig) => (exited = { code, sig }));
+  const api = `http://127.0.0.1:${apiPort}`;
+  const dashboard = `http://127.0.0.1:${dashPort}`;
+  const deadline = Date.now() + 20_000;
+  for (;;) {
+    if (exited) throw new Error(`tracellm exited early (${JSON.stringify(exited)}):\n${output}`);
+    try {
+      const r = await fetch(api + '/');
+      if (r.ok) break;
+    } catch {
+      /* not up yet */
+    }
+    if (Date.now() > deadline) {
+      child.kill('SIGKILL');
+      throw new Error(`tracellm did not answer on ${api} within 20 s:\n${output}`);
+    }
+    await sleep(100);
+  }
+  return {
+    api,
+    dashboard,
+    dataDir,
+    output: () => output,
+    async post(docs) {
+      const body = Array.isArray(docs) ? { traces: docs } : docs;
+      const r = await fetch(api + '/traces', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const text = await r.text();
+      if (r.status !== 202 && r.status !== 200) throw new Error(`POST /traces answered ${r.status}: ${text.slice(0, 500)}`);
+      return JSON.parse(text);
+    },
+    async get(path) {
+      const r = await fetch(api + path);
+      if (!r.ok) throw new Error(`GET ${path} answered ${r.status}: ${(await r.text()).slice(0, 300)}`);
+      return r.json();
+    },
+    async stop() {
+      if (!exited) {
+        child.kill('SIGTERM');
+        for (let i = 0; i < 50 && !exited; i++) await sleep(100);
+        if (!exited) child.kill('SIGKILL');
+      }
+      rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/**
+ * A persistent Chromium context on a fresh profile directory (Playwright takes the profile
+ * as userDataDir rather than a --user-data-dir flag). Returns the context; close() also
+ * removes the profile.
+ */
+export async function launchBrowser({ viewport = { width: 1440, height: 900 }, colorScheme = 'light' } = {}) {
+  if (!existsSync(CHROMIUM)) throw new Error(`Chromium not found at ${CHROMIUM}`);
+  const profile = mkdtempSync(join(tmpdir(), 'tracellm-chromium-'));
+  const context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport,
+    colorScheme,
+    args: [
+      '--headless',
+      '--no-sandbox',
+      '--disable-gpu',
+      '--disable-quic',
+      '--no-first-run',
+      '--disable-background-networking',
+      '--disable-component-update',
+      '--disable-sync',
+    ],
+  });
+  const close = context.close.bind(context);
+  context.close = async () => {
+    await close();
+    rmSync(profile, { recursive: true, force: true });
+  };
+  return context;
+}
+
+/**
+ * The origin the browser opens. Normally the binary's own dashboard port. With
+ * TRACELLM_WEB_PREVIEW=1 the committed web/dist is served by Vite's preview server in front
+ * of the same real API instead (for a binary built before web/dist could be embedded).
+ */
+export async function dashboardOrigin(server) {
+  if (process.env.TRACELLM_WEB_PREVIEW === '1') {
+    const { preview } = await import('vite');
+    const port = await freePort();
+    const pv = await preview({
+      root: WEB_DIR,
+      logLevel: 'warn',
+      preview: {
+        port,
+        strictPort: true,
+        host: '127.0.0.1',
+        proxy: { '/api': { target: server.api, ws: true, changeOrigin: true, rewrite: (p) => p.replace(/^\/api/, '') || '/' } },
+      },
+    });
+    return {
+      origin: `http://127.0.0.1:${port}`,
+      close: async () => {
+        pv.httpServer.closeAllConnections?.();
+        await pv.close();
+      },
+    };
+  }
+  const r = await fetch(server.dashboard + '/');
+  const body = await r.text();
+  if (!r.ok || !body.includes('<div id="app">'))
+    throw new Error(
+      `the dashboard port ${server.dashboard} does not serve web/dist (HTTP ${r.status}: ${body.slice(0, 160)}). ` +
+        'The binary must embed web/dist; TRACELLM_WEB_PREVIEW=1 serves it beside the real API instead.',
+    );
+  return { origin: server.dashboard, close: async () => {} };
+}
