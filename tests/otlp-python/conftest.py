@@ -11,7 +11,10 @@ from typing import Iterator
 
 import pytest
 
-from support import REPO, LLMProvider, TraceLLMServer
+# The shared scenario and helper modules assert too: have pytest explain their failures.
+pytest.register_assert_rewrite("openai_scenarios", "support")
+
+from support import REPO, LLMProvider, TraceLLMServer  # noqa: E402
 
 
 @pytest.fixture(scope="session")

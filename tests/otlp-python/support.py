@@ -279,18 +279,22 @@ class RecordingExporter(SpanExporter):
 
 def otlp_exporter(server: TraceLLMServer, transport: str) -> SpanExporter:
     """A real OTLP span exporter pointed at the server: http, http-gzip, grpc or grpc-gzip."""
+    return otlp_exporter_to(server.url, server.grpc_endpoint, transport)
+
+
+def otlp_exporter_to(api_url: str, grpc_endpoint: str, transport: str) -> SpanExporter:
     if transport.startswith("http"):
         from opentelemetry.exporter.otlp.proto.http import Compression
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
         compression = Compression.Gzip if transport == "http-gzip" else Compression.NoCompression
-        return OTLPSpanExporter(endpoint=server.url + "/v1/traces", compression=compression, timeout=10)
+        return OTLPSpanExporter(endpoint=api_url + "/v1/traces", compression=compression, timeout=10)
     if transport.startswith("grpc"):
         import grpc
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter as GrpcSpanExporter
 
         compression = grpc.Compression.Gzip if transport == "grpc-gzip" else grpc.Compression.NoCompression
-        return GrpcSpanExporter(endpoint=server.grpc_endpoint, insecure=True, compression=compression, timeout=10)
+        return GrpcSpanExporter(endpoint=grpc_endpoint, insecure=True, compression=compression, timeout=10)
     raise ValueError("unknown transport %r" % transport)
 
 
