@@ -12,6 +12,8 @@ export interface ChartSeries {
   values: (number | null)[];
   color: string; // a CSS variable name such as --c-accent
   format: (v: number | null) => string;
+  /** shorter labels for the y axis; defaults to `format` */
+  axis?: (v: number) => string;
   bars?: boolean;
 }
 
@@ -41,6 +43,13 @@ function timeLabel(ms: number, stepMs: number): string {
   const mm = String(d.getMinutes()).padStart(2, '0');
   if (stepMs >= 86_400_000) return `${d.toLocaleString('en', { month: 'short' })} ${d.getDate()}`;
   return `${hh}:${mm}`;
+}
+
+function legendTime(ms: number, stepMs: number): string {
+  const d = new Date(ms);
+  const day = `${d.toLocaleString('en', { month: 'short' })} ${d.getDate()}`;
+  if (stepMs >= 86_400_000) return day;
+  return `${day} ${String(d.getHours()).padStart(2, '0')}:${String(d.getMinutes()).padStart(2, '0')}`;
 }
 
 export function TimeChart({ title, times, series, height = 200, id }: ChartProps) {
@@ -76,12 +85,12 @@ export function TimeChart({ title, times, series, height = 200, id }: ChartProps
           grid: { stroke: gridColor, width: 1 },
           ticks: { show: false },
           size: 56,
-          values: (_u, splits) => splits.map((v) => (v === 0 ? '0' : series[0].format(v))),
+          values: (_u, splits) => splits.map((v) => (v === 0 ? '0' : (series[0].axis ?? series[0].format)(v))),
           font: '11px system-ui, sans-serif',
         },
       ],
       series: [
-        { value: (_u, v) => (v == null ? '—' : new Date(v * 1000).toLocaleString()) },
+        { label: 'Time', value: (_u, v) => (v == null ? '—' : legendTime(v * 1000, step)) },
         ...series.map((s) => {
           const color = cssVar(s.color) || '#888';
           return {

@@ -35,7 +35,9 @@ export function AnalyticsPage() {
       format: (v: number | null) => formatDuration(v),
     }));
     const tokens: ChartSeries[] = [{ label: 'Tokens', values: s.tokens, color: '--c-tokens', format: (v) => formatTokens(v) }];
-    const cost: ChartSeries[] = [{ label: 'Cost', values: s.cost, color: '--c-cost', format: (v) => formatCost(v) }];
+    const cost: ChartSeries[] = [
+      { label: 'Cost', values: s.cost, color: '--c-cost', format: (v) => formatCost(v), axis: (v) => '$' + Number(v.toPrecision(2)) },
+    ];
     return { volume, latency, tokens, cost };
   }, [s]);
 

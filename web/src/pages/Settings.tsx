@@ -25,6 +25,25 @@ async function optionalList(path: string, field: string, signal: AbortSignal): P
   }
 }
 
+/** The server's store statistics, when this server version has the route. */
+async function optionalObject(path: string, signal: AbortSignal): Promise<Record<string, unknown> | null> {
+  try {
+    return await getJson<Record<string, unknown>>(path, undefined, signal);
+  } catch (e) {
+    if ((e as Error).name === 'AbortError') throw e;
+    return null;
+  }
+}
+
+const STAT_LABELS: Record<string, string> = {
+  backend: 'Backend',
+  location: 'Location',
+  traces: 'Traces stored',
+  spans: 'Spans stored',
+  price_table_as_of: 'Prices as of',
+  price_table_models: 'Models priced',
+};
+
 function cell(v: unknown): string {
   if (v == null) return '—';
   if (typeof v === 'object') return JSON.stringify(v);
@@ -64,6 +83,7 @@ function ListingTable({ listing, columns, empty }: { listing: Listing; columns: 
 
 export function Settings() {
   const health = useFetch((signal) => api.health(signal), 'health');
+  const stats = useFetch((signal) => optionalObject('/stats', signal), 'stats');
   const projects = useFetch((signal) => optionalList('/projects', 'projects', signal), 'projects');
   const keys = useFetch((signal) => optionalList('/api-keys', 'api_keys', signal), 'keys');
   const liveState = useLiveState();
@@ -122,6 +142,22 @@ export function Settings() {
           </dl>
         )}
       </section>
+
+      {stats.data && (
+        <section class="panel card">
+          <h2>Store</h2>
+          <dl class="meta meta-wide" data-testid="store-stats">
+            {Object.entries(stats.data)
+              .filter(([k]) => k !== 'version')
+              .map(([k, v]) => (
+                <div class="meta-item" key={k}>
+                  <dt>{STAT_LABELS[k] ?? k.replace(/_/g, ' ')}</dt>
+                  <dd class="mono">{typeof v === 'number' ? v.toLocaleString('en-US') : typeof v === 'object' ? JSON.stringify(v) : String(v)}</dd>
+                </div>
+              ))}
+          </dl>
+        </section>
+      )}
 
       <section class="panel card">
         <h2>Sending data</h2>
