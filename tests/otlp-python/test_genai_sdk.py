@@ -449,3 +449,31 @@ def test_response_model_wins_over_request_model(server: Any) -> None:
         assert llm["cost_usd"] == pytest.approx(expected_cost("gpt-4o", 1000, 100), rel=1e-6)
     finally:
         pipeline.shutdown()
+
+
+def test_trace_is_listed_and_found_by_session_and_by_text(agent_run: Dict[str, Any], server: Any) -> None:
+    """What the trace list shows for an OTLP trace, and that its filters and search find it."""
+    from urllib.parse import urlencode
+
+    from support import http_json
+
+    trace_id = agent_run["ids"]["trace_id"]
+
+    def listed(**query: Any) -> Dict[str, Any]:
+        status, body = http_json("GET", "%s/traces?%s" % (server.url, urlencode(dict(query, limit=100))))
+        assert status == 200, body
+        return {t["id"]: t for t in body["traces"]}
+
+    entry = listed(session_id="conv-42")[trace_id]
+    assert entry["name"] == "invoke_agent weather-agent"
+    assert entry["status"] == "success"
+    assert entry["model"] == "gpt-4o"
+    assert entry["span_count"] == 4
+    assert entry["tokens"]["total"] == 322
+    assert entry["cost_usd"] == pytest.approx(0.00112, rel=1e-6)
+    assert entry["user_id"] == "user-7"
+    assert entry["prompt_preview"].startswith(QUESTION)
+    assert entry["response_preview"].startswith("It is 18")
+    assert trace_id in listed(user_id="user-7")
+    assert trace_id in listed(model="gpt-4o")
+    assert trace_id in listed(q="sunny")
