@@ -296,23 +296,24 @@ impl SqliteStore {
     }
 }
 
-/// The trace as this batch alone makes it (used when the trace is new: the common case, done
-/// off the writer thread).
-fn prepare_fresh(asm: &Assembler, project_id: &str, batch: &SpanBatch) -> Result<Option<Prepared>> {
-    if batch.spans.is_empty() {
-        return Ok(None);
+/// Turns a batch into the writer's op. When the batch can stand alone (the common case: a new
+/// trace whose spans all came in one request), the trace is assembled and serialized here, off
+/// the writer thread, and the batch keeps only what a merge would still need.
+fn merge_op(asm: &Assembler, project_id: &str, mut batch: SpanBatch) -> Result<Op> {
+    let standalone = !batch.spans.is_empty()
+        && batch.log_events.iter().all(|(id, _)| batch.spans.iter().any(|s| &s.id == id));
+    if !standalone {
+        return Ok(Op::Merge { project_id: project_id.to_string(), batch, fresh: None });
     }
-    let mut spans = batch.spans.clone();
-    let left = fold_events(&mut spans, batch.log_events.clone());
-    if !left.is_empty() {
-        return Ok(None); // events for spans not in this batch: the writer merges
-    }
+    let mut spans = std::mem::take(&mut batch.spans);
+    fold_events(&mut spans, std::mem::take(&mut batch.log_events));
     let mut input = batch.input.clone();
     input.id = Some(batch.trace_id.clone());
     let trace = asm
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
-    Ok(Some(prepare(trace, Some(&input))?))
+    let fresh = Some(Box::new(prepare(trace, Some(&input))?));
+    Ok(Op::Merge { project_id: project_id.to_string(), batch, fresh })
 }
 
 fn writer_loop(
@@ -650,10 +651,20 @@ fn merge_trace(
         }
         None => (Vec::new(), batch.input.clone()),
     };
-    for s in &batch.spans {
+    // The batch's spans: as sent, or as assembled off-thread when it could stand alone.
+    let arrived: Vec<Span> = match fresh {
+        Some(p) => p
+            .spans
+            .iter()
+            .map(|(_, _, doc)| serde_json::from_str(doc))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| StoreError::Internal(e.to_string()))?,
+        None => batch.spans.clone(),
+    };
+    for s in arrived {
         match spans.iter_mut().find(|x| x.id == s.id) {
-            Some(old) => *old = s.clone(),
-            None => spans.push(s.clone()),
+            Some(old) => *old = s,
+            None => spans.push(s),
         }
     }
     let left = fold_events(&mut spans, events);
@@ -1004,10 +1015,7 @@ impl Store for SqliteStore {
         let prep = move || {
             batches
                 .into_iter()
-                .map(|batch| {
-                    let fresh = prepare_fresh(&asm, &project, &batch)?.map(Box::new);
-                    Ok(Op::Merge { project_id: project.clone(), batch, fresh })
-                })
+                .map(|batch| merge_op(&asm, &project, batch))
                 .collect()
         };
         let ops = if spans > 64 { self.off_thread(prep).await? } else { prep()? };
