@@ -237,6 +237,18 @@ describe('dashboard against a real server', () => {
     await page.waitForSelector('[data-testid="span-error"]');
     assert.match(await page.textContent('[data-testid="span-error"]'), /RateLimitError/);
     await shot('inspector-failure');
+
+    // find spans by name: matches are counted and Enter walks through them
+    await page.keyboard.press('Escape'); // back to the trace summary
+    await page.keyboard.press('/');
+    await page.keyboard.type('get_invoice');
+    assert.equal(await page.textContent('[data-testid="find-count"]'), '–/3');
+    assert.equal(await page.$$eval('.wf-row.is-match', (r) => r.length), 3);
+    await page.keyboard.press('Enter');
+    await page.waitForURL(new RegExp(`span=${broken.spans[2].id}`));
+    assert.equal(await page.textContent('[data-testid="find-count"]'), '1/3');
+    await page.keyboard.press('Enter');
+    await page.waitForURL(new RegExp(`span=${broken.spans[3].id}`));
   });
 
   test('analytics charts render with values from the API', async () => {

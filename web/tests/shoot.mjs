@@ -8,7 +8,7 @@ const paths = process.argv.slice(3);
 const theme = process.env.THEME ?? 'light';
 const out = join(WEB_DIR, 'test-artifacts', 'manual');
 mkdirSync(out, { recursive: true });
-const ctx = await launchBrowser({ colorScheme: theme });
+const ctx = await launchBrowser({ colorScheme: theme, viewport: { width: Number(process.env.W ?? 1440), height: Number(process.env.H ?? 900) } });
 const page = ctx.pages()[0] ?? (await ctx.newPage());
 page.on('console', (m) => m.type() === 'error' && console.log('console:', m.text()));
 page.on('pageerror', (e) => console.log('pageerror:', e.message));

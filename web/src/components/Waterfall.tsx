@@ -29,9 +29,11 @@ export interface WaterfallProps {
   onToggle: (i: number) => void;
   /** row index to bring into view (changes when the keyboard moves the selection) */
   scrollTo: { row: number; n: number } | null;
+  /** spans to highlight (find results), indexed like `spans` */
+  highlight?: Uint8Array | null;
 }
 
-export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, onToggle, scrollTo }: WaterfallProps) {
+export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, onToggle, scrollTo, highlight }: WaterfallProps) {
   const scrollRef = useRef<HTMLDivElement>(null);
   const outer = useRef<HTMLDivElement>(null);
   const width = useWidth(outer);
@@ -144,7 +146,8 @@ export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, on
                   'wf-row' +
                   (i === selected ? ' selected' : '') +
                   (err ? ' is-error' : '') +
-                  (retry ? ' is-retry' : '')
+                  (retry ? ' is-retry' : '') +
+                  (highlight?.[i] ? ' is-match' : '')
                 }
                 style={{ transform: `translateY(${it.start}px)` }}
                 role="treeitem"

@@ -135,30 +135,60 @@ function Inspector({ trace }: { trace: Trace }) {
     return out;
   }, [tree]);
 
-  const jumpError = useCallback(
-    (dir: 1 | -1) => {
-      if (!errorSpans.length) return;
-      const cur = selected >= 0 ? tree.pos[selected] : -1;
+  /** Select the next (or previous) span of `list` (in tree order) after the selected one. */
+  const jumpIn = useCallback(
+    (list: number[], dir: 1 | -1) => {
+      if (!list.length) return;
+      const cur = selected >= 0 ? tree.pos[selected] : dir === 1 ? -1 : tree.n;
       let target = -1;
-      if (dir === 1) target = errorSpans.find((i) => tree.pos[i] > cur) ?? errorSpans[0];
+      if (dir === 1) target = list.find((i) => tree.pos[i] > cur) ?? list[0];
       else {
-        for (let k = errorSpans.length - 1; k >= 0; k--)
-          if (tree.pos[errorSpans[k]] < cur) {
-            target = errorSpans[k];
+        for (let k = list.length - 1; k >= 0; k--)
+          if (tree.pos[list[k]] < cur) {
+            target = list[k];
             break;
           }
-        if (target < 0) target = errorSpans[errorSpans.length - 1];
+        if (target < 0) target = list[list.length - 1];
       }
       select(target, true);
     },
-    [errorSpans, selected, tree, select],
+    [selected, tree, select],
   );
+  const jumpError = useCallback((dir: 1 | -1) => jumpIn(errorSpans, dir), [jumpIn, errorSpans]);
+
+  // Find spans by name, kind, model or id; matches are highlighted and Enter walks through them.
+  const [find, setFind] = useState('');
+  const findRef = useRef<HTMLInputElement>(null);
+  const matches = useMemo(() => {
+    const q = find.trim().toLowerCase();
+    if (!q) return [] as number[];
+    const out: number[] = [];
+    for (let k = 0; k < tree.n; k++) {
+      const i = tree.order[k];
+      const sp = spans[i];
+      if (
+        sp.name?.toLowerCase().includes(q) ||
+        sp.kind?.toLowerCase() === q ||
+        sp.model?.toLowerCase().includes(q) ||
+        sp.id.toLowerCase() === q
+      )
+        out.push(i);
+    }
+    return out;
+  }, [find, tree]);
+  const matchMask = useMemo(() => {
+    if (!matches.length) return null;
+    const m = new Uint8Array(tree.n);
+    for (const i of matches) m[i] = 1;
+    return m;
+  }, [matches, tree]);
+  const matchPos = selected >= 0 && matchMask?.[selected] ? matches.indexOf(selected) + 1 : 0;
 
   // Keyboard navigation of the tree. The listener is registered once and reads the latest
   // state through a ref (and the selection from the URL, which changes synchronously), so
   // keys pressed faster than renders never act on a stale tree.
-  const kb = useRef({ rows, collapsed, tree, spans, select, toggle, jumpError, rowOf });
-  kb.current = { rows, collapsed, tree, spans, select, toggle, jumpError, rowOf };
+  const kb = useRef({ rows, collapsed, tree, spans, select, toggle, jumpError, rowOf, findRef });
+  kb.current = { rows, collapsed, tree, spans, select, toggle, jumpError, rowOf, findRef };
   useEffect(() => {
     const f = (e: KeyboardEvent) => {
       if (typingInField(e) || e.metaKey || e.ctrlKey || e.altKey) return;
@@ -206,6 +236,11 @@ function Inspector({ trace }: { trace: Trace }) {
             e.preventDefault();
             toggle(selected);
           }
+          return;
+        case '/':
+          e.preventDefault();
+          kb.current.findRef.current?.focus();
+          kb.current.findRef.current?.select();
           return;
         case 'n':
           e.preventDefault();
@@ -321,6 +356,33 @@ function Inspector({ trace }: { trace: Trace }) {
               {rows.length !== spans.length && ` · ${formatInt(rows.length)} shown`}
             </span>
             <span class="grow" />
+            <label class={'find' + (find && !matches.length ? ' find-none' : '')}>
+              <Icon name="search" size={13} />
+              <span class="sr-only">Find spans</span>
+              <input
+                ref={findRef}
+                class="find-input"
+                type="search"
+                name="find"
+                placeholder="Find span"
+                value={find}
+                onInput={(e) => setFind((e.target as HTMLInputElement).value)}
+                onKeyDown={(e) => {
+                  if (e.key === 'Enter') {
+                    e.preventDefault();
+                    jumpIn(matches, e.shiftKey ? -1 : 1);
+                  } else if (e.key === 'Escape') {
+                    setFind('');
+                    (e.target as HTMLInputElement).blur();
+                  }
+                }}
+              />
+              {find && (
+                <span class="find-count" data-testid="find-count">
+                  {matches.length ? `${matchPos || '–'}/${matches.length}` : 'none'}
+                </span>
+              )}
+            </label>
             {errorSpans.length > 0 && (
               <button type="button" class="btn btn-xs btn-error-soft" onClick={() => jumpError(1)} title="Next failed span (n)">
                 <Icon name="next" size={13} /> Next error ({errorSpans.length})
@@ -345,6 +407,7 @@ function Inspector({ trace }: { trace: Trace }) {
               onSelect={(i) => select(i)}
               onToggle={toggle}
               scrollTo={scrollTo}
+              highlight={matchMask}
             />
           )}
         </section>
