@@ -126,6 +126,16 @@ describe('dashboard against a real server', () => {
     assert.equal((await listedIds())[0], late.id, 'the new trace is at the top');
   });
 
+  test('after a server restart the list catches up with traces stored meanwhile', async () => {
+    await page.goto(dash.origin + '/traces');
+    await waitLive();
+    await server.restart();
+    const meanwhile = agentTrace({ name: 'stored-while-reconnecting', t0: Date.now() - 500 });
+    await server.post(meanwhile);
+    await page.waitForSelector(rowSel(meanwhile.id), { timeout: 15_000 });
+    await waitLive();
+  });
+
   test('filters and search narrow the list, and live in the URL', async () => {
     await page.goto(dash.origin + '/traces?status=error');
     await page.waitForSelector(rowSel(broken.id));

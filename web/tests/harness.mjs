@@ -32,32 +32,48 @@ export async function startServer({ bin = process.env.TRACELLM_BIN ?? join(REPO_
   const dataDir = mkdtempSync(join(tmpdir(), 'tracellm-web-'));
   const apiPort = await freePort();
   const dashPort = await freePort();
-  const child = spawn(bin, ['start', '--host', '127.0.0.1', '--port', String(apiPort), '--dashboard-port', String(dashPort), '--data-dir', dataDir], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-    env: { ...process.env, TRACELLM_LOG: process.env.TRACELLM_LOG ?? 'warn' },
-  });
-  let output = '';
-  child.stdout.on('data', (d) => (output += d));
-  child.stderr.on('data', (d) => (output += d));
-  let exited = null;
-  child.on('exit', (code, sig) => (exited = { code, sig }));
   const api = `http://127.0.0.1:${apiPort}`;
   const dashboard = `http://127.0.0.1:${dashPort}`;
-  const deadline = Date.now() + 20_000;
-  for (;;) {
-    if (exited) throw new Error(`tracellm exited early (${JSON.stringify(exited)}):\n${output}`);
-    try {
-      const r = await fetch(api + '/');
-      if (r.ok) break;
-    } catch {
-      /* not up yet */
+  let output = '';
+  let proc = null;
+
+  async function launch() {
+    const child = spawn(bin, ['start', '--host', '127.0.0.1', '--port', String(apiPort), '--dashboard-port', String(dashPort), '--data-dir', dataDir], {
+      stdio: ['ignore', 'pipe', 'pipe'],
+      env: { ...process.env, TRACELLM_LOG: process.env.TRACELLM_LOG ?? 'warn' },
+    });
+    const state = { child, exited: null };
+    child.stdout.on('data', (d) => (output += d));
+    child.stderr.on('data', (d) => (output += d));
+    child.on('exit', (code, sig) => (state.exited = { code, sig }));
+    proc = state;
+    const deadline = Date.now() + 20_000;
+    for (;;) {
+      if (state.exited) throw new Error(`tracellm exited early (${JSON.stringify(state.exited)}):\n${output}`);
+      try {
+        const r = await fetch(api + '/');
+        if (r.ok) return;
+      } catch {
+        /* not up yet */
+      }
+      if (Date.now() > deadline) {
+        child.kill('SIGKILL');
+        throw new Error(`tracellm did not answer on ${api} within 20 s:\n${output}`);
+      }
+      await sleep(100);
     }
-    if (Date.now() > deadline) {
-      child.kill('SIGKILL');
-      throw new Error(`tracellm did not answer on ${api} within 20 s:\n${output}`);
-    }
-    await sleep(100);
   }
+
+  async function halt() {
+    const state = proc;
+    if (!state || state.exited) return;
+    state.child.kill('SIGTERM');
+    for (let i = 0; i < 50 && !state.exited; i++) await sleep(100);
+    if (!state.exited) state.child.kill('SIGKILL');
+    for (let i = 0; i < 20 && !state.exited; i++) await sleep(50);
+  }
+
+  await launch();
   return {
     api,
     dashboard,
@@ -75,12 +91,13 @@ export async function startServer({ bin = process.env.TRACELLM_BIN ?? join(REPO_
       if (!r.ok) throw new Error(`GET ${path} answered ${r.status}: ${(await r.text()).slice(0, 300)}`);
       return r.json();
     },
+    /** Stop and start again on the same ports and data dir. */
+    async restart() {
+      await halt();
+      await launch();
+    },
     async stop() {
-      if (!exited) {
-        child.kill('SIGTERM');
-        for (let i = 0; i < 50 && !exited; i++) await sleep(100);
-        if (!exited) child.kill('SIGKILL');
-      }
+      await halt();
       rmSync(dataDir, { recursive: true, force: true });
     },
   };

@@ -40,7 +40,7 @@ function LiveIndicator() {
 
 export const SHORTCUTS: [string, string][] = [
   ['g then o / t / a / f / l / s', 'Go to Overview, Traces, Analytics, Failures, Live logs, Settings'],
-  ['/', 'Search traces'],
+  ['/', 'Search traces; find spans in a trace'],
   ['j / k or ↓ / ↑', 'Move through a list or the span tree'],
   ['Enter', 'Open the selected trace; expand or collapse a span'],
   ['← / →', 'Collapse a span or go to its parent / expand or go to its first child'],

@@ -24,6 +24,9 @@ const MAX_LOG = 5000;
 class LiveHub {
   state: LiveState = 'closed';
   version: string | null = null;
+  /** how many times the stream came back after the first connection */
+  reconnects = 0;
+  private everOpened = false;
   log: LogEntry[] = [];
   private seq = 0;
   private ws: WebSocket | null = null;
@@ -81,6 +84,8 @@ class LiveHub {
     ws.onopen = () => {
       clearTimeout(stalled);
       this.retryMs = 500;
+      if (this.everOpened) this.reconnects++;
+      this.everOpened = true;
       this.setState('open');
     };
     ws.onmessage = (ev) => {
@@ -156,4 +161,20 @@ export function useLiveState(): LiveState {
 /** Subscribe to live messages while the component is mounted. */
 export function useLiveMessages(handler: (m: LiveMessage) => void, deps: unknown[] = []) {
   useEffect(() => live.onMessage(handler), deps);
+}
+
+/**
+ * Run `cb` when the stream comes back after a drop: whatever was stored meanwhile was not
+ * announced, so lists reload their first page.
+ */
+export function useReconnect(cb: () => void) {
+  useEffect(() => {
+    let seen = live.reconnects;
+    return live.onState(() => {
+      if (live.state === 'open' && live.reconnects !== seen) {
+        seen = live.reconnects;
+        cb();
+      }
+    });
+  }, [cb]);
 }

@@ -3,7 +3,7 @@ import { api, type Failure } from '../lib/api';
 import { formatDateTime, formatRelative } from '../lib/format';
 import { navigate, onLinkClick } from '../lib/router';
 import { typingInField, useFetch, useTick } from '../lib/hooks';
-import { useLiveMessages } from '../lib/live';
+import { useLiveMessages, useReconnect } from '../lib/live';
 import { EmptyState, ErrorState, Link, Loading, PageHeader, StatusBadge } from '../components/ui';
 import { traceHref } from '../components/TraceTable';
 
@@ -12,6 +12,7 @@ const PAGE = 50;
 export function Failures() {
   const [nonce, setNonce] = useState(0);
   const first = useFetch((signal) => api.failures({ limit: PAGE }, signal), 'failures:' + nonce);
+  useReconnect(first.reload);
   const [items, setItems] = useState<Failure[]>([]);
   const [cursor, setCursor] = useState<string | null>(null);
   const [loadingMore, setLoadingMore] = useState(false);

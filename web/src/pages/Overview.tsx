@@ -3,7 +3,7 @@ import { api, tokenTotal, type TraceSummary } from '../lib/api';
 import { formatCost, formatDuration, formatInt, formatPercent, formatTokens } from '../lib/format';
 import { setQuery, useQuery } from '../lib/router';
 import { useFetch } from '../lib/hooks';
-import { useLiveMessages } from '../lib/live';
+import { useLiveMessages, useReconnect } from '../lib/live';
 import { mergeTrace } from '../lib/filters';
 import { bucketFor, fillBuckets, parseBucket, shapeSeries } from '../lib/series';
 import { ErrorState, Link, Loading, PageHeader, RANGES, RangeSelect, Stat, rangeSince } from '../components/ui';
@@ -19,6 +19,8 @@ export function Overview() {
   const key = `${range}:${nonce}`;
   const analytics = useFetch((signal) => api.analytics({ since: rangeSince(range), bucket: bucketFor(r.ms) }, signal), key);
   const latest = useFetch((signal) => api.traces({ limit: 8 }, signal), 'latest');
+  useReconnect(latest.reload);
+  useReconnect(analytics.reload);
   const [traces, setTraces] = useState<TraceSummary[]>([]);
   const [fresh, setFresh] = useState<Set<string>>(new Set());
   useEffect(() => {

@@ -2,7 +2,7 @@ import { useCallback, useEffect, useMemo, useRef, useState } from 'preact/hooks'
 import { api, type TraceSummary } from '../lib/api';
 import { FILTER_KEYS, hasFilters, matchesFilters, mergeTrace, readFilters, toApiFilters, type UrlFilters } from '../lib/filters';
 import { navigate, setQuery, useQuery } from '../lib/router';
-import { useLiveMessages, useLiveState } from '../lib/live';
+import { useLiveMessages, useLiveState, useReconnect } from '../lib/live';
 import { typingInField, useFetch } from '../lib/hooks';
 import { Icon } from '../components/icons';
 import { ErrorState, Kbd, Loading, PageHeader, RANGES, EmptyState } from '../components/ui';
@@ -105,6 +105,7 @@ export function Traces() {
   filtersRef.current = filters;
 
   const first = useFetch((signal) => api.traces({ ...toApiFilters(filters), limit: PAGE }, signal), key);
+  useReconnect(first.reload);
   useEffect(() => {
     if (first.data) {
       setTraces(first.data.traces);
