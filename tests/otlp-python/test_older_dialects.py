@@ -117,15 +117,6 @@ def logs_run(request: Any, server: Any) -> Iterator[Dict[str, Any]]:
         pipeline.shutdown()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: of several GenAI message log records for one span only the first becomes an input "
-    "message. After gen_ai.system.message {content: SYSTEM} and gen_ai.user.message {content: QUESTION} "
-    "the span's input.messages is [system] alone (the user event is kept under events but not folded), "
-    "so trace.prompt is the system text. Same in one /v1/logs request or three, over HTTP or gRPC, logs "
-    "before or after the span: the store folds events one by one (fold_events calls "
-    "apply_message_events after each) and apply_message_events only fills input while it is still null",
-)
 def test_log_events_become_the_chat_messages(logs_run: Dict[str, Any]) -> None:
     span = logs_run["span"]
     assert span["id"] == logs_run["span_id"]

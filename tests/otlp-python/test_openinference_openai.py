@@ -61,13 +61,6 @@ def test_tool_call_chat_tokens_and_cost(tool_call_run: Dict[str, Any]) -> None:
     sc.check_tool_call_chat_tokens_and_cost(tool_call_run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: OpenInference's span attribute `llm.finish_reason` (e.g. 'tool_calls', 'stop') "
-    "is not mapped onto the output message; GET /traces/{id} shows output.messages[0] without "
-    "finish_reason (the value only survives in span.attributes), while the same call through the "
-    "OTel GenAI dialect stores finish_reason on the message",
-)
 def test_output_messages_carry_the_finish_reason(tool_call_run: Dict[str, Any], stream_run: Dict[str, Any]) -> None:
     sc.check_output_messages_carry_the_finish_reason(tool_call_run, stream_run)
 
@@ -100,11 +93,5 @@ def test_refused_call_is_an_error_trace_with_its_reason(failed_run: Dict[str, An
     sc.check_failed_chat(failed_run)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="server bug: on a failed call OpenInference sends no `llm.model_name` (it takes that from the "
-    "response); the requested model is only in `llm.invocation_parameters` = '{\"model\": \"error-429\"}' "
-    "(and in input.value). The server does not fall back to it, so the failed span and trace have model null",
-)
 def test_refused_call_names_the_model_that_failed(failed_run: Dict[str, Any]) -> None:
     sc.check_failed_chat_names_the_model(failed_run)

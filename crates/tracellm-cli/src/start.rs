@@ -123,7 +123,6 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
                 println!("  OTLP/gRPC  {g}");
             }
             println!("  Store      {url}");
-
         };
         tracellm_server::serve(cfg.clone(), store, prices, on_ready, shutdown_signal())
             .await

@@ -811,9 +811,12 @@ pub fn assemble(
         .clone()
         .or_else(|| root.map(|r| r.name.clone()))
         .unwrap_or_else(|| "trace".to_string());
+    // The run's prompt is what the user asked the model: the first LLM call's last user message
+    // (a root's input is often the function's argument object), else the root's input.
     let prompt = input.prompt.clone().or_else(|| {
-        root.and_then(|r| text::prompt_text(&r.input))
-            .or_else(|| first_llm.and_then(|s| text::prompt_text(&s.input)))
+        first_llm
+            .and_then(|s| text::prompt_text(&s.input))
+            .or_else(|| root.and_then(|r| text::prompt_text(&r.input)))
     });
     let response = input.response.clone().or_else(|| {
         root.and_then(|r| text::response_text(&r.output))

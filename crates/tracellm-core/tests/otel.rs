@@ -739,3 +739,60 @@ fn otlp_json_errors_name_the_path() {
     let e = otlp_json::trace_request(&json!({"resourceSpans": {"a": 1}})).unwrap_err();
     assert!(e.to_string().starts_with("$.resourceSpans: expected an array"), "{e}");
 }
+
+#[test]
+fn message_events_arriving_one_by_one_all_become_messages() {
+    use tracellm_core::SpanEvent;
+    use tracellm_core::otel::apply_message_events;
+    let mut sp = one(vec![("gen_ai.system", s("openai")), ("gen_ai.request.model", s("gpt-4o"))]);
+    let ev = |name: &str, content: &str, ms: i64| SpanEvent {
+        name: name.into(),
+        time: chrono::DateTime::from_timestamp_millis(1_780_000_000_000 + ms).unwrap(),
+        attributes: serde_json::from_value(json!({"body": {"content": content}})).unwrap(),
+    };
+    // the user message arrives first but was logged second
+    sp.events.push(ev("gen_ai.user.message", "What is the weather?", 2));
+    apply_message_events(&mut sp);
+    sp.events.push(ev("gen_ai.system.message", "Be brief.", 1));
+    apply_message_events(&mut sp);
+    let roles: Vec<&str> = sp.input["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["role"].as_str().unwrap())
+        .collect();
+    assert_eq!(roles, vec!["system", "user"]);
+    // content that came from attributes is never overwritten by events
+    let mut sp = one(vec![
+        ("llm.input_messages.0.message.role", s("user")),
+        ("llm.input_messages.0.message.content", s("from attributes")),
+        ("llm.model_name", s("m")),
+    ]);
+    sp.events.push(ev("gen_ai.user.message", "from an event", 1));
+    apply_message_events(&mut sp);
+    assert_eq!(sp.input["messages"][0]["content"], "from attributes");
+}
+
+#[test]
+fn openinference_finish_reason_failed_call_model_and_first_token_event() {
+    let sp = one(vec![
+        ("openinference.span.kind", s("LLM")),
+        ("llm.model_name", s("gpt-4o")),
+        ("llm.output_messages.0.message.role", s("assistant")),
+        ("llm.output_messages.0.message.content", s("ok")),
+        ("llm.finish_reason", s("tool_call")),
+    ]);
+    assert_eq!(sp.output["messages"][0]["finish_reason"], "tool_calls");
+    let sp = one(vec![
+        ("openinference.span.kind", s("LLM")),
+        ("llm.invocation_parameters", s(r#"{"model": "gpt-4o-mini", "temperature": 0}"#)),
+    ]);
+    assert_eq!(sp.model.as_deref(), Some("gpt-4o-mini"));
+    let mut p = span(1, None, "stream", vec![("openinference.span.kind", s("LLM"))]);
+    p.events = vec![Event {
+        name: "First Token Stream Event".into(),
+        time_unix_nano: p.start_time_unix_nano + 250_000_000,
+        ..Default::default()
+    }];
+    assert_eq!(trace_of(vec![p]).spans[0].time_to_first_token_ms, Some(250.0));
+}

@@ -565,14 +565,20 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
 /// Adds events to the spans they name; returns those whose span is not among `spans`.
 fn fold_events(spans: &mut [Span], events: Vec<(String, SpanEvent)>) -> Vec<(String, SpanEvent)> {
     let mut left = Vec::new();
+    let mut touched = Vec::new();
     for (span_id, e) in events {
-        match spans.iter_mut().find(|s| s.id == span_id) {
-            Some(s) => {
-                s.events.push(e);
-                apply_message_events(s);
+        match spans.iter().position(|s| s.id == span_id) {
+            Some(i) => {
+                spans[i].events.push(e);
+                touched.push(i);
             }
             None => left.push((span_id, e)),
         }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    for i in touched {
+        apply_message_events(&mut spans[i]);
     }
     left
 }
@@ -1012,12 +1018,8 @@ impl Store for SqliteStore {
         let spans: usize = batches.iter().map(|b| b.spans.len()).sum();
         let asm = Arc::clone(&self.assembler);
         let project = project_id.to_string();
-        let prep = move || {
-            batches
-                .into_iter()
-                .map(|batch| merge_op(&asm, &project, batch))
-                .collect()
-        };
+        let prep =
+            move || batches.into_iter().map(|batch| merge_op(&asm, &project, batch)).collect();
         let ops = if spans > 64 { self.off_thread(prep).await? } else { prep()? };
         self.submit(ops).await
     }

@@ -460,12 +460,18 @@ const INPUT_EVENTS: &[&str] = &[
     "gen_ai.tool.message",
 ];
 
+/// Marks input/output that were built from message events, so that later events rebuild them.
+const FROM_EVENTS: &str = "tracellm.messages_from_events";
+
 /// Folds GenAI ≤ 1.36 message events (span events, or log records attached to the span) into
-/// the span's input and output when no attribute carried them.
+/// the span's input and output when no attribute carried them. Called again as more events
+/// arrive (logs may come in several requests), it rebuilds from all of them.
 pub fn apply_message_events(s: &mut Span) {
     let mut input = Vec::new();
     let mut output = Vec::new();
-    for e in &s.events {
+    let mut events: Vec<&SpanEvent> = s.events.iter().collect();
+    events.sort_by_key(|e| e.time);
+    for e in events {
         let body = e.attributes.get("body").cloned().unwrap_or_else(|| {
             parsed(&e.attributes, "gen_ai.event.content")
                 .unwrap_or_else(|| Value::Object(e.attributes.clone()))
@@ -492,11 +498,20 @@ pub fn apply_message_events(s: &mut Span) {
             );
         }
     }
-    if s.input.is_null() && !input.is_empty() {
+    let rebuilt =
+        s.attributes.get(FROM_EVENTS).and_then(Value::as_array).cloned().unwrap_or_default();
+    let was = |what: &str| rebuilt.iter().any(|v| v == what);
+    let mut marks = Vec::new();
+    if !input.is_empty() && (s.input.is_null() || was("input")) {
         s.input = json!({"messages": input});
+        marks.push(json!("input"));
     }
-    if s.output.is_null() && !output.is_empty() {
+    if !output.is_empty() && (s.output.is_null() || was("output")) {
         s.output = json!({"messages": output});
+        marks.push(json!("output"));
+    }
+    if !marks.is_empty() {
+        s.attributes.insert(FROM_EVENTS.into(), Value::Array(marks));
     }
 }
 
@@ -537,7 +552,14 @@ fn input_messages(a: &Map<String, Value>) -> Option<Vec<Value>> {
 fn output_messages(a: &Map<String, Value>) -> Option<Vec<Value>> {
     let oi = indexed(a, "llm.output_messages");
     if !oi.is_empty() {
-        return Some(from_openinference(oi));
+        let mut msgs = from_openinference(oi);
+        // OpenInference reports the finish reason on the span, not the message.
+        if let Some(fr) = first_str(a, &["llm.finish_reason"])
+            && let Some(Value::Object(last)) = msgs.last_mut()
+        {
+            last.entry("finish_reason").or_insert_with(|| Value::String(finish_reason(&fr)));
+        }
+        return Some(msgs);
     }
     if let Some(v) = parsed(a, "gen_ai.output.messages") {
         return Some(from_parts_messages(&v));
@@ -595,7 +617,11 @@ fn map_span(
     limits: &OtelLimits,
 ) -> Span {
     let explicit_kind = kind_from(&a);
-    let model = first_str(&a, MODEL_KEYS);
+    let model = first_str(&a, MODEL_KEYS).or_else(|| {
+        // A failed OpenInference call has no response to name the model: the request's
+        // parameters still do.
+        parsed(&a, "llm.invocation_parameters").and_then(|p| p.get("model").and_then(str_of))
+    });
     let tool_name = first_str(&a, &["gen_ai.tool.name", "tool.name"]);
     let tool_id = first_str(&a, &["gen_ai.tool.call.id", "tool.id", "tool_call.id"]);
     let kind = explicit_kind.unwrap_or(if model.is_some() {
@@ -710,7 +736,7 @@ fn map_span(
         .and_then(|c| c.get("total").and_then(Value::as_f64))
         .or_else(|| first_f64(&a, &["llm.cost.total", "tracellm.cost_usd"]))
         .filter(|c| c.is_finite() && *c >= 0.0);
-    let ttft = first_f64(&a, &["gen_ai.response.time_to_first_chunk"]).map(|s| s * 1000.0);
+    let mut ttft = first_f64(&a, &["gen_ai.response.time_to_first_chunk"]).map(|s| s * 1000.0);
 
     // Events, and the error from the status plus any exception event.
     let mut events = Vec::new();
@@ -731,6 +757,17 @@ fn map_span(
                 .unwrap_or_default(),
             attributes: attrs,
         });
+    }
+    if ttft.is_none() {
+        // OpenInference marks the first streamed token with a span event.
+        ttft = span
+            .events
+            .iter()
+            .find(|e| e.name.eq_ignore_ascii_case("First Token Stream Event"))
+            .filter(|e| {
+                e.time_unix_nano >= span.start_time_unix_nano && span.start_time_unix_nano > 0
+            })
+            .map(|e| (e.time_unix_nano - span.start_time_unix_nano) as f64 / 1e6);
     }
     let status_code = span.status.as_ref().map_or(0, |s| s.code);
     let error = (status_code == 2).then(|| {
