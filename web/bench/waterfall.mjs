@@ -1,6 +1,7 @@
 // Benchmark: time from navigation to the waterfall painted, for traces of 100, 1,000 and
 // 10,000 spans, against a real `tracellm start`; plus the gzipped size of web/dist.
-//   node bench/waterfall.mjs            (TRACELLM_BIN as for the tests; RUNS=5 by default)
+//   node bench/waterfall.mjs            (TRACELLM_BIN as for the tests; RUNS=5 by default;
+//                                        SIZES=30000 PAYLOADS=0 for bigger traces)
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -8,7 +9,10 @@ import { dashboardOrigin, launchBrowser, startServer, WEB_DIR } from '../tests/h
 import { bigTrace } from '../tests/fixtures.mjs';
 
 const RUNS = Number(process.env.RUNS ?? 5);
-const SIZES = [100, 1000, 10_000];
+const SIZES = (process.env.SIZES ?? '100,1000,10000').split(',').map(Number);
+// PAYLOADS=0 leaves out span inputs/outputs (a 30,000-span trace with them exceeds the default
+// 10 MB request body limit)
+const PAYLOADS = process.env.PAYLOADS !== '0';
 
 function bundleSize() {
   const dist = join(WEB_DIR, 'dist');
@@ -41,7 +45,7 @@ const page = ctx.pages()[0] ?? (await ctx.newPage());
 const results = [];
 try {
   for (const n of SIZES) {
-    const doc = bigTrace(n);
+    const doc = bigTrace(n, { withPayloads: PAYLOADS });
     await server.post(doc);
     const bytes = JSON.stringify(await server.get('/traces/' + doc.id)).length;
     const paint = [];
