@@ -42,6 +42,12 @@ enum Cmd {
         #[arg(long, default_value_t = 300)]
         iterations: usize,
     },
+    /// Time from an OTLP/JSON ingest's 2xx until the trace is readable whole and found by
+    /// search (run it beside a load to measure under load).
+    Visibility {
+        #[arg(long, default_value_t = 200)]
+        iterations: usize,
+    },
     /// Resident memory of --pid.
     Rss,
 }
@@ -307,6 +313,68 @@ async fn query(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn otlp_json_trace(trace_id: &str, word: &str, now_ns: u128) -> Value {
+    let span = |id: &str, parent: &str, name: &str, kind: &str, text: String| {
+        json!({"traceId": trace_id, "spanId": id, "parentSpanId": parent, "name": name,
+            "startTimeUnixNano": (now_ns - 2_000_000_000).to_string(), "endTimeUnixNano": now_ns.to_string(),
+            "attributes": [
+                {"key": "openinference.span.kind", "value": {"stringValue": kind}},
+                {"key": "input.value", "value": {"stringValue": text}},
+                {"key": "llm.model_name", "value": {"stringValue": "gpt-4o"}}]})
+    };
+    let mut w = Words::new(now_ns as u64);
+    let mut spans = Vec::with_capacity(6);
+    for i in 1..6 {
+        spans.push(span(&format!("{i:016x}"), "0000000000000100", "ChatCompletion", "LLM", w.text(1200)));
+    }
+    spans.push(span("0000000000000100", "", "agent.run", "AGENT", format!("{word} {}", w.text(1200))));
+    json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
+}
+
+async fn visibility(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let mut to_get = Vec::with_capacity(iterations);
+    let mut to_search = Vec::with_capacity(iterations);
+    for i in 0..iterations {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?.as_nanos();
+        let trace_id = format!("{:032x}", now ^ ((i as u128) << 64));
+        let word = format!("probe{now}");
+        let body = serde_json::to_vec(&otlp_json_trace(&trace_id, &word, now))?;
+        let resp = http.post(format!("{}/v1/traces", cli.url)).header("content-type", "application/json").body(body).send().await?;
+        if !resp.status().is_success() {
+            bail!("ingest answered {}", resp.status());
+        }
+        let acked = Instant::now();
+        loop {
+            let r = http.get(format!("{}/traces/{trace_id}", cli.url)).send().await?;
+            if r.status().is_success() && r.json::<Value>().await?["span_count"] == 6 {
+                break;
+            }
+            if acked.elapsed() > Duration::from_secs(10) {
+                bail!("trace {trace_id} not visible 10 s after its 2xx");
+            }
+        }
+        to_get.push(acked.elapsed().as_secs_f64() * 1000.0);
+        loop {
+            let r: Value = http.get(format!("{}/traces", cli.url)).query(&[("q", word.as_str())]).send().await?.json().await?;
+            if r["traces"].as_array().is_some_and(|a| a.len() == 1) {
+                break;
+            }
+            if acked.elapsed() > Duration::from_secs(10) {
+                bail!("trace {trace_id} not searchable 10 s after its 2xx");
+            }
+        }
+        to_search.push(acked.elapsed().as_secs_f64() * 1000.0);
+    }
+    to_get.sort_by(f64::total_cmp);
+    to_search.sort_by(f64::total_cmp);
+    println!(
+        "2xx -> complete in GET /traces/{{id}}: p50 {:.2} ms, p99 {:.2} ms; 2xx -> found by search: p50 {:.2} ms, p99 {:.2} ms ({iterations} traces)",
+        percentile(&to_get, 0.5), percentile(&to_get, 0.99), percentile(&to_search, 0.5), percentile(&to_search, 0.99)
+    );
+    Ok(())
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -315,6 +383,7 @@ async fn main() -> anyhow::Result<()> {
             ingest(&cli, *traces, *batch, *concurrency, prefix).await
         }
         Cmd::Query { iterations } => query(&cli, *iterations).await,
+        Cmd::Visibility { iterations } => visibility(&cli, *iterations).await,
         Cmd::Rss => {
             let pid = cli.pid.context("--pid is required")?;
             println!("server RSS: {:.1} MiB", rss_mib(pid).context("no such process")?);
