@@ -230,6 +230,23 @@ describe('dashboard against a real server', () => {
     await page.waitForSelector('[data-testid="tool-arguments"]');
     assert.match(await page.textContent('[data-testid="tool-result"]'), /kb-12/);
 
+    // zoom the shared time axis to the selected tool span: spans outside the window lose their bar
+    await page.keyboard.press('z');
+    await page.waitForSelector('[data-testid="zoom-reset"]');
+    assert.equal(await page.$$eval('.wf-off', (r) => r.length), 1, 'retrieve_docs lies before the window');
+    await page.keyboard.press('0');
+    await page.waitForSelector('[data-testid="zoom-reset"]', { state: 'detached' });
+    // or drag across the axis; double-click shows the whole trace again
+    const box = await page.locator('[data-testid="wf-axis"]').boundingBox();
+    await page.mouse.move(box.x + box.width * 0.1, box.y + box.height / 2);
+    await page.mouse.down();
+    await page.mouse.move(box.x + box.width * 0.3, box.y + box.height / 2, { steps: 4 });
+    await page.mouse.up();
+    await page.waitForSelector('[data-testid="zoom-reset"]');
+    assert.ok((await page.$$eval('.wf-off', (r) => r.length)) >= 1);
+    await page.dblclick('[data-testid="wf-axis"]');
+    await page.waitForSelector('[data-testid="zoom-reset"]', { state: 'detached' });
+
     // keyboard: up moves to the previous span; the URL follows (shareable)
     await page.keyboard.press('k');
     await page.waitForURL(new RegExp(`span=${alpha.spans[2].id}`));

@@ -45,6 +45,7 @@ export const SHORTCUTS: [string, string][] = [
   ['Enter', 'Open the selected trace; expand or collapse a span'],
   ['← / →', 'Collapse a span or go to its parent / expand or go to its first child'],
   ['n / N', 'Next / previous failed span in a trace'],
+  ['z / 0', 'Zoom the waterfall to the selected span / show the whole trace (or drag across the axis)'],
   ['Esc', 'Back to the list from a trace; close dialogs'],
   ['Shift + D', 'Switch light / dark theme'],
   ['?', 'Show these shortcuts'],

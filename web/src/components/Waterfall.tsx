@@ -4,7 +4,7 @@
 import { useEffect, useLayoutEffect, useMemo, useRef, useState } from 'preact/hooks';
 import type { Span } from '../lib/api';
 import type { SpanTree } from '../lib/tree';
-import { axisTicks, barGeometry, timeScale } from '../lib/timeaxis';
+import { axisTicksRange, barGeometry, timeScale } from '../lib/timeaxis';
 import { formatDuration } from '../lib/format';
 import { useVirtualizer, useWidth } from '../lib/hooks';
 import { kindClass } from './ui';
@@ -31,9 +31,24 @@ export interface WaterfallProps {
   scrollTo: { row: number; n: number } | null;
   /** spans to highlight (find results), indexed like `spans` */
   highlight?: Uint8Array | null;
+  /** the time window shown (epoch ms), or null for the whole trace */
+  view?: { from: number; to: number } | null;
+  onZoom?: (v: { from: number; to: number } | null) => void;
 }
 
-export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, onToggle, scrollTo, highlight }: WaterfallProps) {
+export function Waterfall({
+  spans,
+  tree,
+  rows,
+  collapsed,
+  selected,
+  onSelect,
+  onToggle,
+  scrollTo,
+  highlight,
+  view,
+  onZoom,
+}: WaterfallProps) {
   const scrollRef = useRef<HTMLDivElement>(null);
   const outer = useRef<HTMLDivElement>(null);
   const width = useWidth(outer);
@@ -44,8 +59,40 @@ export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, on
   const nameWidth = width ? Math.min(nameW, Math.max(160, width - 240)) : nameW;
   const trackW = Math.max(100, width - nameWidth - 24 - 70);
 
-  const scale = useMemo(() => timeScale(tree.minStart, tree.maxEnd), [tree]);
-  const ticks = useMemo(() => axisTicks(scale.span, trackW, 90), [scale, trackW]);
+  const scale = useMemo(() => timeScale(view?.from ?? tree.minStart, view?.to ?? tree.maxEnd), [tree, view]);
+  const ticks = useMemo(
+    () => axisTicksRange(scale.t0 - tree.minStart, scale.t1 - tree.minStart, trackW, 90),
+    [scale, tree, trackW],
+  );
+  const zoomed = !!view;
+
+  // Drag across the axis to zoom into a time window; double-click it to see the whole trace.
+  const axisRef = useRef<HTMLDivElement>(null);
+  const [brush, setBrush] = useState<{ a: number; b: number } | null>(null);
+  const axisFrac = (clientX: number) => {
+    const r = axisRef.current!.getBoundingClientRect();
+    return Math.max(0, Math.min(1, (clientX - r.left) / Math.max(1, r.width)));
+  };
+  const onAxisDown = (e: PointerEvent) => {
+    if (e.button !== 0 || !onZoom) return;
+    e.preventDefault();
+    const a = axisFrac(e.clientX);
+    setBrush({ a, b: a });
+    const move = (ev: PointerEvent) => setBrush({ a, b: axisFrac(ev.clientX) });
+    const up = (ev: PointerEvent) => {
+      window.removeEventListener('pointermove', move);
+      window.removeEventListener('pointerup', up);
+      setBrush(null);
+      const b = axisFrac(ev.clientX);
+      const r = axisRef.current!.getBoundingClientRect();
+      if (Math.abs(b - a) * r.width < 5) return;
+      const lo = Math.min(a, b);
+      const hi = Math.max(a, b);
+      onZoom({ from: scale.t0 + lo * scale.span, to: scale.t0 + hi * scale.span });
+    };
+    window.addEventListener('pointermove', move);
+    window.addEventListener('pointerup', up);
+  };
   const minFrac = 2 / trackW;
 
   const v = useVirtualizer({
@@ -101,12 +148,25 @@ export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, on
           Span
           <span class="wf-splitter" onPointerDown={startDrag as unknown as (e: Event) => void} title="Drag to resize" />
         </div>
-        <div class="wf-axis" aria-hidden="true">
+        <div
+          class={'wf-axis' + (onZoom ? ' zoomable' : '')}
+          ref={axisRef}
+          onPointerDown={onAxisDown as unknown as (e: Event) => void}
+          onDblClick={() => onZoom?.(null)}
+          title={onZoom ? (zoomed ? 'Drag to zoom further; double-click for the whole trace' : 'Drag across the axis to zoom') : undefined}
+          data-testid="wf-axis"
+        >
           {ticks.map((t) => (
             <span class="wf-tick" key={t.ms} style={{ left: `${t.frac * 100}%` }}>
               {t.label}
             </span>
           ))}
+          {brush && (
+            <span
+              class="wf-brush"
+              style={{ left: `${Math.min(brush.a, brush.b) * 100}%`, width: `${Math.abs(brush.b - brush.a) * 100}%` }}
+            />
+          )}
         </div>
       </div>
       <div
@@ -130,6 +190,7 @@ export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, on
             const hasKids = tree.childCount[i] > 0;
             const isCollapsed = collapsed.has(i);
             const levels = Math.min(depth, MAX_INDENT_LEVELS);
+            const outside = zoomed ? (tree.end[i] < scale.t0 ? -1 : tree.start[i] > scale.t1 ? 1 : 0) : 0;
             const g = barGeometry(scale, tree.start[i], tree.end[i], minFrac);
             const dur = tree.open[i] ? null : tree.end[i] - tree.start[i];
             // Duration label: after the bar, or before it when the bar reaches the right edge,
@@ -185,11 +246,17 @@ export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, on
                   {!err && tree.errorBelow[i] === 1 && isCollapsed && <span class="err-below" title="A descendant failed" />}
                 </div>
                 <div class="wf-track">
-                  <div
-                    class={'wf-bar ' + kindClass(s.kind) + (err ? ' bar-error' : '') + (tree.open[i] ? ' bar-open' : '')}
-                    style={{ left: `${g.left * 100}%`, width: `${g.width * 100}%` }}
-                  />
-                  <span
+                  {outside !== 0 ? (
+                    <span class={'wf-off ' + (outside < 0 ? 'before' : 'after')} title="Outside the zoomed window">
+                      {outside < 0 ? '◂' : '▸'}
+                    </span>
+                  ) : (
+                    <div
+                      class={'wf-bar ' + kindClass(s.kind) + (err ? ' bar-error' : '') + (tree.open[i] ? ' bar-open' : '')}
+                      style={{ left: `${g.left * 100}%`, width: `${g.width * 100}%` }}
+                    />
+                  )}
+                  {outside === 0 && <span
                     class={'wf-dur' + (labelLeft ? ' left' : '') + (labelInside ? ' inside' : '')}
                     style={
                       labelInside
@@ -200,7 +267,7 @@ export function Waterfall({ spans, tree, rows, collapsed, selected, onSelect, on
                     }
                   >
                     {dur == null ? 'running' : formatDuration(dur)}
-                  </span>
+                  </span>}
                 </div>
               </div>
             );

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { axisTicks, barGeometry, niceStep, tickLabel, timeScale } from './timeaxis';
+import { axisTicks, axisTicksRange, barGeometry, niceStep, tickLabel, timeScale } from './timeaxis';
 
 describe('timeScale', () => {
   it('maps absolute times to fractions of the trace', () => {
@@ -92,5 +92,20 @@ describe('barGeometry', () => {
     const g = barGeometry(s, 1000, 1000, 0.01);
     expect(g.width).toBe(0.01);
     expect(g.left + g.width).toBeLessThanOrEqual(1);
+  });
+});
+
+describe('axisTicksRange', () => {
+  it('labels a zoomed window relative to the trace start', () => {
+    const ticks = axisTicksRange(1150, 1650, 500, 100);
+    expect(ticks.map((t) => t.label)).toEqual(['1.2s', '1.3s', '1.4s', '1.5s', '1.6s']);
+    expect(ticks[0].frac).toBeCloseTo(50 / 500, 10);
+    for (const t of ticks) {
+      expect(t.frac).toBeGreaterThanOrEqual(0);
+      expect(t.frac).toBeLessThanOrEqual(1);
+    }
+  });
+  it('matches axisTicks for a window starting at zero', () => {
+    expect(axisTicksRange(0, 1240, 900, 90).map((t) => t.label)).toEqual(axisTicks(1240, 900, 90).map((t) => t.label));
   });
 });

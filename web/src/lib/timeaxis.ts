@@ -101,3 +101,20 @@ export function barGeometry(scale: TimeScale, start: number, end: number, minWid
   if (left + width > 1) left = Math.max(0, 1 - width);
   return { left, width };
 }
+
+/**
+ * Ticks for a window [fromMs, toMs] of the axis (both measured from the trace start), for a
+ * zoomed waterfall: labels stay relative to the trace start, positions to the window.
+ */
+export function axisTicksRange(fromMs: number, toMs: number, widthPx: number, minGapPx = 90): Tick[] {
+  const span = toMs > fromMs ? toMs - fromMs : 1;
+  const count = Math.max(1, Math.floor(widthPx / minGapPx));
+  const step = niceStep(span / count);
+  const ticks: Tick[] = [];
+  const first = Math.ceil(fromMs / step - 1e-9) * step;
+  for (let ms = first; ms <= toMs + step * 1e-9; ms += step) {
+    ticks.push({ ms, frac: (ms - fromMs) / span, label: tickLabel(Math.round(ms / step) * step, step) });
+    if (ticks.length > 1000) break;
+  }
+  return ticks;
+}

@@ -156,6 +156,19 @@ function Inspector({ trace }: { trace: Trace }) {
   );
   const jumpError = useCallback((dir: 1 | -1) => jumpIn(errorSpans, dir), [jumpIn, errorSpans]);
 
+  // Zoom: the waterfall can show a time window instead of the whole trace.
+  const [view, setView] = useState<{ from: number; to: number } | null>(null);
+  const zoomToSpan = useCallback(
+    (i: number) => {
+      if (i < 0) return;
+      const a = tree.start[i];
+      const b = Math.max(tree.end[i], a + 0.001);
+      const pad = (b - a) * 0.04;
+      setView({ from: a - pad, to: b + pad });
+    },
+    [tree],
+  );
+
   // Find spans by name, kind, model or id; matches are highlighted and Enter walks through them.
   const [find, setFind] = useState('');
   const findRef = useRef<HTMLInputElement>(null);
@@ -187,13 +200,13 @@ function Inspector({ trace }: { trace: Trace }) {
   // Keyboard navigation of the tree. The listener is registered once and reads the latest
   // state through a ref (and the selection from the URL, which changes synchronously), so
   // keys pressed faster than renders never act on a stale tree.
-  const kb = useRef({ rows, collapsed, tree, spans, select, toggle, jumpError, rowOf, findRef });
-  kb.current = { rows, collapsed, tree, spans, select, toggle, jumpError, rowOf, findRef };
+  const kb = useRef({ rows, collapsed, tree, spans, select, toggle, jumpError, rowOf, findRef, zoomToSpan });
+  kb.current = { rows, collapsed, tree, spans, select, toggle, jumpError, rowOf, findRef, zoomToSpan };
   useEffect(() => {
     const f = (e: KeyboardEvent) => {
       if (typingInField(e) || e.metaKey || e.ctrlKey || e.altKey) return;
       if ((e.target as HTMLElement)?.closest?.('.modal')) return;
-      const { rows, collapsed, tree, select, toggle, jumpError, rowOf } = kb.current;
+      const { rows, collapsed, tree, select, toggle, jumpError, rowOf, zoomToSpan } = kb.current;
       const id = new URLSearchParams(location.search).get('span');
       const selected = id != null ? (tree.index.get(id) ?? -1) : -1;
       const r = selected >= 0 ? rowOf(selected) : -1;
@@ -236,6 +249,17 @@ function Inspector({ trace }: { trace: Trace }) {
             e.preventDefault();
             toggle(selected);
           }
+          return;
+        case 'z':
+          if (selected >= 0) {
+            e.preventDefault();
+            zoomToSpan(selected);
+          }
+          return;
+        case 'Z':
+        case '0':
+          e.preventDefault();
+          setView(null);
           return;
         case '/':
           e.preventDefault();
@@ -354,6 +378,7 @@ function Inspector({ trace }: { trace: Trace }) {
             <span class="muted small">
               {formatInt(spans.length)} spans · depth {tree.maxDepth + 1}
               {rows.length !== spans.length && ` · ${formatInt(rows.length)} shown`}
+              {view && ` · ${formatDuration(view.to - view.from)} window`}
             </span>
             <span class="grow" />
             <label class={'find' + (find && !matches.length ? ' find-none' : '')}>
@@ -383,16 +408,27 @@ function Inspector({ trace }: { trace: Trace }) {
                 </span>
               )}
             </label>
+            {view ? (
+              <button type="button" class="btn btn-xs btn-primary" onClick={() => setView(null)} title="Show the whole trace (0)" data-testid="zoom-reset">
+                <Icon name="x" size={13} /> Reset zoom
+              </button>
+            ) : (
+              selected >= 0 && (
+                <button type="button" class="btn btn-xs" onClick={() => zoomToSpan(selected)} title="Zoom the time axis to the selected span (z)">
+                  <Icon name="search" size={13} /> Zoom to span
+                </button>
+              )
+            )}
             {errorSpans.length > 0 && (
               <button type="button" class="btn btn-xs btn-error-soft" onClick={() => jumpError(1)} title="Next failed span (n)">
                 <Icon name="next" size={13} /> Next error ({errorSpans.length})
               </button>
             )}
-            <button type="button" class="btn btn-xs" onClick={expandAll} title="Expand all">
-              <Icon name="expand" size={13} /> Expand
+            <button type="button" class="btn btn-xs btn-square" onClick={expandAll} title="Expand all spans" aria-label="Expand all spans">
+              <Icon name="expand" size={13} />
             </button>
-            <button type="button" class="btn btn-xs" onClick={collapseAll} title="Collapse all">
-              <Icon name="collapse" size={13} /> Collapse
+            <button type="button" class="btn btn-xs btn-square" onClick={collapseAll} title="Collapse all spans" aria-label="Collapse all spans">
+              <Icon name="collapse" size={13} />
             </button>
           </div>
           {spans.length === 0 ? (
@@ -408,6 +444,8 @@ function Inspector({ trace }: { trace: Trace }) {
               onToggle={toggle}
               scrollTo={scrollTo}
               highlight={matchMask}
+              view={view}
+              onZoom={setView}
             />
           )}
         </section>
