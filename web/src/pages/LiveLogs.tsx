@@ -92,7 +92,7 @@ export function LiveLogs() {
           <>
             The server's event stream as it happens: every stored trace, the moment it is committed.{' '}
             <span class="muted">
-              {counts.created} traces · {counts.failed} failed since this page opened
+              {counts.created} {counts.created === 1 ? 'trace' : 'traces'} · {counts.failed} failed since this page opened
             </span>
           </>
         }
