@@ -325,9 +325,21 @@ fn otlp_json_trace(trace_id: &str, word: &str, now_ns: u128) -> Value {
     let mut w = Words::new(now_ns as u64);
     let mut spans = Vec::with_capacity(6);
     for i in 1..6 {
-        spans.push(span(&format!("{i:016x}"), "0000000000000100", "ChatCompletion", "LLM", w.text(1200)));
+        spans.push(span(
+            &format!("{i:016x}"),
+            "0000000000000100",
+            "ChatCompletion",
+            "LLM",
+            w.text(1200),
+        ));
     }
-    spans.push(span("0000000000000100", "", "agent.run", "AGENT", format!("{word} {}", w.text(1200))));
+    spans.push(span(
+        "0000000000000100",
+        "",
+        "agent.run",
+        "AGENT",
+        format!("{word} {}", w.text(1200)),
+    ));
     json!({"resourceSpans": [{"scopeSpans": [{"spans": spans}]}]})
 }
 
@@ -340,7 +352,12 @@ async fn visibility(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
         let trace_id = format!("{:032x}", now ^ ((i as u128) << 64));
         let word = format!("probe{now}");
         let body = serde_json::to_vec(&otlp_json_trace(&trace_id, &word, now))?;
-        let resp = http.post(format!("{}/v1/traces", cli.url)).header("content-type", "application/json").body(body).send().await?;
+        let resp = http
+            .post(format!("{}/v1/traces", cli.url))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await?;
         if !resp.status().is_success() {
             bail!("ingest answered {}", resp.status());
         }
@@ -356,7 +373,13 @@ async fn visibility(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
         }
         to_get.push(acked.elapsed().as_secs_f64() * 1000.0);
         loop {
-            let r: Value = http.get(format!("{}/traces", cli.url)).query(&[("q", word.as_str())]).send().await?.json().await?;
+            let r: Value = http
+                .get(format!("{}/traces", cli.url))
+                .query(&[("q", word.as_str())])
+                .send()
+                .await?
+                .json()
+                .await?;
             if r["traces"].as_array().is_some_and(|a| a.len() == 1) {
                 break;
             }
@@ -370,7 +393,10 @@ async fn visibility(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
     to_search.sort_by(f64::total_cmp);
     println!(
         "2xx -> complete in GET /traces/{{id}}: p50 {:.2} ms, p99 {:.2} ms; 2xx -> found by search: p50 {:.2} ms, p99 {:.2} ms ({iterations} traces)",
-        percentile(&to_get, 0.5), percentile(&to_get, 0.99), percentile(&to_search, 0.5), percentile(&to_search, 0.99)
+        percentile(&to_get, 0.5),
+        percentile(&to_get, 0.99),
+        percentile(&to_search, 0.5),
+        percentile(&to_search, 0.99)
     );
     Ok(())
 }

@@ -89,7 +89,12 @@ async fn method_not_allowed(method: Method, uri: axum::http::Uri) -> error::ApiE
 
 /// The dashboard port: the bundle, with the API under `/api` so the pages call their own origin.
 pub fn dashboard_router(state: AppState) -> Router {
-    Router::new().nest("/api", api_router(state)).fallback(dashboard::serve)
+    Router::new()
+        // `nest` matches `/api` and `/api/…` but not `/api/` itself: that is the health check.
+        .route("/api/", get(query::health))
+        .with_state(state.clone())
+        .nest("/api", api_router(state))
+        .fallback(dashboard::serve)
 }
 
 /// Where and how to serve.

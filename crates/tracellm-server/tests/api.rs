@@ -351,3 +351,24 @@ async fn cors_allows_only_the_dashboard_origin() {
     assert!(evil.headers().get("access-control-allow-origin").is_none());
     srv.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dashboard_port_serves_the_bundle_and_the_api() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(dir.path()).await;
+    let dash = format!("http://{}", srv.bound.dashboard.unwrap());
+    for path in ["/", "/traces", "/traces/tr_anything?span=x", "/analytics"] {
+        let r = reqwest::get(format!("{dash}{path}")).await.unwrap();
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"), "{path}");
+        let html = r.text().await.unwrap();
+        assert!(html.contains("<script"), "{path}: the app's index.html");
+    }
+    let health: Value = reqwest::get(format!("{dash}/api/")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let health: Value = reqwest::get(format!("{dash}/api")).await.unwrap().json().await.unwrap();
+    assert_eq!(health["status"], "ok");
+    let r = reqwest::get(format!("{dash}/assets/missing.js")).await.unwrap();
+    assert_eq!(r.status().as_u16(), 404);
+    srv.stop().await;
+}
