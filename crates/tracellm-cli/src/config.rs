@@ -19,6 +19,18 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub prices: Option<PathBuf>,
     pub log: Option<String>,
+    /// URL of the TraceLLM server the client commands talk to.
+    pub endpoint: Option<String>,
+    /// TraceLLM API key the client commands send.
+    pub api_key: Option<String>,
+    /// LLM provider of `trace` and `replay --rerun`: openai, groq or ollama.
+    pub provider: Option<String>,
+    /// Model asked for by `trace`.
+    pub model: Option<String>,
+    /// Base URL of an OpenAI-compatible provider.
+    pub base_url: Option<String>,
+    /// API key of the LLM provider.
+    pub provider_key: Option<String>,
 }
 
 pub fn default_path() -> Option<PathBuf> {

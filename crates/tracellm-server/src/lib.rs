@@ -64,6 +64,7 @@ pub fn api_router(state: AppState) -> Router {
         .route("/stats", get(query::stats))
         .route("/traces", get(query::list_traces).post(ingest::post_traces))
         .route("/traces/{id}", get(query::get_trace))
+        .route("/traces/{id}/spans/{span_id}", get(query::get_span))
         .route("/v1/traces", post(otlp::post_traces))
         .route("/v1/logs", post(otlp::post_logs))
         .route("/failures", get(query::failures))

@@ -12,9 +12,12 @@ use utoipa::OpenApi;
         crate::ingest::post_traces,
         crate::query::list_traces,
         crate::query::get_trace,
+        crate::query::get_span,
         crate::query::failures,
         crate::query::analytics,
         crate::ws::ws,
+        crate::otlp::post_traces,
+        crate::otlp::post_logs,
     ),
     components(schemas(
         crate::error::ErrorBody,

@@ -187,7 +187,7 @@ async fn export_logs(
 const BIG: usize = 64 * 1024;
 
 #[utoipa::path(
-    post, path = "/v1/traces", tag = "ingest",
+    post, path = "/v1/traces", tag = "ingest", operation_id = "otlp_export_traces",
     request_body(content = Object, description = "OTLP ExportTraceServiceRequest as application/x-protobuf or application/json; Content-Encoding gzip allowed"),
     responses(
         (status = 200, description = "Stored durably; partialSuccess counts refused spans"),
@@ -217,7 +217,7 @@ pub async fn post_traces(
 }
 
 #[utoipa::path(
-    post, path = "/v1/logs", tag = "ingest",
+    post, path = "/v1/logs", tag = "ingest", operation_id = "otlp_export_logs",
     request_body(content = Object, description = "OTLP ExportLogsServiceRequest: GenAI events (gen_ai.user.message, gen_ai.choice, …) placed on spans by trace and span id"),
     responses((status = 200, description = "Stored durably"), (status = 400, body = crate::error::ErrorBody))
 )]

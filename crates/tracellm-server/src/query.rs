@@ -3,8 +3,8 @@
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use serde::Serialize;
-use tracellm_core::Trace;
 use tracellm_core::api::{Analytics, AnalyticsQuery, FailurePage, MAX_BUCKETS, TracePage};
+use tracellm_core::{Span, Trace};
 use utoipa::ToSchema;
 
 use crate::error::{ApiError, ErrorBody};
@@ -76,7 +76,10 @@ pub async fn list_traces(
 
 #[utoipa::path(
     get, path = "/traces/{id}", tag = "query",
-    params(("id" = String, Path, description = "trace id")),
+    params(
+        ("id" = String, Path, description = "trace id"),
+        ("payloads" = Option<bool>, Query, description = "false: spans without input, output, tool arguments/results and events (fetch one span whole with /traces/{id}/spans/{span_id}); for big traces"),
+    ),
     responses((status = 200, body = Trace), (status = 404, body = ErrorBody))
 )]
 pub async fn get_trace(
@@ -86,10 +89,48 @@ pub async fn get_trace(
 ) -> Result<Json<Trace>, ApiError> {
     let mut p = Params::parse(raw.as_deref());
     params::check_project(p.take("project")?.as_deref(), DEFAULT_PROJECT)?;
-    p.finish(&["project"])?;
+    let payloads = match p.take("payloads")?.as_deref() {
+        None | Some("true") | Some("1") => true,
+        Some("false") | Some("0") => false,
+        Some(other) => {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!("parameter \"payloads\": {other:?} is not true or false"),
+            ));
+        }
+    };
+    p.finish(&["project", "payloads"])?;
     match state.store.get_trace(DEFAULT_PROJECT, &id).await? {
-        Some(t) => Ok(Json(t)),
+        Some(mut t) => {
+            if !payloads {
+                for s in &mut t.spans {
+                    s.input = serde_json::Value::Null;
+                    s.output = serde_json::Value::Null;
+                    s.events.clear();
+                    if let Some(tool) = &mut s.tool {
+                        tool.arguments = serde_json::Value::Null;
+                        tool.result = serde_json::Value::Null;
+                    }
+                }
+            }
+            Ok(Json(t))
+        }
         None => Err(ApiError::not_found(format!("no trace with id {id:?}"))),
+    }
+}
+
+#[utoipa::path(
+    get, path = "/traces/{id}/spans/{span_id}", tag = "query",
+    params(("id" = String, Path, description = "trace id"), ("span_id" = String, Path)),
+    responses((status = 200, body = Span), (status = 404, body = ErrorBody))
+)]
+pub async fn get_span(
+    State(state): State<AppState>,
+    Path((id, span_id)): Path<(String, String)>,
+) -> Result<Json<Span>, ApiError> {
+    match state.store.get_span(DEFAULT_PROJECT, &id, &span_id).await? {
+        Some(s) => Ok(Json(s)),
+        None => Err(ApiError::not_found(format!("no span {span_id:?} in trace {id:?}"))),
     }
 }
 

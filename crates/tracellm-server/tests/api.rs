@@ -74,6 +74,34 @@ async fn ingest_list_get_analytics_failures() {
     assert_eq!(ok_row.span_count, 3);
     assert_eq!(ok_row.prompt_preview.as_deref(), Some("Explain transformers"));
 
+    // big traces can be fetched without payloads, and one span whole
+    let lean: Value = reqwest::get(format!("{}/traces/tr_retry?payloads=false", srv.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(lean["spans"].as_array().unwrap().len(), 4);
+    assert!(
+        lean["spans"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["input"].is_null() && s["output"].is_null())
+    );
+    assert_eq!(lean["spans"][3]["tokens"]["total"], 196, "figures stay");
+    let one: Value = reqwest::get(format!("{}/traces/tr_retry/spans/llm1", srv.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(one["input"]["messages"][0]["content"], "Explain transformers");
+    let missing = reqwest::get(format!("{}/traces/tr_retry/spans/nope", srv.url())).await.unwrap();
+    assert_eq!(missing.status().as_u16(), 404);
+    let bad = reqwest::get(format!("{}/traces/tr_retry?payloads=maybe", srv.url())).await.unwrap();
+    assert_eq!(bad.status().as_u16(), 400);
+
     let full = c.get_trace("tr_retry").await.unwrap();
     assert_eq!(full.status, Status::Retried);
     assert_eq!(full.retries, 1);
@@ -325,7 +353,16 @@ async fn openapi_describes_every_route() {
     let srv = TestServer::start(dir.path()).await;
     let doc: Value =
         reqwest::get(format!("{}/openapi.json", srv.url())).await.unwrap().json().await.unwrap();
-    for path in ["/", "/traces", "/traces/{id}", "/analytics", "/failures", "/ws"] {
+    for path in [
+        "/",
+        "/traces",
+        "/traces/{id}",
+        "/traces/{id}/spans/{span_id}",
+        "/v1/traces",
+        "/analytics",
+        "/failures",
+        "/ws",
+    ] {
         assert!(doc["paths"].get(path).is_some(), "{path} missing from openapi.json");
     }
     assert!(doc["paths"]["/traces"].get("post").is_some());

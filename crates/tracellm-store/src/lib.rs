@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::broadcast;
 use tracellm_core::api::{Analytics, AnalyticsQuery, FailurePage, TracePage, TraceQuery};
 use tracellm_core::otel::SpanBatch;
-use tracellm_core::{Trace, TraceSummary};
+use tracellm_core::{Span, Trace, TraceSummary};
 
 pub use sqlite::{SqliteOptions, SqliteStore};
 
@@ -105,6 +105,14 @@ pub trait Store: Send + Sync + 'static {
 
     /// The whole trace, spans ordered by start time.
     async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>>;
+
+    /// One span of a trace, whole (for clients that fetched the trace without payloads).
+    async fn get_span(
+        &self,
+        project_id: &str,
+        trace_id: &str,
+        span_id: &str,
+    ) -> Result<Option<Span>>;
 
     /// Failed and retried traces, newest first.
     async fn failures(&self, q: TraceQuery) -> Result<FailurePage>;

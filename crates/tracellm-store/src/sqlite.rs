@@ -1038,6 +1038,30 @@ impl Store for SqliteStore {
         self.readers.run(move |c| get_trace(c, &p, &i)).await
     }
 
+    async fn get_span(
+        &self,
+        project_id: &str,
+        trace_id: &str,
+        span_id: &str,
+    ) -> Result<Option<Span>> {
+        let (p, t, s) = (project_id.to_string(), trace_id.to_string(), span_id.to_string());
+        self.readers
+            .run(move |c| {
+                let doc: Option<String> = c
+                    .prepare_cached(
+                        "SELECT s.doc FROM traces t JOIN spans s ON s.trace_pk = t.pk
+                         WHERE t.project_id = ?1 AND t.id = ?2 AND s.id = ?3",
+                    )?
+                    .query_row(params![p, t, s], |r| r.get(0))
+                    .optional()?;
+                doc.map(|d| {
+                    serde_json::from_str(&d).map_err(|e| StoreError::Internal(e.to_string()))
+                })
+                .transpose()
+            })
+            .await
+    }
+
     async fn failures(&self, q: TraceQuery) -> Result<FailurePage> {
         self.readers
             .run(move |c| {
