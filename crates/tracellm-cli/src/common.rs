@@ -95,9 +95,13 @@ pub async fn record(
             Ok((t, Recorded::Server(client.base_url().to_string())))
         }
         Err(ClientError::Unreachable { .. }) => {
-            let trace =
-                tracellm_core::normalize_trace(doc, "default", &PriceTable::builtin(), &NormalizeOptions::default())
-                    .context("invalid trace")?;
+            let trace = tracellm_core::normalize_trace(
+                doc,
+                "default",
+                &PriceTable::builtin(),
+                &NormalizeOptions::default(),
+            )
+            .context("invalid trace")?;
             let (store, url) = local.open(&g.file).await?;
             let res = store.ingest(vec![trace.clone()]).await;
             let _ = store.close().await;

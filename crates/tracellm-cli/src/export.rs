@@ -87,7 +87,7 @@ pub const CSV_HEADER: &[&str] = &[
 
 fn csv_row(t: &TraceSummary) -> Vec<String> {
     let opt = |o: Option<&str>| o.unwrap_or("").to_string();
-    let num = |o: Option<f64>| o.map(|v| v.to_string()).unwrap_or_default();
+    let num = |o: Option<f64>| o.map(fmt_number).unwrap_or_default();
     vec![
         t.id.clone(),
         t.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
@@ -113,6 +113,13 @@ fn csv_row(t: &TraceSummary) -> Vec<String> {
     ]
 }
 
+/// A float without binary noise: at most 10 decimals, trailing zeros dropped.
+fn fmt_number(v: f64) -> String {
+    let s = format!("{v:.10}");
+    let s = s.trim_end_matches('0').trim_end_matches('.');
+    if s.is_empty() || s == "-" { "0".into() } else { s.to_string() }
+}
+
 pub fn run(args: ExportArgs, g: Globals) -> anyhow::Result<()> {
     common::runtime()?.block_on(run_async(args, g))
 }
@@ -136,8 +143,9 @@ impl Sink {
             Sink::File { mut w, tmp, dest } => {
                 w.flush()?;
                 w.get_ref().sync_all()?;
-                std::fs::rename(&tmp, &dest)
-                    .with_context(|| format!("cannot rename {} to {}", tmp.display(), dest.display()))
+                std::fs::rename(&tmp, &dest).with_context(|| {
+                    format!("cannot rename {} to {}", tmp.display(), dest.display())
+                })
             }
             Sink::Stdout(mut w) => Ok(w.flush()?),
         }
@@ -192,15 +200,11 @@ async fn run_async(args: ExportArgs, g: Globals) -> anyhow::Result<()> {
         indicatif::ProgressBar::hidden()
     };
 
-    let mut csv = match args.format {
-        Format::Csv => {
-            let mut w = csv::Writer::from_writer(Vec::new());
-            w.write_record(CSV_HEADER)?;
-            sink.writer().write_all(&take_csv(&mut w)?)?;
-            Some(w)
-        }
-        _ => None,
-    };
+    if args.format == Format::Csv {
+        sink.writer().write_all(&csv_bytes(std::iter::once(
+            CSV_HEADER.iter().map(|h| h.to_string()).collect(),
+        ))?)?;
+    }
     if args.format == Format::Json {
         sink.writer().write_all(b"[")?;
     }
@@ -213,11 +217,7 @@ async fn run_async(args: ExportArgs, g: Globals) -> anyhow::Result<()> {
             p.traces.into_iter().take((limit - written) as usize).collect();
         match args.format {
             Format::Csv => {
-                let w = csv.as_mut().expect("csv writer");
-                for t in &rows {
-                    w.write_record(csv_row(t))?;
-                }
-                sink.writer().write_all(&take_csv(w)?)?;
+                sink.writer().write_all(&csv_bytes(rows.iter().map(csv_row))?)?;
                 written += rows.len() as u64;
                 progress.inc(rows.len() as u64);
             }
@@ -276,9 +276,13 @@ async fn run_async(args: ExportArgs, g: Globals) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn take_csv(w: &mut csv::Writer<Vec<u8>>) -> anyhow::Result<Vec<u8>> {
-    w.flush()?;
-    Ok(std::mem::take(w.get_mut()))
+/// Records as CSV text (quoted where needed).
+fn csv_bytes(records: impl Iterator<Item = Vec<String>>) -> anyhow::Result<Vec<u8>> {
+    let mut w = csv::WriterBuilder::new().has_headers(false).from_writer(Vec::new());
+    for r in records {
+        w.write_record(&r)?;
+    }
+    w.into_inner().map_err(|e| anyhow::anyhow!("csv: {}", e.error()))
 }
 
 async fn page(

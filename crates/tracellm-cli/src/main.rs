@@ -1,9 +1,22 @@
 //! `tracellm`: one binary that runs the whole TraceLLM stack.
 
+mod common;
+mod completions;
 mod config;
+mod config_cmd;
+mod demo;
+mod export;
+mod monitor;
+mod palette;
+mod provider;
+mod replay;
 mod start;
+mod trace;
+mod tree;
 
-use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
+
+use clap::{CommandFactory, Parser, Subcommand};
 
 /// Ingest allocates many short-lived strings and maps on several threads; mimalloc handles that
 /// pattern markedly faster than the system allocator (see docs/BENCHMARKS.md).
@@ -22,6 +35,24 @@ struct Cli {
     #[arg(long, global = true, env = "TRACELLM_CONFIG", value_name = "FILE")]
     config: Option<std::path::PathBuf>,
 
+    /// URL of the TraceLLM server the client commands talk to [default: http://127.0.0.1:8000]
+    #[arg(long, global = true, env = "TRACELLM_ENDPOINT", value_name = "URL")]
+    endpoint: Option<String>,
+
+    /// TraceLLM API key (tlm_sk_…) sent to the server
+    #[arg(
+        long,
+        global = true,
+        env = "TRACELLM_API_KEY",
+        value_name = "KEY",
+        hide_env_values = true
+    )]
+    api_key: Option<String>,
+
+    /// Print machine-readable JSON instead of text (trace, replay, export, demo, config)
+    #[arg(long, global = true)]
+    json: bool,
+
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -30,10 +61,42 @@ struct Cli {
 enum Command {
     /// Run the server: the API, the dashboard and the store, in the foreground (Ctrl-C stops).
     Start(start::StartArgs),
+    /// Send a prompt to your LLM provider, stream the answer and record the trace.
+    Trace(trace::TraceArgs),
+    /// Show a recorded trace as a tree, walk it step by step, or run its LLM calls again.
+    Replay(replay::ReplayArgs),
+    /// Watch traces arrive live in a full-screen terminal dashboard.
+    Monitor(monitor::MonitorArgs),
+    /// Write traces to JSON, JSONL or CSV.
+    Export(export::ExportArgs),
+    /// Load realistic sample traces into the server.
+    Demo(demo::DemoArgs),
+    /// Write or locate the config file.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Print a shell completion script: tracellm completions bash > /etc/bash_completion.d/tracellm
+    Completions(completions::CompletionsArgs),
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if cli.command.is_none() {
+        if !(std::io::stdin().is_terminal() && std::io::stdout().is_terminal()) {
+            let _ = Cli::command().print_help();
+            return std::process::ExitCode::SUCCESS;
+        }
+        match palette::choose() {
+            Ok(Some(args)) => {
+                let argv = std::iter::once("tracellm".to_string()).chain(args);
+                cli = Cli::parse_from(argv);
+            }
+            Ok(None) => return std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return std::process::ExitCode::FAILURE;
+            }
+        }
+    }
     let file = match config::load(cli.config.as_deref()) {
         Ok(f) => f,
         Err(e) => {
@@ -41,19 +104,51 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(2);
         }
     };
-    let result = match cli.command {
-        Some(Command::Start(args)) => start::run(args, file),
-        None => {
-            use clap::CommandFactory;
-            let _ = Cli::command().print_help();
-            Ok(())
-        }
-    };
-    match result {
+    match execute(cli, file) {
         Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
+        Err(e) => match e.downcast_ref::<common::Reported>() {
+            Some(common::Reported(code)) => std::process::ExitCode::from(*code),
+            // The reader went away (`tracellm export | head`): nothing left to say.
+            None if e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>()
+                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            }) =>
+            {
+                std::process::ExitCode::SUCCESS
+            }
+            None => {
+                eprintln!("error: {e:#}");
+                std::process::ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn execute(cli: Cli, file: config::FileConfig) -> anyhow::Result<()> {
+    let Some(command) = cli.command else { return Ok(()) };
+    if let Command::Start(args) = command {
+        return start::run(args, file);
+    }
+    let g = common::Globals {
+        endpoint: cli
+            .endpoint
+            .or_else(|| file.endpoint.clone())
+            .unwrap_or_else(|| common::DEFAULT_ENDPOINT.into())
+            .trim_end_matches('/')
+            .to_string(),
+        api_key: cli.api_key.or_else(|| file.api_key.clone()),
+        json: cli.json,
+        file,
+        config_path: cli.config,
+    };
+    match command {
+        Command::Start(_) => unreachable!("handled above"),
+        Command::Trace(a) => trace::run(a, g),
+        Command::Replay(a) => replay::run(a, g),
+        Command::Monitor(a) => monitor::run(a, g),
+        Command::Export(a) => export::run(a, g),
+        Command::Demo(a) => demo::run(a, g),
+        Command::Config(c) => config_cmd::run(c, g),
+        Command::Completions(a) => completions::run(a, &mut Cli::command()),
     }
 }

@@ -130,15 +130,7 @@ impl Provider {
         let http = reqwest::Client::builder()
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .build()?;
-        Ok(Provider {
-            name: name.into(),
-            base_url,
-            api_key: key,
-            model,
-            key_hint,
-            timeout,
-            http,
-        })
+        Ok(Provider { name: name.into(), base_url, api_key: key, model, key_hint, timeout, http })
     }
 
     /// One chat completion, streamed: `on_text` sees each piece of text as it arrives. Provider
@@ -163,9 +155,11 @@ impl Provider {
             usage: None,
             error: None,
         };
-        let result =
-            tokio::time::timeout(self.timeout, self.stream(model, messages, start, &mut out, &mut on_text))
-                .await;
+        let result = tokio::time::timeout(
+            self.timeout,
+            self.stream(model, messages, start, &mut out, &mut on_text),
+        )
+        .await;
         out.error = match result {
             Ok(Ok(())) => None,
             Ok(Err(e)) => Some(e),
@@ -283,7 +277,9 @@ impl Provider {
         if let Some(m) = v["model"].as_str().filter(|m| !m.is_empty()) {
             out.model = m.to_string();
         }
-        if let Some(u) = Usage::from_json(&v["usage"]).or_else(|| Usage::from_json(&v["x_groq"]["usage"])) {
+        if let Some(u) =
+            Usage::from_json(&v["usage"]).or_else(|| Usage::from_json(&v["x_groq"]["usage"]))
+        {
             out.usage = Some(u);
         }
         let Some(choice) = v["choices"].get(0) else { return };
@@ -376,7 +372,14 @@ pub struct ChatOutcome {
 
 impl ChatOutcome {
     /// The canonical span of this call (see DESIGN.md), for a trace document.
-    pub fn span(&self, provider: &Provider, id: &str, parent: Option<&str>, name: &str, messages: &[Value]) -> Value {
+    pub fn span(
+        &self,
+        provider: &Provider,
+        id: &str,
+        parent: Option<&str>,
+        name: &str,
+        messages: &[Value],
+    ) -> Value {
         let mut output_msg = json!({"role": "assistant", "content": self.text});
         if !self.tool_calls.is_empty() {
             output_msg["tool_calls"] = json!(self.tool_calls);
@@ -401,7 +404,8 @@ impl ChatOutcome {
             },
         });
         if let Some(u) = self.usage {
-            span["tokens"] = json!({"prompt": u.prompt, "completion": u.completion, "total": u.total});
+            span["tokens"] =
+                json!({"prompt": u.prompt, "completion": u.completion, "total": u.total});
         }
         if let Some(e) = &self.error {
             span["error"] = json!({"type": e.kind, "message": e.message});
@@ -446,7 +450,8 @@ impl ProviderError {
 
     /// A sentence saying what went wrong and what to do about it.
     pub fn explain(&self, provider: &Provider) -> String {
-        let detail = if self.message.is_empty() { String::new() } else { format!(": {}", self.message) };
+        let detail =
+            if self.message.is_empty() { String::new() } else { format!(": {}", self.message) };
         match (self.kind, self.status) {
             (_, Some(401)) => format!(
                 "the provider at {} refused the API key (401){detail}; check {}",
@@ -496,7 +501,10 @@ mod tests {
         a.provider_key = Some("gsk_x".into());
         a.model = Some("m".into());
         let p = Provider::resolve(&a, &file).unwrap();
-        assert_eq!((p.base_url.as_str(), p.model.as_str(), p.name.as_str()), (GROQ_URL, "m", "groq"));
+        assert_eq!(
+            (p.base_url.as_str(), p.model.as_str(), p.name.as_str()),
+            (GROQ_URL, "m", "groq")
+        );
         let mut a = args();
         a.base_url = Some("http://127.0.0.1:9/v1/".into());
         let p = Provider::resolve(&a, &file).unwrap();

@@ -48,7 +48,7 @@ async fn run_async(args: ReplayArgs, g: Globals) -> anyhow::Result<()> {
         println!("{}", serde_json::to_string_pretty(&trace)?);
         return Ok(());
     }
-    print!("{}", tree::render(&trace, p));
+    write!(std::io::stdout(), "{}", tree::render(&trace, p))?;
     if args.step {
         walk(&trace, p)?;
     }
@@ -63,9 +63,9 @@ fn walk(t: &Trace, p: Paint) -> anyhow::Result<()> {
     let n = rows.len();
     let mut stdin = std::io::stdin().lock();
     for (i, row) in rows.iter().enumerate() {
-        println!();
-        print!("{}", step_text(row.span, i + 1, n, p));
-        std::io::stdout().flush()?;
+        let mut o = std::io::stdout();
+        write!(o, "\n{}", step_text(row.span, i + 1, n, p))?;
+        o.flush()?;
         if interactive && i + 1 < n {
             eprint!("{}", p.dim("── Enter: next step, q: quit "));
             let mut line = String::new();
@@ -98,9 +98,18 @@ pub fn step_text(s: &Span, i: usize, n: usize, p: Paint) -> String {
         tree::status_paint(p, s.status, s.status.as_str())
     ));
     if let Some(tool) = &s.tool {
-        out.push_str(&format!("  {} {}({})\n", p.cyan("tool"), tool.name, compact(&tool.arguments)));
+        out.push_str(&format!(
+            "  {} {}({})\n",
+            p.cyan("tool"),
+            tool.name,
+            compact(&tool.arguments)
+        ));
         if !tool.result.is_null() {
-            out.push_str(&format!("  {} {}\n", p.cyan("result"), indent_block(&shown(&tool.result), 4).trim_start()));
+            out.push_str(&format!(
+                "  {} {}\n",
+                p.cyan("result"),
+                indent_block(&shown(&tool.result), 4).trim_start()
+            ));
         }
     }
     if !s.input.is_null() && s.tool.as_ref().is_none_or(|t| t.arguments != s.input) {
@@ -242,7 +251,8 @@ async fn rerun(args: &ReplayArgs, g: &Globals, orig: &Trace) -> anyhow::Result<(
     for &i in &llm {
         let s = &orig.spans[i];
         let msgs = captured_messages(s).unwrap_or_default();
-        let model = model_override.clone().or_else(|| s.model.clone()).unwrap_or(provider.model.clone());
+        let model =
+            model_override.clone().or_else(|| s.model.clone()).unwrap_or(provider.model.clone());
         if !quiet {
             eprintln!("{}", pe.dim(&format!("running {} again with {model}…", s.name)));
         }
@@ -250,27 +260,47 @@ async fn rerun(args: &ReplayArgs, g: &Globals, orig: &Trace) -> anyhow::Result<(
         redos.push(Redo { old: i, new_id: new_ids[s.id.as_str()].clone(), out });
     }
 
-    // The new trace: the original spans moved to now, the re-run calls replaced.
+    // The new trace: the original spans moved to now, the re-run calls replaced. Time after a
+    // re-run call moves by how much longer or shorter it took, so parents and the run's
+    // latency reflect the new calls.
+    let changes: Vec<(DateTime<Utc>, chrono::Duration)> = redos
+        .iter()
+        .map(|r| {
+            let old = &orig.spans[r.old];
+            let old_end = old.end_time.unwrap_or(old.start_time);
+            let new_len = chrono::Duration::microseconds((r.out.latency_ms * 1000.0) as i64);
+            (old_end, new_len - (old_end - old.start_time))
+        })
+        .collect();
+    let warp = |t: DateTime<Utc>| {
+        changes.iter().filter(|(end, _)| *end <= t).fold(t + shift, |acc, (_, d)| acc + *d)
+    };
     let mut spans = Vec::with_capacity(orig.spans.len());
     for (i, s) in orig.spans.iter().enumerate() {
         let parent = s.parent_id.as_deref().and_then(|p| new_ids.get(p)).cloned();
         if let Some(r) = redos.iter().find(|r| r.old == i) {
             let msgs = captured_messages(s).unwrap_or_default();
-            let mut v = r.out.span(&provider, &r.new_id, parent.as_deref(), &s.name, &msgs);
+            let mut timed = r.out.clone();
+            timed.started_at = warp(s.start_time);
+            timed.ended_at = timed.started_at
+                + chrono::Duration::microseconds((r.out.latency_ms * 1000.0) as i64);
+            let mut v = timed.span(&provider, &r.new_id, parent.as_deref(), &s.name, &msgs);
             v["attributes"]["replay_of_span"] = json!(s.id);
+            v["attributes"]["replayed_at"] = json!(ts(r.out.started_at));
             spans.push(v);
             continue;
         }
         let mut v = serde_json::to_value(s)?;
         v["id"] = json!(new_ids[s.id.as_str()]);
         v["parent_id"] = json!(parent);
-        v["start_time"] = json!(ts(s.start_time + shift));
+        v["start_time"] = json!(ts(warp(s.start_time)));
+        v["latency_ms"] = Value::Null;
         if let Some(e) = s.end_time {
-            v["end_time"] = json!(ts(e + shift));
+            v["end_time"] = json!(ts(warp(e).max(warp(s.start_time))));
         }
         if let Some(evs) = v.get_mut("events").and_then(Value::as_array_mut) {
             for (e, orig_e) in evs.iter_mut().zip(&s.events) {
-                e["time"] = json!(ts(orig_e.time + shift));
+                e["time"] = json!(ts(warp(orig_e.time)));
             }
         }
         spans.push(v);
@@ -301,10 +331,13 @@ async fn rerun(args: &ReplayArgs, g: &Globals, orig: &Trace) -> anyhow::Result<(
     if g.json {
         println!("{}", serde_json::to_string_pretty(&diff_json(orig, &new, &redos))?);
     } else {
-        print!("{}", diff_text(orig, &new, &redos, Paint::stdout()));
+        write!(std::io::stdout(), "{}", diff_text(orig, &new, &redos, Paint::stdout()))?;
     }
     if let Recorded::Local(url) = &recorded {
-        eprintln!("{}", pe.dim(&format!("no TraceLLM server at {}: recorded in {url}", g.endpoint)));
+        eprintln!(
+            "{}",
+            pe.dim(&format!("no TraceLLM server at {}: recorded in {url}", g.endpoint))
+        );
     }
     let failed: Vec<_> = redos.iter().filter_map(|r| r.out.error.as_ref()).collect();
     if let Some(e) = failed.first() {
@@ -348,7 +381,12 @@ fn cost_change(a: Option<f64>, b: Option<f64>) -> String {
         (Some(x), Some(y)) => {
             let d = y - x;
             let sign = if d >= 0.0 { "+" } else { "-" };
-            format!("{} → {} ({sign}{})", common::fmt_cost(a), common::fmt_cost(b), common::fmt_cost(Some(d.abs())))
+            format!(
+                "{} → {} ({sign}{})",
+                common::fmt_cost(a),
+                common::fmt_cost(b),
+                common::fmt_cost(Some(d.abs()))
+            )
         }
         _ => format!("{} → {}", common::fmt_cost(a), common::fmt_cost(b)),
     }
@@ -357,12 +395,7 @@ fn cost_change(a: Option<f64>, b: Option<f64>) -> String {
 /// What changed, call by call and for the whole run.
 fn diff_text(orig: &Trace, new: &Trace, redos: &[Redo], p: Paint) -> String {
     let mut out = String::new();
-    out.push_str(&format!(
-        "{} {} → {}\n",
-        p.bold("Replay of"),
-        orig.id,
-        p.bold(&new.id)
-    ));
+    out.push_str(&format!("{} {} → {}\n", p.bold("Replay of"), orig.id, p.bold(&new.id)));
     out.push_str(&p.dim("stored with metadata replay_of and tag replay\n"));
     for r in redos {
         let old = &orig.spans[r.old];
@@ -381,7 +414,11 @@ fn diff_text(orig: &Trace, new: &Trace, redos: &[Redo], p: Paint) -> String {
         } else {
             out.push_str(&format!("  output   {}\n", p.yellow("changed")));
             out.push_str(&format!("    {} {}\n", p.red("-"), p.red(&common::one_line(&ot, 200))));
-            out.push_str(&format!("    {} {}\n", p.green("+"), p.green(&common::one_line(&nt, 200))));
+            out.push_str(&format!(
+                "    {} {}\n",
+                p.green("+"),
+                p.green(&common::one_line(&nt, 200))
+            ));
         }
         let (otk, ntk) = (old.tokens.unwrap_or_default(), now.tokens.unwrap_or_default());
         out.push_str(&format!(

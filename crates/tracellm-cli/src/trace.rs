@@ -112,9 +112,9 @@ async fn run_async(args: TraceArgs, g: Globals) -> anyhow::Result<()> {
     }
 
     let span_name = format!("{}.chat", provider.name);
-    let span =
-        out.span(&provider, &tracellm_core::ids::new_span_id(), None, &span_name, &msgs);
-    let ts = |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let span = out.span(&provider, &tracellm_core::ids::new_span_id(), None, &span_name, &msgs);
+    let ts =
+        |t: chrono::DateTime<chrono::Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let doc = document(&args, vec![span], &ts(out.started_at), &ts(out.ended_at));
     let (trace, recorded) = common::record(&g, &args.local, doc).await?;
 
@@ -127,10 +127,8 @@ async fn run_async(args: TraceArgs, g: Globals) -> anyhow::Result<()> {
     if let Recorded::Local(url) = &recorded {
         eprintln!(
             "{}",
-            Paint::stderr().dim(&format!(
-                "no TraceLLM server at {}: recorded in {url}",
-                g.endpoint
-            ))
+            Paint::stderr()
+                .dim(&format!("no TraceLLM server at {}: recorded in {url}", g.endpoint))
         );
     }
     if let Some(err) = &out.error {
@@ -201,11 +199,8 @@ impl LiveText {
         }
         let (cols, rows) = terminal::size().unwrap_or((80, 24));
         let cols = usize::from(cols.max(1));
-        let used: usize = self
-            .text
-            .split('\n')
-            .map(|l| common::width(l).div_ceil(cols).max(1))
-            .sum();
+        let used: usize =
+            self.text.split('\n').map(|l| common::width(l).div_ceil(cols).max(1)).sum();
         let mut o = std::io::stdout();
         if used < usize::from(rows) {
             let up = u16::try_from(used - 1).unwrap_or(0);

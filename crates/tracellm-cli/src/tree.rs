@@ -39,13 +39,8 @@ pub fn rows(t: &Trace) -> Vec<Row<'_>> {
         by_start(v);
     }
     let t0 = t.spans.iter().map(|s| s.start_time).min().unwrap_or(t.timestamp);
-    let t1 = t
-        .spans
-        .iter()
-        .filter_map(|s| s.end_time)
-        .max()
-        .unwrap_or(t0)
-        .max(t.end_time.unwrap_or(t0));
+    let t1 =
+        t.spans.iter().filter_map(|s| s.end_time).max().unwrap_or(t0).max(t.end_time.unwrap_or(t0));
     let total = tracellm_core::time::millis_between(t0, t1).max(1e-3);
 
     // Iterative depth-first walk: (span, its indentation, is it the last of its siblings, depth)
@@ -68,7 +63,11 @@ pub fn rows(t: &Trace) -> Vec<Row<'_>> {
             (format!("{indent}├─ "), format!("{indent}│  "))
         };
         let kids = children.get(&i).map(Vec::as_slice).unwrap_or(&[]);
-        let under = if kids.is_empty() { format!("{child_indent}   ") } else { format!("{child_indent}│  ") };
+        let under = if kids.is_empty() {
+            format!("{child_indent}   ")
+        } else {
+            format!("{child_indent}│  ")
+        };
         let start = tracellm_core::time::millis_between(t0, s.start_time.max(t0));
         let dur = s.latency_ms.unwrap_or(0.0);
         out.push(Row {
@@ -154,7 +153,10 @@ pub fn render(t: &Trace, p: Paint) -> String {
         format_args!("{} tok", t.tokens.total),
         common::fmt_cost(t.cost_usd),
     ));
-    let mut facts = vec![format!("started {}", t.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))];
+    let mut facts = vec![format!(
+        "started {}",
+        t.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+    )];
     facts.push(format!("{} spans, {} errors", t.span_count, t.error_count));
     if t.retries > 0 {
         facts.push(format!("{} retries", t.retries));
