@@ -210,7 +210,7 @@ pub fn fmt_ms(ms: f64) -> String {
 pub fn fmt_cost(c: Option<f64>) -> String {
     match c {
         None => "-".into(),
-        Some(c) if c == 0.0 => "$0".into(),
+        Some(0.0) => "$0".into(),
         Some(c) if c < 0.01 => format!("${c:.5}"),
         Some(c) => format!("${c:.4}"),
     }

@@ -19,6 +19,12 @@ pub struct FileConfig {
     pub max_body_bytes: Option<usize>,
     pub prices: Option<PathBuf>,
     pub log: Option<String>,
+    pub require_auth: Option<bool>,
+    pub insecure_no_auth: Option<bool>,
+    pub allowed_hosts: Option<Vec<String>>,
+    /// Redaction at ingest: `[redact]` with `optional = ["email", …]`, `[redact.rules]`
+    /// name = "regex", and `disable-secrets` (not recommended).
+    pub redact: Option<tracellm_core::redact::RedactConfig>,
     /// URL of the TraceLLM server the client commands talk to.
     pub endpoint: Option<String>,
     /// TraceLLM API key the client commands send.

@@ -32,11 +32,11 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[command(name = "tracellm", version, propagate_version = true)]
 struct Cli {
     /// Config file to read instead of ~/.config/tracellm/config.toml.
-    #[arg(long, global = true, env = "TRACELLM_CONFIG", value_name = "FILE")]
+    #[arg(long, global = true, env = "TRACELLM_CONFIG", value_name = "FILE", display_order = 899)]
     config: Option<std::path::PathBuf>,
 
     /// URL of the TraceLLM server the client commands talk to [default: http://127.0.0.1:8000]
-    #[arg(long, global = true, env = "TRACELLM_ENDPOINT", value_name = "URL")]
+    #[arg(long, global = true, env = "TRACELLM_ENDPOINT", value_name = "URL", display_order = 900)]
     endpoint: Option<String>,
 
     /// TraceLLM API key (tlm_sk_…) sent to the server
@@ -50,7 +50,7 @@ struct Cli {
     api_key: Option<String>,
 
     /// Print machine-readable JSON instead of text (trace, replay, export, demo, config)
-    #[arg(long, global = true)]
+    #[arg(long, global = true, display_order = 902)]
     json: bool,
 
     #[command(subcommand)]

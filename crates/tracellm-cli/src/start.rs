@@ -33,6 +33,26 @@ pub struct StartArgs {
     #[arg(long, env = "TRACELLM_NO_OTLP_GRPC")]
     no_otlp_grpc: bool,
 
+    /// Require API keys on data routes and the admin token on admin routes, even on a loopback
+    /// bind. A non-loopback --host requires them anyway.
+    #[arg(long, env = "TRACELLM_REQUIRE_AUTH")]
+    require_auth: bool,
+
+    /// Let a non-loopback --host serve without API keys (anything reaching it lands in project
+    /// `default`). Without it, such a bind refuses to start until a key exists.
+    #[arg(long, env = "TRACELLM_INSECURE_NO_AUTH")]
+    insecure_no_auth: bool,
+
+    /// Another Host name to answer to (repeatable), e.g. a reverse proxy's; requests with other
+    /// Host headers are refused (DNS-rebinding protection). localhost is always accepted.
+    #[arg(
+        long = "allowed-host",
+        env = "TRACELLM_ALLOWED_HOSTS",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    allowed_hosts: Vec<String>,
+
     /// Serve no dashboard.
     #[arg(long, env = "TRACELLM_NO_DASHBOARD")]
     no_dashboard: bool,
@@ -100,6 +120,16 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
             ..Limits::default()
         },
         normalize: NormalizeOptions::default(),
+        require_auth: args.require_auth || file.require_auth.unwrap_or(false),
+        insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
+        allowed_hosts: if args.allowed_hosts.is_empty() {
+            file.allowed_hosts.unwrap_or_default()
+        } else {
+            args.allowed_hosts
+        },
+        // Read from the environment only, so it never shows in a process list.
+        admin_token: std::env::var("TRACELLM_ADMIN_TOKEN").ok(),
+        redact: file.redact.unwrap_or_default(),
     };
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
@@ -108,7 +138,7 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot open store {store_url}"))?;
         let url = store_url.clone();
-        let on_ready = move |b: tracellm_server::Bound| {
+        let on_ready = move |b: tracellm_server::Bound, admin_token: Option<String>| {
             println!(
                 "TraceLLM {} ready in {} ms",
                 tracellm_server::VERSION,
@@ -123,6 +153,9 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
                 println!("  OTLP/gRPC  {g}");
             }
             println!("  Store      {url}");
+            if let Some(t) = admin_token {
+                println!("  Admin token (shown once, stored hashed; set TRACELLM_ADMIN_TOKEN to choose your own): {t}");
+            }
         };
         tracellm_server::serve(cfg.clone(), store, prices, on_ready, shutdown_signal())
             .await

@@ -15,6 +15,8 @@ pub const MAX_PAGE: usize = 500;
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TraceQuery {
     pub project_id: String,
+    /// Only traces of this environment (an API key sees only its own).
+    pub environment: Option<String>,
     pub statuses: Vec<Status>,
     pub model: Option<String>,
     pub session_id: Option<String>,
@@ -77,6 +79,7 @@ pub struct FailurePage {
 #[derive(Debug, Clone, PartialEq)]
 pub struct AnalyticsQuery {
     pub project_id: String,
+    pub environment: Option<String>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// Bucket width in seconds; chosen from the range when absent.

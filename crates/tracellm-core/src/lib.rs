@@ -7,6 +7,7 @@ pub mod model;
 pub mod normalize;
 pub mod otel;
 pub mod prices;
+pub mod redact;
 pub mod text;
 pub mod time;
 pub mod tokens;

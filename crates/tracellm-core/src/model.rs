@@ -195,6 +195,10 @@ pub struct Span {
 pub struct Trace {
     pub id: String,
     pub project_id: String,
+    /// The environment of the API key that sent it (development, staging, production); null
+    /// for traces sent without a key.
+    #[serde(default)]
+    pub environment: Option<String>,
     pub name: String,
     pub status: Status,
     pub timestamp: DateTime<Utc>,
@@ -224,6 +228,8 @@ pub struct Trace {
 pub struct TraceSummary {
     pub id: String,
     pub project_id: String,
+    #[serde(default)]
+    pub environment: Option<String>,
     pub name: String,
     pub status: Status,
     pub timestamp: DateTime<Utc>,
@@ -260,6 +266,7 @@ impl Trace {
         TraceSummary {
             id: self.id.clone(),
             project_id: self.project_id.clone(),
+            environment: self.environment.clone(),
             name: self.name.clone(),
             status: self.status,
             timestamp: self.timestamp,

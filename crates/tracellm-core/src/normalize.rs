@@ -63,6 +63,9 @@ pub struct TraceInput {
     pub user_id: Option<String>,
     pub tags: Vec<String>,
     pub metadata: Map<String, Value>,
+    /// Set by the server from the API key, never from the document.
+    #[serde(default)]
+    pub environment: Option<String>,
 }
 
 impl TraceInput {
@@ -95,6 +98,7 @@ impl TraceInput {
             user_id: newer.user_id.or(self.user_id),
             tags,
             metadata,
+            environment: newer.environment.or(self.environment),
         }
     }
 }
@@ -563,6 +567,7 @@ pub fn parse_document(
             Some((field, v)) => parse_tags(v, &field)?,
         },
         metadata: Map::new(),
+        environment: None,
     };
     input.failure_reason = match f.take(&["failure_reason", "error", "failure"]) {
         None => None,
@@ -838,6 +843,7 @@ pub fn assemble(
     Ok(Trace {
         id: input.id.clone().unwrap_or_else(ids::new_trace_id),
         project_id: project_id.to_string(),
+        environment: input.environment.clone(),
         name,
         status,
         timestamp,

@@ -11,6 +11,7 @@ use tracellm_core::{Trace, normalize_trace};
 use utoipa::ToSchema;
 
 use crate::AppState;
+use crate::auth::Access;
 use crate::error::ApiError;
 
 /// Bodies larger than this are normalized off the async workers.
@@ -66,6 +67,14 @@ pub async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<
     Ok(Bytes::from(buf))
 }
 
+/// SDKs may say which project and environment they mean (`X-TraceLLM-Project`,
+/// `X-TraceLLM-Environment`); naming one the key does not reach is 403, not a silent redirect.
+pub fn check_scope_headers(access: &Access, headers: &HeaderMap) -> Result<(), ApiError> {
+    let get =
+        |name: &str| headers.get(name).and_then(|v| v.to_str().ok()).filter(|v| !v.is_empty());
+    access.check(get("x-tracellm-project"), get("x-tracellm-environment"))
+}
+
 fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     match headers.get(header::CONTENT_TYPE).map(|v| v.to_str().unwrap_or("")) {
         None => Ok(()),
@@ -114,7 +123,16 @@ fn prefixed(e: ValidationError, prefix: &str) -> ValidationError {
 }
 
 /// Normalizes a document that is one trace or `{"traces": [...]}`.
-fn normalize_all(state: &AppState, doc: Value, project: &str) -> Result<Vec<Trace>, ApiError> {
+fn normalize_all(state: &AppState, doc: Value, access: &Access) -> Result<Vec<Trace>, ApiError> {
+    let mut traces = normalize_docs(state, doc, &access.project_id)?;
+    for t in &mut traces {
+        t.environment = access.environment.clone();
+        state.redactor.trace(t);
+    }
+    Ok(traces)
+}
+
+fn normalize_docs(state: &AppState, doc: Value, project: &str) -> Result<Vec<Trace>, ApiError> {
     let batch = match doc {
         Value::Object(mut o)
             if o.contains_key("traces") && !o.contains_key("spans") && !o.contains_key("steps") =>
@@ -192,17 +210,18 @@ fn normalize_all(state: &AppState, doc: Value, project: &str) -> Result<Vec<Trac
 )]
 pub async fn post_traces(
     State(state): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
+    check_scope_headers(&access, &headers)?;
     require_json(&headers)?;
     let bytes = read_body(body, &headers, state.limits.body_bytes).await?;
-    let project = crate::DEFAULT_PROJECT.to_string();
     let traces = if bytes.len() <= INLINE_NORMALIZE_BYTES {
-        normalize_all(&state, parse_json(&bytes)?, &project)?
+        normalize_all(&state, parse_json(&bytes)?, &access)?
     } else {
         let st = state.clone();
-        tokio::task::spawn_blocking(move || normalize_all(&st, parse_json(&bytes)?, &project))
+        tokio::task::spawn_blocking(move || normalize_all(&st, parse_json(&bytes)?, &access))
             .await
             .map_err(|e| {
                 ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())

@@ -1,6 +1,8 @@
 //! The TraceLLM server: the HTTP API (native ingest, queries, analytics, WebSocket) on one port
 //! and the dashboard, with the same API under `/api`, on another.
 
+mod admin;
+pub mod auth;
 mod dashboard;
 pub mod error;
 mod ingest;
@@ -21,6 +23,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tower_http::cors::CorsLayer;
 use tracellm_core::otel::OtelLimits;
+use tracellm_core::redact::{RedactConfig, Redactor};
 use tracellm_core::{NormalizeOptions, PriceTable};
 use tracellm_store::Store;
 
@@ -53,6 +56,8 @@ pub struct AppState {
     pub normalize: Arc<NormalizeOptions>,
     pub limits: Arc<Limits>,
     pub otel: Arc<OtelLimits>,
+    pub auth: Arc<auth::AuthState>,
+    pub redactor: Arc<Redactor>,
     /// Flips to true when the server begins shutting down (long-lived WebSockets end).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -70,9 +75,13 @@ pub fn api_router(state: AppState) -> Router {
         .route("/failures", get(query::failures))
         .route("/analytics", get(query::analytics))
         .route("/ws", get(ws::ws))
+        .route("/projects", get(admin::list_projects).post(admin::create_project))
+        .route("/api-keys", get(admin::list_keys).post(admin::create_key))
+        .route("/api-keys/{id}", axum::routing::delete(admin::revoke_key))
         .route("/openapi.json", get(openapi::openapi))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(state.clone(), auth::check_host))
         .with_state(state)
 }
 
@@ -94,8 +103,10 @@ pub fn dashboard_router(state: AppState) -> Router {
         // `nest` matches `/api` and `/api/…` but not `/api/` itself: that is the health check.
         .route("/api/", get(query::health))
         .with_state(state.clone())
-        .nest("/api", api_router(state))
+        .nest("/api", api_router(state.clone()))
         .fallback(dashboard::serve)
+        .layer(axum::middleware::from_fn(dashboard::security_headers))
+        .layer(axum::middleware::from_fn_with_state(state, auth::check_host))
 }
 
 /// Where and how to serve.
@@ -112,6 +123,35 @@ pub struct ServerConfig {
     pub otlp_grpc_optional: bool,
     pub limits: Limits,
     pub normalize: NormalizeOptions,
+    /// Data routes need API keys even on a loopback bind.
+    pub require_auth: bool,
+    /// Let a non-loopback bind serve without keys (data reaches `default`).
+    pub insecure_no_auth: bool,
+    /// Extra Host names accepted besides localhost and the bound address.
+    pub allowed_hosts: Vec<String>,
+    /// The admin token from the environment; generated and stored hashed when absent.
+    pub admin_token: Option<String>,
+    pub redact: RedactConfig,
+}
+
+impl Default for ServerConfig {
+    /// Loopback, API on 8000, no dashboard, no gRPC: the base that callers and tests adjust.
+    fn default() -> Self {
+        ServerConfig {
+            host: "127.0.0.1".into(),
+            port: 8000,
+            dashboard_port: None,
+            otlp_grpc_port: None,
+            otlp_grpc_optional: true,
+            limits: Limits::default(),
+            normalize: NormalizeOptions::default(),
+            require_auth: false,
+            insecure_no_auth: false,
+            allowed_hosts: Vec::new(),
+            admin_token: None,
+            redact: RedactConfig::default(),
+        }
+    }
 }
 
 /// A running server's bound addresses.
@@ -120,6 +160,42 @@ pub struct Bound {
     pub api: SocketAddr,
     pub dashboard: Option<SocketAddr>,
     pub otlp_grpc: Option<SocketAddr>,
+}
+
+/// Whether `host` is a loopback name or address.
+pub fn is_loopback(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost")
+        || h.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
+
+/// The admin token's hash: from the environment when given, else the stored one, else a new
+/// token, stored hashed and returned so it can be shown once.
+async fn admin_token(
+    store: &dyn Store,
+    from_env: Option<&str>,
+) -> std::io::Result<([u8; 32], Option<String>)> {
+    let io = |e: tracellm_store::StoreError| std::io::Error::other(e.to_string());
+    let hex = |h: &[u8]| h.iter().map(|b| format!("{b:02x}")).collect::<String>();
+    if let Some(t) = from_env.filter(|t| !t.is_empty()) {
+        let h = auth::sha256(t);
+        store.set_setting(ADMIN_TOKEN_SETTING, &hex(&h)).await.map_err(io)?;
+        return Ok((h, None));
+    }
+    if let Some(stored) = store.get_setting(ADMIN_TOKEN_SETTING).await.map_err(io)? {
+        let mut h = [0u8; 32];
+        for (i, b) in h.iter_mut().enumerate() {
+            *b = u8::from_str_radix(stored.get(i * 2..i * 2 + 2).unwrap_or("00"), 16).unwrap_or(0);
+        }
+        return Ok((h, None));
+    }
+    let token = auth::new_admin_token();
+    let h = auth::sha256(&token);
+    store.set_setting(ADMIN_TOKEN_SETTING, &hex(&h)).await.map_err(io)?;
+    tracing::info!(target: "audit", event = "admin_token.created");
+    Ok((h, Some(token)))
 }
 
 fn cors(dashboard: Option<SocketAddr>) -> CorsLayer {
@@ -149,9 +225,43 @@ pub async fn serve(
     cfg: ServerConfig,
     store: Arc<dyn Store>,
     prices: PriceTable,
-    on_ready: impl FnOnce(Bound),
+    on_ready: impl FnOnce(Bound, Option<String>),
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let loopback = is_loopback(&cfg.host);
+    let redactor = Redactor::new(&cfg.redact)
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e.to_string()))?;
+    if !loopback && !cfg.insecure_no_auth {
+        let keys =
+            store.list_api_keys(None).await.map_err(|e| std::io::Error::other(e.to_string()))?;
+        if !keys.iter().any(|k| k.revoked_at.is_none()) {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::PermissionDenied,
+                format!(
+                    "refusing to listen on {} without API keys: anyone who can reach it could read and write traces. \
+                     Create a project and key first (tracellm start on 127.0.0.1, then POST /projects?name=…), \
+                     or pass --insecure-no-auth to accept unauthenticated data",
+                    cfg.host
+                ),
+            ));
+        }
+    }
+    let (admin_hash, new_admin_token) = admin_token(&*store, cfg.admin_token.as_deref()).await?;
+    let mut allowed_hosts: Vec<String> =
+        cfg.allowed_hosts.iter().map(|h| h.to_ascii_lowercase()).collect();
+    if loopback || !allowed_hosts.is_empty() {
+        allowed_hosts.extend(["localhost", "127.0.0.1", "::1"].map(String::from));
+        allowed_hosts
+            .push(cfg.host.trim_start_matches('[').trim_end_matches(']').to_ascii_lowercase());
+    }
+    let auth_state = auth::AuthState::new(
+        auth::AuthConfig {
+            require_keys: cfg.require_auth || (!loopback && !cfg.insecure_no_auth),
+            require_admin: cfg.require_auth || !loopback,
+            allowed_hosts,
+        },
+        Some(admin_hash),
+    );
     let api_listener = TcpListener::bind((cfg.host.as_str(), cfg.port)).await?;
     let dash_listener = match cfg.dashboard_port {
         Some(p) => Some(TcpListener::bind((cfg.host.as_str(), p)).await?),
@@ -182,6 +292,8 @@ pub async fn serve(
         normalize: Arc::new(cfg.normalize.clone()),
         limits: Arc::new(cfg.limits.clone()),
         otel: Arc::new(OtelLimits::default()),
+        auth: Arc::new(auth_state),
+        redactor: Arc::new(redactor),
         shutdown: stop_rx.clone(),
     };
     let api_app = api_router(state.clone()).layer(cors(bound.dashboard));
@@ -208,7 +320,7 @@ pub async fn serve(
             }
         })
     });
-    on_ready(bound);
+    on_ready(bound, new_admin_token);
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight and pending writes");
     let _ = stop_tx.send(true);

@@ -22,9 +22,10 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tracellm_core::otel::{self, Mapped};
 
+use crate::AppState;
+use crate::auth::Access;
 use crate::error::ApiError;
 use crate::ingest::{parse_json, read_body};
-use crate::{AppState, DEFAULT_PROJECT};
 
 #[derive(Clone, Copy, PartialEq)]
 enum Encoding {
@@ -148,18 +149,46 @@ mod serde_json_fields {
     }
 }
 
+/// Stamps the key's environment on every batch and redacts before anything is stored.
+fn scope_batches(
+    m: &mut Mapped,
+    environment: Option<String>,
+    redactor: &tracellm_core::redact::Redactor,
+) {
+    for b in &mut m.batches {
+        b.input.environment = environment.clone();
+        redactor.input(&mut b.input);
+        for s in &mut b.spans {
+            redactor.span(s);
+        }
+        for (_, e) in &mut b.log_events {
+            for v in e.attributes.values_mut() {
+                redactor.value(v);
+            }
+        }
+    }
+}
+
 /// Maps and stores a trace export; shared by HTTP and gRPC.
 async fn export_traces(
     state: &AppState,
+    access: &Access,
     req: ExportTraceServiceRequest,
     big: bool,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
     let limits = state.otel.clone();
-    let mapped = map_off_thread(big, move || otel::map_traces(&req, &limits)).await?;
+    let redactor = state.redactor.clone();
+    let env = access.environment.clone();
+    let mapped = map_off_thread(big, move || {
+        let mut m = otel::map_traces(&req, &limits);
+        scope_batches(&mut m, env, &redactor);
+        m
+    })
+    .await?;
     check_mapped(&mapped, "spans")?;
     let message = mapped.message();
     let rejected = mapped.rejected;
-    state.store.ingest_spans(DEFAULT_PROJECT, mapped.batches).await?;
+    state.store.ingest_spans(&access.project_id, mapped.batches).await?;
     let partial_success = (rejected > 0 || !message.is_empty())
         .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: message });
     Ok(ExportTraceServiceResponse { partial_success })
@@ -167,15 +196,23 @@ async fn export_traces(
 
 async fn export_logs(
     state: &AppState,
+    access: &Access,
     req: ExportLogsServiceRequest,
     big: bool,
 ) -> Result<ExportLogsServiceResponse, ApiError> {
     let limits = state.otel.clone();
-    let mapped = map_off_thread(big, move || otel::map_logs(&req, &limits)).await?;
+    let redactor = state.redactor.clone();
+    let env = access.environment.clone();
+    let mapped = map_off_thread(big, move || {
+        let mut m = otel::map_logs(&req, &limits);
+        scope_batches(&mut m, env, &redactor);
+        m
+    })
+    .await?;
     check_mapped(&mapped, "log records")?;
     let message = mapped.message();
     let rejected = mapped.rejected;
-    state.store.ingest_spans(DEFAULT_PROJECT, mapped.batches).await?;
+    state.store.ingest_spans(&access.project_id, mapped.batches).await?;
     let partial_success =
         (rejected > 0 || !message.is_empty()).then_some(ExportLogsPartialSuccess {
             rejected_log_records: rejected,
@@ -199,9 +236,11 @@ const BIG: usize = 64 * 1024;
 )]
 pub async fn post_traces(
     State(state): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    crate::ingest::check_scope_headers(&access, &headers)?;
     let enc = encoding(&headers)?;
     let bytes = otlp_body(body, &headers, state.limits.body_bytes).await?;
     let big = bytes.len() > BIG;
@@ -213,7 +252,7 @@ pub async fn post_traces(
             otel::json::trace_request(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?
         }
     };
-    Ok(respond(enc, export_traces(&state, req, big).await?))
+    Ok(respond(enc, export_traces(&state, &access, req, big).await?))
 }
 
 #[utoipa::path(
@@ -223,9 +262,11 @@ pub async fn post_traces(
 )]
 pub async fn post_logs(
     State(state): State<AppState>,
+    access: Access,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
+    crate::ingest::check_scope_headers(&access, &headers)?;
     let enc = encoding(&headers)?;
     let bytes = otlp_body(body, &headers, state.limits.body_bytes).await?;
     let big = bytes.len() > BIG;
@@ -237,7 +278,7 @@ pub async fn post_logs(
             otel::json::logs_request(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?
         }
     };
-    Ok(respond(enc, export_logs(&state, req, big).await?))
+    Ok(respond(enc, export_logs(&state, &access, req, big).await?))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -257,12 +298,33 @@ fn grpc_status(e: ApiError) -> tonic::Status {
 #[derive(Clone)]
 pub struct Grpc(pub AppState);
 
+/// gRPC metadata carries the key as `authorization` or `x-api-key`, like HTTP headers.
+async fn grpc_access(
+    state: &AppState,
+    md: &tonic::metadata::MetadataMap,
+) -> Result<Access, tonic::Status> {
+    let mut headers = HeaderMap::new();
+    for name in ["authorization", "x-api-key", "x-tracellm-project", "x-tracellm-environment"] {
+        if let Some(v) = md.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+            headers.insert(name, v);
+        }
+    }
+    let access = crate::auth::resolve(state, &headers, None).await.map_err(|e| match e.status {
+        StatusCode::UNAUTHORIZED => tonic::Status::unauthenticated(e.message),
+        _ => grpc_status(e),
+    })?;
+    crate::ingest::check_scope_headers(&access, &headers)
+        .map_err(|e| tonic::Status::permission_denied(e.message))?;
+    Ok(access)
+}
+
 #[tonic::async_trait]
 impl TraceService for Grpc {
     async fn export(
         &self,
         request: tonic::Request<ExportTraceServiceRequest>,
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let access = grpc_access(&self.0, request.metadata()).await?;
         let req = request.into_inner();
         let big = req
             .resource_spans
@@ -271,7 +333,10 @@ impl TraceService for Grpc {
             .map(|s| s.spans.len())
             .sum::<usize>()
             > 64;
-        export_traces(&self.0, req, big).await.map(tonic::Response::new).map_err(grpc_status)
+        export_traces(&self.0, &access, req, big)
+            .await
+            .map(tonic::Response::new)
+            .map_err(grpc_status)
     }
 }
 
@@ -281,7 +346,8 @@ impl LogsService for Grpc {
         &self,
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
-        export_logs(&self.0, request.into_inner(), true)
+        let access = grpc_access(&self.0, request.metadata()).await?;
+        export_logs(&self.0, &access, request.into_inner(), true)
             .await
             .map(tonic::Response::new)
             .map_err(grpc_status)

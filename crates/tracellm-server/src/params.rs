@@ -4,6 +4,7 @@ use chrono::{DateTime, Duration, Utc};
 use tracellm_core::Status;
 use tracellm_core::api::{self, Cursor, TraceQuery};
 
+use crate::auth::Access;
 use crate::error::ApiError;
 
 /// The parameters of one request, each taken once; leftovers are reported as unknown.
@@ -117,7 +118,7 @@ pub const TRACE_PARAMS: &[&str] = &[
 ];
 
 /// The filters and page of `GET /traces` and `GET /failures`.
-pub fn trace_query(raw: Option<&str>, project_id: &str) -> Result<TraceQuery, ApiError> {
+pub fn trace_query(raw: Option<&str>, access: &Access) -> Result<TraceQuery, ApiError> {
     let mut p = Params::parse(raw);
     let mut statuses = Vec::new();
     for s in p.take_all("status") {
@@ -151,10 +152,10 @@ pub fn trace_query(raw: Option<&str>, project_id: &str) -> Result<TraceQuery, Ap
             )
         })?),
     };
-    let project = p.take("project")?;
-    check_project(project.as_deref(), project_id)?;
+    let (project, environment) = scope(&mut p, access)?;
     let q = TraceQuery {
-        project_id: project_id.to_string(),
+        project_id: project,
+        environment,
         statuses,
         model: p.take("model")?,
         session_id: p.take("session_id")?,
@@ -184,16 +185,13 @@ pub fn trace_query(raw: Option<&str>, project_id: &str) -> Result<TraceQuery, Ap
     Ok(q)
 }
 
-/// A request may name a project only if it is the one it is allowed to see.
-pub fn check_project(asked: Option<&str>, allowed: &str) -> Result<(), ApiError> {
-    match asked {
-        Some(p) if p != allowed => Err(ApiError::new(
-            axum::http::StatusCode::FORBIDDEN,
-            "forbidden_project",
-            format!("this request may only read project {allowed:?}, not {p:?}"),
-        )),
-        _ => Ok(()),
-    }
+/// The project and environment a request reaches: its access, narrowed by `environment=` when
+/// it has no key (a key's environment is fixed). Naming another project or environment is 403.
+pub fn scope(p: &mut Params, access: &Access) -> Result<(String, Option<String>), ApiError> {
+    let project = p.take("project")?;
+    let environment = p.take("environment")?;
+    access.check(project.as_deref(), environment.as_deref())?;
+    Ok((access.project_id.clone(), access.environment.clone().or(environment)))
 }
 
 #[cfg(test)]
@@ -202,22 +200,23 @@ mod tests {
 
     #[test]
     fn filters_parse_and_unknowns_are_named() {
+        let access = Access { project_id: "default".into(), environment: None, key_id: None };
         let q =
-            trace_query(Some("status=error,retried&model=gpt-4o&q=rate+limit&limit=10"), "default")
+            trace_query(Some("status=error,retried&model=gpt-4o&q=rate+limit&limit=10"), &access)
                 .unwrap();
         assert_eq!(q.statuses, vec![Status::Error, Status::Retried]);
         assert_eq!(q.model.as_deref(), Some("gpt-4o"));
         assert_eq!(q.q.as_deref(), Some("rate limit"));
         assert_eq!(q.limit, 10);
-        let e = trace_query(Some("modle=x"), "default").unwrap_err();
+        let e = trace_query(Some("modle=x"), &access).unwrap_err();
         assert!(e.message.contains("\"modle\""), "{}", e.message);
-        let e = trace_query(Some("limit=0"), "default").unwrap_err();
+        let e = trace_query(Some("limit=0"), &access).unwrap_err();
         assert!(e.message.contains("limit"));
-        let e = trace_query(Some("since=tuesday"), "default").unwrap_err();
+        let e = trace_query(Some("since=tuesday"), &access).unwrap_err();
         assert!(e.message.contains("since"));
-        let e = trace_query(Some("cursor=zzz"), "default").unwrap_err();
+        let e = trace_query(Some("cursor=zzz"), &access).unwrap_err();
         assert!(e.message.contains("cursor"));
-        assert!(trace_query(Some("project=other"), "default").is_err());
+        assert!(trace_query(Some("project=other"), &access).is_err());
     }
 
     #[test]

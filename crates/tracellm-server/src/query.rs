@@ -7,9 +7,10 @@ use tracellm_core::api::{Analytics, AnalyticsQuery, FailurePage, MAX_BUCKETS, Tr
 use tracellm_core::{Span, Trace};
 use utoipa::ToSchema;
 
+use crate::AppState;
+use crate::auth::Access;
 use crate::error::{ApiError, ErrorBody};
 use crate::params::{self, Params, trace_query};
-use crate::{AppState, DEFAULT_PROJECT};
 
 #[derive(Serialize, ToSchema)]
 pub struct Health {
@@ -68,9 +69,10 @@ pub async fn stats(State(state): State<AppState>) -> Result<Json<StoreStats>, Ap
 )]
 pub async fn list_traces(
     State(state): State<AppState>,
+    access: Access,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<TracePage>, ApiError> {
-    let q = trace_query(raw.as_deref(), DEFAULT_PROJECT)?;
+    let q = trace_query(raw.as_deref(), &access)?;
     Ok(Json(state.store.list_traces(q).await?))
 }
 
@@ -84,11 +86,12 @@ pub async fn list_traces(
 )]
 pub async fn get_trace(
     State(state): State<AppState>,
+    access: Access,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Trace>, ApiError> {
     let mut p = Params::parse(raw.as_deref());
-    params::check_project(p.take("project")?.as_deref(), DEFAULT_PROJECT)?;
+    let (project, environment) = params::scope(&mut p, &access)?;
     let payloads = match p.take("payloads")?.as_deref() {
         None | Some("true") | Some("1") => true,
         Some("false") | Some("0") => false,
@@ -99,8 +102,9 @@ pub async fn get_trace(
             ));
         }
     };
-    p.finish(&["project", "payloads"])?;
-    match state.store.get_trace(DEFAULT_PROJECT, &id).await? {
+    p.finish(&["project", "environment", "payloads"])?;
+    let in_scope = |t: &Trace| environment.is_none() || t.environment == environment;
+    match state.store.get_trace(&project, &id).await?.filter(in_scope) {
         Some(mut t) => {
             if !payloads {
                 for s in &mut t.spans {
@@ -126,10 +130,12 @@ pub async fn get_trace(
 )]
 pub async fn get_span(
     State(state): State<AppState>,
+    access: Access,
     Path((id, span_id)): Path<(String, String)>,
 ) -> Result<Json<Span>, ApiError> {
-    match state.store.get_span(DEFAULT_PROJECT, &id, &span_id).await? {
-        Some(s) => Ok(Json(s)),
+    let found = state.store.get_span(&access.project_id, &id, &span_id).await?;
+    match found.filter(|(_, env)| access.environment.is_none() || *env == access.environment) {
+        Some((s, _)) => Ok(Json(s)),
         None => Err(ApiError::not_found(format!("no span {span_id:?} in trace {id:?}"))),
     }
 }
@@ -145,9 +151,10 @@ pub async fn get_span(
 )]
 pub async fn failures(
     State(state): State<AppState>,
+    access: Access,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<FailurePage>, ApiError> {
-    let q = trace_query(raw.as_deref(), DEFAULT_PROJECT)?;
+    let q = trace_query(raw.as_deref(), &access)?;
     Ok(Json(state.store.failures(q).await?))
 }
 
@@ -163,10 +170,11 @@ pub async fn failures(
 )]
 pub async fn analytics(
     State(state): State<AppState>,
+    access: Access,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Analytics>, ApiError> {
     let mut p = Params::parse(raw.as_deref());
-    params::check_project(p.take("project")?.as_deref(), DEFAULT_PROJECT)?;
+    let (project_id, environment) = params::scope(&mut p, &access)?;
     let since = p.time("since")?;
     let until = p.time("until")?;
     let bucket_secs = match p.take("bucket")? {
@@ -185,7 +193,7 @@ pub async fn analytics(
                 })?,
         ),
     };
-    p.finish(&["since", "until", "bucket", "project"])?;
+    p.finish(&["since", "until", "bucket", "project", "environment"])?;
     if let (Some(s), Some(u)) = (since, until) {
         if s >= u {
             return Err(ApiError::bad_request(
@@ -204,6 +212,6 @@ pub async fn analytics(
             ));
         }
     }
-    let q = AnalyticsQuery { project_id: DEFAULT_PROJECT.to_string(), since, until, bucket_secs };
+    let q = AnalyticsQuery { project_id, environment, since, until, bucket_secs };
     Ok(Json(state.store.analytics(q).await?))
 }

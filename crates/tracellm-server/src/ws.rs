@@ -7,17 +7,32 @@ use axum::response::Response;
 use serde_json::json;
 use tokio::sync::broadcast::error::RecvError;
 
-use crate::{AppState, DEFAULT_PROJECT};
+use crate::AppState;
+use crate::auth::{self, Access};
+use crate::error::ApiError;
 
 #[utoipa::path(
     get, path = "/ws", tag = "live",
     responses((status = 101, description = "WebSocket: {\"type\":\"system.connected\",\"version\"} then {\"type\":\"trace.created\"|\"trace.updated\",\"trace\":{summary}}"))
 )]
-pub async fn ws(State(state): State<AppState>, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| serve(socket, state, DEFAULT_PROJECT.to_string()))
+pub async fn ws(
+    State(state): State<AppState>,
+    headers: axum::http::HeaderMap,
+    axum::extract::RawQuery(raw): axum::extract::RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    // Browsers cannot set headers on a WebSocket: the key may come as `?api_key=`.
+    let mut p = crate::params::Params::parse(raw.as_deref());
+    let key = p.take("api_key")?;
+    let access = auth::resolve(&state, &headers, key.as_deref()).await?;
+    let (_, environment) = crate::params::scope(&mut p, &access)?;
+    p.finish(&["api_key", "project", "environment"])?;
+    let scope = Access { environment, ..access };
+    Ok(upgrade.on_upgrade(move |socket| serve(socket, state, scope)))
 }
 
-async fn serve(mut socket: WebSocket, state: AppState, project: String) {
+async fn serve(mut socket: WebSocket, state: AppState, scope: Access) {
+    let project = scope.project_id.clone();
     let mut events = state.store.subscribe();
     let mut shutdown = state.shutdown.clone();
     let hello = json!({"type": "system.connected", "version": crate::VERSION, "project": project});
@@ -28,7 +43,11 @@ async fn serve(mut socket: WebSocket, state: AppState, project: String) {
         tokio::select! {
             ev = events.recv() => {
                 let msg = match ev {
-                    Ok(ev) if ev.trace.project_id == project => {
+                    Ok(ev)
+                        if ev.trace.project_id == project
+                            && (scope.environment.is_none()
+                                || ev.trace.environment == scope.environment) =>
+                    {
                         json!({"type": ev.kind, "trace": &*ev.trace})
                     }
                     Ok(_) => continue,

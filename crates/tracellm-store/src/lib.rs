@@ -24,6 +24,12 @@ pub enum StoreError {
     /// The store cannot take writes right now (queue full, disk full, database down): retry.
     #[error("{0}")]
     Unavailable(String),
+    /// Already exists (a project of that name).
+    #[error("{0}")]
+    Conflict(String),
+    /// Names something that does not exist (a project, a key).
+    #[error("{0}")]
+    NotFound(String),
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,
@@ -72,6 +78,40 @@ pub struct Ingested {
     pub created: bool,
 }
 
+/// A project: the unit of isolation. `default` always exists.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct Project {
+    pub id: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// An API key as listed: never its secret, only the first characters to recognise it.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize, utoipa::ToSchema)]
+pub struct ApiKey {
+    pub id: String,
+    pub project_id: String,
+    pub environment: String,
+    pub name: Option<String>,
+    /// `tlm_sk_` and the first 4 characters of the secret.
+    pub prefix: String,
+    pub created_at: chrono::DateTime<chrono::Utc>,
+    pub revoked_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_used_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
+/// A key to create: the server generates the secret and passes only its hash.
+#[derive(Debug, Clone)]
+pub struct NewApiKey {
+    pub id: String,
+    pub project_id: String,
+    pub environment: String,
+    pub name: Option<String>,
+    pub prefix: String,
+    pub hash: Vec<u8>,
+}
+
 /// Figures about the store for the health route and the settings page.
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct StoreInfo {
@@ -107,12 +147,13 @@ pub trait Store: Send + Sync + 'static {
     async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>>;
 
     /// One span of a trace, whole (for clients that fetched the trace without payloads).
+    /// Returns the span and its trace's environment.
     async fn get_span(
         &self,
         project_id: &str,
         trace_id: &str,
         span_id: &str,
-    ) -> Result<Option<Span>>;
+    ) -> Result<Option<(Span, Option<String>)>>;
 
     /// Failed and retried traces, newest first.
     async fn failures(&self, q: TraceQuery) -> Result<FailurePage>;
@@ -120,6 +161,32 @@ pub trait Store: Send + Sync + 'static {
     async fn analytics(&self, q: AnalyticsQuery) -> Result<Analytics>;
 
     async fn info(&self) -> Result<StoreInfo>;
+
+    /// Creates a project; `Conflict` when the id is taken.
+    async fn create_project(
+        &self,
+        id: &str,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<Project>;
+
+    async fn list_projects(&self) -> Result<Vec<Project>>;
+
+    /// Stores a key's hash; `NotFound` when the project does not exist.
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey>;
+
+    /// Keys, newest first, of one project or all.
+    async fn list_api_keys(&self, project_id: Option<&str>) -> Result<Vec<ApiKey>>;
+
+    /// Marks a key revoked (idempotent); `None` when no such key.
+    async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKey>>;
+
+    /// The key whose secret hashes to `hash`, revoked or not.
+    async fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKey>>;
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>>;
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()>;
 
     /// Events of every durable change, for the WebSocket hub.
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent>;

@@ -22,7 +22,10 @@ use tracellm_core::{
     Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
 };
 
-use crate::{EventKind, Ingested, Result, Store, StoreError, StoreEvent, StoreInfo};
+use crate::{
+    ApiKey, EventKind, Ingested, NewApiKey, Project, Result, Store, StoreError, StoreEvent,
+    StoreInfo,
+};
 
 /// Tuning of the SQLite backend.
 #[derive(Debug, Clone)]
@@ -52,7 +55,8 @@ impl Default for SqliteOptions {
 }
 
 /// Versioned schema migrations; `PRAGMA user_version` records how many ran.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE traces (
     pk                INTEGER PRIMARY KEY,
     project_id        TEXT NOT NULL,
@@ -131,7 +135,39 @@ CREATE VIRTUAL TABLE trace_fts USING fts5(
 -- Merge index segments 16 at a time (the most FTS5 allows): merging was a third of the writer's
 -- time at 8; search latency did not move (scripts/bench).
 INSERT INTO trace_fts (trace_fts, rank) VALUES ('automerge', 16);
-"#];
+"#,
+    r#"
+ALTER TABLE traces ADD COLUMN environment TEXT;
+
+CREATE TABLE projects (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    description TEXT,
+    created_us  INTEGER NOT NULL
+);
+INSERT INTO projects (id, name, description, created_us)
+    VALUES ('default', 'default', 'Traces sent without an API key', 0);
+
+-- Keys are stored as the SHA-256 of the secret, never the secret itself.
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    project_id   TEXT NOT NULL REFERENCES projects (id),
+    environment  TEXT NOT NULL,
+    name         TEXT,
+    prefix       TEXT NOT NULL,
+    hash         BLOB NOT NULL UNIQUE,
+    created_us   INTEGER NOT NULL,
+    revoked_us   INTEGER,
+    last_used_us INTEGER
+);
+CREATE INDEX api_keys_by_project ON api_keys (project_id);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#,
+];
 
 /// Most text indexed for full-text search per trace.
 const MAX_FTS_BYTES: usize = 1 << 20;
@@ -139,6 +175,15 @@ const MAX_FTS_BYTES: usize = 1 << 20;
 struct WriteRequest {
     ops: Vec<Op>,
     ack: oneshot::Sender<Result<Vec<Ingested>>>,
+}
+
+/// A small write outside ingest (projects, keys, settings), run by the writer thread in its own
+/// transaction so that it never contends with ingest for the database lock.
+type AdminJob = Box<dyn FnOnce(&Connection) -> Result<serde_json::Value> + Send>;
+
+enum Job {
+    Write(WriteRequest),
+    Admin(AdminJob, oneshot::Sender<Result<serde_json::Value>>),
 }
 
 /// One trace's change, as the writer applies it.
@@ -188,7 +233,7 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 pub struct SqliteStore {
     path: PathBuf,
     assembler: Arc<Assembler>,
-    queue: Mutex<Option<mpsc::Sender<WriteRequest>>>,
+    queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
     events: broadcast::Sender<StoreEvent>,
@@ -282,11 +327,24 @@ impl SqliteStore {
         tokio::task::spawn_blocking(f).await.map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
+    /// Runs an admin write on the writer thread; waits for room in the queue (admin writes are
+    /// rare and must not fail because ingest is busy).
+    async fn admin<T: serde::de::DeserializeOwned>(
+        &self,
+        job: impl FnOnce(&Connection) -> Result<serde_json::Value> + Send + 'static,
+    ) -> Result<T> {
+        let queue = self.queue.lock().expect("queue lock").clone().ok_or(StoreError::Closed)?;
+        let (ack, done) = oneshot::channel();
+        queue.send(Job::Admin(Box::new(job), ack)).await.map_err(|_| StoreError::Closed)?;
+        let v = done.await.map_err(|_| StoreError::Closed)??;
+        serde_json::from_value(v).map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
     /// Queues ops for the writer and waits for their commit; a full queue is "busy", not a wait.
     async fn submit(&self, ops: Vec<Op>) -> Result<Vec<Ingested>> {
         let queue = self.queue.lock().expect("queue lock").clone().ok_or(StoreError::Closed)?;
         let (ack, done) = oneshot::channel();
-        queue.try_send(WriteRequest { ops, ack }).map_err(|e| match e {
+        queue.try_send(Job::Write(WriteRequest { ops, ack })).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {
                 StoreError::Unavailable("ingest queue is full; retry shortly".into())
             }
@@ -318,19 +376,38 @@ fn merge_op(asm: &Assembler, project_id: &str, mut batch: SpanBatch) -> Result<O
 
 fn writer_loop(
     mut conn: Connection,
-    mut rx: mpsc::Receiver<WriteRequest>,
+    mut rx: mpsc::Receiver<Job>,
     events: broadcast::Sender<StoreEvent>,
     max_batch: usize,
     asm: Arc<Assembler>,
 ) {
-    while let Some(first) = rx.blocking_recv() {
+    let mut held: Option<Job> = None;
+    loop {
+        let first = match held.take() {
+            Some(j) => j,
+            None => match rx.blocking_recv() {
+                Some(j) => j,
+                None => break,
+            },
+        };
+        let first = match first {
+            Job::Admin(job, ack) => {
+                let _ = ack.send(run_admin(&mut conn, job));
+                continue;
+            }
+            Job::Write(w) => w,
+        };
         let mut n = first.ops.len();
         let mut batch = vec![first];
         while n < max_batch {
             match rx.try_recv() {
-                Ok(r) => {
+                Ok(Job::Write(r)) => {
                     n += r.ops.len();
                     batch.push(r);
+                }
+                Ok(admin) => {
+                    held = Some(admin);
+                    break;
                 }
                 Err(_) => break,
             }
@@ -370,12 +447,21 @@ fn writer_loop(
     tracing::debug!("sqlite writer stopped");
 }
 
+fn run_admin(conn: &mut Connection, job: AdminJob) -> Result<serde_json::Value> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let out = job(&tx)?;
+    tx.commit()?;
+    Ok(out)
+}
+
 fn clone_err(e: &StoreError) -> StoreError {
     match e {
         StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Closed => StoreError::Closed,
         StoreError::Internal(m) => StoreError::Internal(m.clone()),
+        StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
+        StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
     }
 }
 
@@ -475,7 +561,7 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
         .optional()?;
     let ts = time::to_micros(t.timestamp);
     let (tags, metadata) = (&p.tags, &p.metadata);
-    let values: [&dyn ToSql; 29] = [
+    let values: [&dyn ToSql; 30] = [
         &t.project_id,
         &t.id,
         &t.name,
@@ -505,6 +591,7 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
         &metadata,
         &p.input,
         &now_us,
+        &t.environment,
     ];
     let (pk, created) = match existing {
         None => {
@@ -513,9 +600,9 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
                  provider, prompt_tokens, completion_tokens, total_tokens, tokens_estimated,
                  cached_tokens, cost_usd, retries, failure_reason, session_id, user_id, tags,
                  span_count, error_count, prompt_preview, response_preview, prompt, response,
-                 metadata, input, updated_us)
+                 metadata, input, updated_us, environment)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29)",
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
             )?
             .execute(&values[..])?;
             (conn.last_insert_rowid(), true)
@@ -538,8 +625,8 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
                  total_tokens = ?10, tokens_estimated = ?11, cached_tokens = ?12, cost_usd = ?13,
                  retries = ?14, failure_reason = ?15, session_id = ?16, user_id = ?17, tags = ?18,
                  span_count = ?19, error_count = ?20, prompt_preview = ?21, response_preview = ?22,
-                 prompt = ?23, response = ?24, metadata = ?25, input = ?26, updated_us = ?27
-                 WHERE pk = ?28",
+                 prompt = ?23, response = ?24, metadata = ?25, input = ?26, updated_us = ?27,
+                 environment = ?28 WHERE pk = ?29",
             )?
             .execute(&v[..])?;
             (pk, false)
@@ -750,10 +837,26 @@ impl ReaderPool {
     }
 }
 
+const KEY_COLUMNS: &str =
+    "id, project_id, environment, name, prefix, created_us, revoked_us, last_used_us";
+
+fn key_from_row(r: &Row) -> rusqlite::Result<ApiKey> {
+    Ok(ApiKey {
+        id: r.get(0)?,
+        project_id: r.get(1)?,
+        environment: r.get(2)?,
+        name: r.get(3)?,
+        prefix: r.get(4)?,
+        created_at: time::from_micros(r.get(5)?),
+        revoked_at: r.get::<_, Option<i64>>(6)?.map(time::from_micros),
+        last_used_at: r.get::<_, Option<i64>>(7)?.map(time::from_micros),
+    })
+}
+
 const SUMMARY_COLUMNS: &str = "t.id, t.project_id, t.name, t.status, t.ts, t.end_ts, t.latency_ms,
     t.model, t.provider, t.prompt_tokens, t.completion_tokens, t.total_tokens, t.tokens_estimated,
     t.cached_tokens, t.cost_usd, t.retries, t.failure_reason, t.span_count, t.error_count,
-    t.session_id, t.user_id, t.tags, t.prompt_preview, t.response_preview, t.pk";
+    t.session_id, t.user_id, t.tags, t.prompt_preview, t.response_preview, t.pk, t.environment";
 
 fn status_of(s: &str) -> Status {
     Status::parse(s).unwrap_or(Status::Success)
@@ -788,6 +891,7 @@ fn summary_from_row(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
         tags: serde_json::from_str(&tags).unwrap_or_default(),
         prompt_preview: r.get(22)?,
         response_preview: r.get(23)?,
+        environment: r.get(25)?,
     };
     Ok((summary, r.get(24)?))
 }
@@ -818,6 +922,10 @@ fn where_clause(
 ) -> (String, Vec<Box<dyn ToSql + Send>>) {
     let mut sql = String::from("t.project_id = ?");
     let mut p: Vec<Box<dyn ToSql + Send>> = vec![Box::new(q.project_id.clone())];
+    if let Some(env) = &q.environment {
+        sql.push_str(" AND t.environment = ?");
+        p.push(Box::new(env.clone()));
+    }
     let statuses: Vec<Status> = match extra_status {
         Some(only) if q.statuses.is_empty() => only.to_vec(),
         Some(only) => q.statuses.iter().copied().filter(|s| only.contains(s)).collect(),
@@ -918,9 +1026,9 @@ fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Tra
             Ok((
                 s,
                 pk,
-                r.get::<_, Option<String>>(25)?,
                 r.get::<_, Option<String>>(26)?,
-                r.get::<_, String>(27)?,
+                r.get::<_, Option<String>>(27)?,
+                r.get::<_, String>(28)?,
             ))
         })
         .optional()?;
@@ -940,6 +1048,7 @@ fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Tra
     Ok(Some(Trace {
         id: s.id,
         project_id: s.project_id,
+        environment: s.environment,
         name: s.name,
         status: s.status,
         timestamp: s.timestamp,
@@ -967,12 +1076,13 @@ fn analytics_rows(conn: &Connection, q: &AnalyticsQuery) -> Result<Vec<Analytics
     let mut stmt = conn.prepare_cached(
         "SELECT ts, model, status, latency_ms, prompt_tokens, completion_tokens, total_tokens,
                 cost_usd, span_count
-         FROM traces WHERE project_id = ?1 AND ts >= ?2 AND ts < ?3",
+         FROM traces WHERE project_id = ?1 AND ts >= ?2 AND ts < ?3
+           AND (?4 IS NULL OR environment = ?4)",
     )?;
     let since = q.since.map(time::to_micros).unwrap_or(i64::MIN);
     let until = q.until.map(time::to_micros).unwrap_or(i64::MAX);
     let rows = stmt
-        .query_map(params![q.project_id, since, until], |r| {
+        .query_map(params![q.project_id, since, until, q.environment], |r| {
             Ok(AnalyticsRow {
                 ts_micros: r.get(0)?,
                 model: r.get(1)?,
@@ -1043,19 +1153,21 @@ impl Store for SqliteStore {
         project_id: &str,
         trace_id: &str,
         span_id: &str,
-    ) -> Result<Option<Span>> {
+    ) -> Result<Option<(Span, Option<String>)>> {
         let (p, t, s) = (project_id.to_string(), trace_id.to_string(), span_id.to_string());
         self.readers
             .run(move |c| {
-                let doc: Option<String> = c
+                let row: Option<(String, Option<String>)> = c
                     .prepare_cached(
-                        "SELECT s.doc FROM traces t JOIN spans s ON s.trace_pk = t.pk
+                        "SELECT s.doc, t.environment FROM traces t JOIN spans s ON s.trace_pk = t.pk
                          WHERE t.project_id = ?1 AND t.id = ?2 AND s.id = ?3",
                     )?
-                    .query_row(params![p, t, s], |r| r.get(0))
+                    .query_row(params![p, t, s], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
-                doc.map(|d| {
-                    serde_json::from_str(&d).map_err(|e| StoreError::Internal(e.to_string()))
+                row.map(|(d, env)| {
+                    serde_json::from_str(&d)
+                        .map(|span| (span, env))
+                        .map_err(|e| StoreError::Internal(e.to_string()))
                 })
                 .transpose()
             })
@@ -1110,6 +1222,157 @@ impl Store for SqliteStore {
                 })
             })
             .await
+    }
+
+    async fn create_project(
+        &self,
+        id: &str,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<Project> {
+        let project = Project {
+            id: id.to_string(),
+            name: name.to_string(),
+            description: description.map(String::from),
+            created_at: chrono::Utc::now(),
+        };
+        let p = project.clone();
+        self.admin::<serde_json::Value>(move |c| {
+            let exists =
+                c.prepare_cached("SELECT 1 FROM projects WHERE id = ?1")?.exists([&p.id])?;
+            if exists {
+                return Err(StoreError::Conflict(format!("project {:?} already exists", p.id)));
+            }
+            c.prepare_cached(
+                "INSERT INTO projects (id, name, description, created_us) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                p.id,
+                p.name,
+                p.description,
+                time::to_micros(p.created_at)
+            ])?;
+            Ok(serde_json::Value::Null)
+        })
+        .await?;
+        Ok(project)
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        self.readers
+            .run(|c| {
+                let mut stmt = c.prepare_cached("SELECT id, name, description, created_us FROM projects ORDER BY created_us, id")?;
+                let rows = stmt
+                    .query_map([], |r| {
+                        Ok(Project { id: r.get(0)?, name: r.get(1)?, description: r.get(2)?, created_at: time::from_micros(r.get(3)?) })
+                    })?
+                    .collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
+        let created = chrono::Utc::now();
+        let out = ApiKey {
+            id: key.id.clone(),
+            project_id: key.project_id.clone(),
+            environment: key.environment.clone(),
+            name: key.name.clone(),
+            prefix: key.prefix.clone(),
+            created_at: created,
+            revoked_at: None,
+            last_used_at: None,
+        };
+        self.admin::<serde_json::Value>(move |c| {
+            let exists = c
+                .prepare_cached("SELECT 1 FROM projects WHERE id = ?1")?
+                .exists([&key.project_id])?;
+            if !exists {
+                return Err(StoreError::NotFound(format!("no project {:?}", key.project_id)));
+            }
+            c.prepare_cached(
+                "INSERT INTO api_keys (id, project_id, environment, name, prefix, hash, created_us)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            )?
+            .execute(params![
+                key.id,
+                key.project_id,
+                key.environment,
+                key.name,
+                key.prefix,
+                key.hash,
+                time::to_micros(created)
+            ])?;
+            Ok(serde_json::Value::Null)
+        })
+        .await?;
+        Ok(out)
+    }
+
+    async fn list_api_keys(&self, project_id: Option<&str>) -> Result<Vec<ApiKey>> {
+        let project = project_id.map(String::from);
+        self.readers
+            .run(move |c| {
+                let mut stmt = c.prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE ?1 IS NULL OR project_id = ?1 ORDER BY created_us DESC, id"
+                ))?;
+                let rows = stmt.query_map([project], key_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+                Ok(rows)
+            })
+            .await
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let id = id.to_string();
+        self.admin(move |c| {
+            let now = time::to_micros(chrono::Utc::now());
+            c.prepare_cached(
+                "UPDATE api_keys SET revoked_us = COALESCE(revoked_us, ?2) WHERE id = ?1",
+            )?
+            .execute(params![id, now])?;
+            let key = c
+                .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE id = ?1"))?
+                .query_row([&id], key_from_row)
+                .optional()?;
+            serde_json::to_value(key).map_err(|e| StoreError::Internal(e.to_string()))
+        })
+        .await
+    }
+
+    async fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKey>> {
+        let hash = hash.to_vec();
+        self.readers
+            .run(move |c| {
+                Ok(c.prepare_cached(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = ?1"
+                ))?
+                .query_row([hash], key_from_row)
+                .optional()?)
+            })
+            .await
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        let key = key.to_string();
+        self.readers
+            .run(move |c| {
+                Ok(c.prepare_cached("SELECT value FROM settings WHERE key = ?1")?
+                    .query_row([key], |r| r.get(0))
+                    .optional()?)
+            })
+            .await
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let (k, v) = (key.to_string(), value.to_string());
+        self.admin::<serde_json::Value>(move |c| {
+            c.prepare_cached("INSERT INTO settings (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = ?2")?
+                .execute(params![k, v])?;
+            Ok(serde_json::Value::Null)
+        })
+        .await?;
+        Ok(())
     }
 
     fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {

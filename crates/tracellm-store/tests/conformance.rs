@@ -10,7 +10,7 @@ use tracellm_core::{
     NormalizeOptions, PriceTable, Span, SpanEvent, SpanKind, Status, Tokens, Trace, TraceInput,
     normalize_trace,
 };
-use tracellm_store::{EventKind, SqliteOptions, SqliteStore, Store};
+use tracellm_store::{EventKind, NewApiKey, SqliteOptions, SqliteStore, Store, StoreError};
 
 fn trace(project: &str, id: &str, minute: u32, doc: serde_json::Value) -> Trace {
     let mut d = doc;
@@ -205,6 +205,7 @@ pub async fn analytics_add_up(store: Arc<dyn Store>) {
     let a = store
         .analytics(AnalyticsQuery {
             project_id: "default".into(),
+            environment: None,
             since: None,
             until: None,
             bucket_secs: Some(60),
@@ -227,6 +228,7 @@ pub async fn analytics_add_up(store: Arc<dyn Store>) {
     let none = store
         .analytics(AnalyticsQuery {
             project_id: "other".into(),
+            environment: None,
             since: None,
             until: None,
             bucket_secs: None,
@@ -381,6 +383,76 @@ pub async fn log_events_wait_for_their_span(store: Arc<dyn Store>) {
     assert_eq!(t.response.as_deref(), Some("the answer"));
 }
 
+pub async fn environments_are_kept_apart(store: Arc<dyn Store>) {
+    let mut prod = trace("p1", "a", 1, json!({}));
+    prod.environment = Some("production".into());
+    let mut stage = trace("p1", "b", 2, json!({}));
+    stage.environment = Some("staging".into());
+    store.ingest(vec![prod, stage]).await.unwrap();
+    let only = |env: &str| TraceQuery { environment: Some(env.into()), ..query("p1") };
+    let p = store.list_traces(only("production")).await.unwrap();
+    assert_eq!(p.traces.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), vec!["a"]);
+    assert_eq!(p.traces[0].environment.as_deref(), Some("production"));
+    assert_eq!(store.list_traces(query("p1")).await.unwrap().traces.len(), 2);
+    let a = store
+        .analytics(AnalyticsQuery {
+            project_id: "p1".into(),
+            environment: Some("staging".into()),
+            since: None,
+            until: None,
+            bucket_secs: None,
+        })
+        .await
+        .unwrap();
+    assert_eq!(a.totals.traces, 1);
+    assert_eq!(
+        store.get_trace("p1", "b").await.unwrap().unwrap().environment.as_deref(),
+        Some("staging")
+    );
+}
+
+pub async fn projects_and_keys(store: Arc<dyn Store>) {
+    let projects = store.list_projects().await.unwrap();
+    assert_eq!(projects.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), vec!["default"]);
+    let p = store.create_project("my-app", "My App", Some("the app")).await.unwrap();
+    assert_eq!(p.id, "my-app");
+    assert!(matches!(
+        store.create_project("my-app", "again", None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let key = NewApiKey {
+        id: "key_1".into(),
+        project_id: "my-app".into(),
+        environment: "production".into(),
+        name: Some("ci".into()),
+        prefix: "tlm_sk_abcd".into(),
+        hash: vec![7; 32],
+    };
+    let created = store.create_api_key(key.clone()).await.unwrap();
+    assert_eq!(created.environment, "production");
+    let missing = NewApiKey {
+        id: "key_2".into(),
+        project_id: "nope".into(),
+        hash: vec![8; 32],
+        ..key.clone()
+    };
+    assert!(matches!(store.create_api_key(missing).await, Err(StoreError::NotFound(_))));
+    let found = store.find_api_key(&[7; 32]).await.unwrap().unwrap();
+    assert_eq!((found.id.as_str(), found.project_id.as_str()), ("key_1", "my-app"));
+    assert!(found.revoked_at.is_none());
+    assert!(store.find_api_key(&[9; 32]).await.unwrap().is_none());
+    assert_eq!(store.list_api_keys(Some("my-app")).await.unwrap().len(), 1);
+    assert_eq!(store.list_api_keys(Some("default")).await.unwrap().len(), 0);
+    let revoked = store.revoke_api_key("key_1").await.unwrap().unwrap();
+    assert!(revoked.revoked_at.is_some());
+    assert!(store.find_api_key(&[7; 32]).await.unwrap().unwrap().revoked_at.is_some());
+    assert!(store.revoke_api_key("key_x").await.unwrap().is_none());
+    assert_eq!(store.get_setting("admin").await.unwrap(), None);
+    store.set_setting("admin", "h1").await.unwrap();
+    store.set_setting("admin", "h2").await.unwrap();
+    assert_eq!(store.get_setting("admin").await.unwrap().as_deref(), Some("h2"));
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -404,6 +476,8 @@ macro_rules! store_suite {
             case!(concurrent_ingest_is_all_stored);
             case!(spans_arriving_in_any_order_assemble_one_trace);
             case!(log_events_wait_for_their_span);
+            case!(environments_are_kept_apart);
+            case!(projects_and_keys);
         }
     };
 }

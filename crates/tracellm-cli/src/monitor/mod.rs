@@ -348,13 +348,12 @@ mod tests {
             dashboard_port: None,
             otlp_grpc_port: None,
             otlp_grpc_optional: true,
-            limits: tracellm_server::Limits::default(),
-            normalize: tracellm_core::NormalizeOptions::default(),
+            ..Default::default()
         };
         let (stop_tx, stop_rx) = oneshot::channel::<()>();
         let (ready_tx, ready_rx) = oneshot::channel();
         let task = tokio::spawn(async move {
-            let on_ready = move |b: tracellm_server::Bound| {
+            let on_ready = move |b: tracellm_server::Bound, _admin_token: Option<String>| {
                 let _ = ready_tx.send(b.api);
             };
             let _ = tracellm_server::serve(

@@ -95,7 +95,7 @@ impl State {
 
     /// The recent traces, as loaded on (re)connect; replaces what was there.
     pub fn load(&mut self, mut page: Vec<TraceSummary>) {
-        page.sort_by(|a, b| b.timestamp.cmp(&a.timestamp));
+        page.sort_by_key(|t| std::cmp::Reverse(t.timestamp));
         page.truncate(KEEP);
         self.buckets.clear();
         for t in &page {

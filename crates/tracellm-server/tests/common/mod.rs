@@ -16,6 +16,14 @@ pub struct TestServer {
 
 impl TestServer {
     pub async fn start(dir: &std::path::Path) -> TestServer {
+        Self::start_with(dir, |_| {}).await
+    }
+
+    /// Starts with the test defaults changed by `tweak` (auth settings, redaction…).
+    pub async fn start_with(
+        dir: &std::path::Path,
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let store: Arc<dyn Store> = Arc::new(
             SqliteStore::open(&dir.join("traces.db"), SqliteOptions::default()).await.unwrap(),
         );
@@ -27,14 +35,21 @@ impl TestServer {
             otlp_grpc_optional: false,
             limits: Limits::default(),
             normalize: NormalizeOptions::default(),
+            require_auth: false,
+            insecure_no_auth: false,
+            allowed_hosts: Vec::new(),
+            admin_token: None,
+            redact: Default::default(),
         };
+        let mut cfg = cfg;
+        tweak(&mut cfg);
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(tracellm_server::serve(
             cfg,
             store,
             PriceTable::builtin(),
-            move |b| {
+            move |b, _token| {
                 let _ = ready_tx.send(b);
             },
             async move {
