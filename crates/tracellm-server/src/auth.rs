@@ -243,7 +243,7 @@ pub async fn check_host(
             .or_else(|| req.uri().authority().map(|a| a.to_string()));
         if let Some(h) = host {
             let name = strip_port(&h).to_ascii_lowercase();
-            if !allowed.iter().any(|a| *a == name) {
+            if !allowed.contains(&name) {
                 tracing::warn!(target: "audit", event = "host.refused", host = %h);
                 return ApiError::new(
                     StatusCode::FORBIDDEN,
