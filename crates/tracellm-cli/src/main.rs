@@ -45,7 +45,8 @@ struct Cli {
         global = true,
         env = "TRACELLM_API_KEY",
         value_name = "KEY",
-        hide_env_values = true
+        hide_env_values = true,
+        display_order = 901
     )]
     api_key: Option<String>,
 
