@@ -166,3 +166,26 @@ fn help_explains_every_flag() {
         assert!(help.contains(env), "{env} missing from --help");
     }
 }
+
+#[test]
+fn a_non_loopback_bind_without_keys_refuses_to_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_tracellm"))
+        .args([
+            "start",
+            "--host",
+            "0.0.0.0",
+            "--port",
+            "0",
+            "--no-dashboard",
+            "--no-otlp-grpc",
+            "--data-dir",
+        ])
+        .arg(dir.path())
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("without API keys") && err.contains("--insecure-no-auth"), "{err}");
+}
