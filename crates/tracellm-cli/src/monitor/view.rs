@@ -310,8 +310,10 @@ fn draw_detail(f: &mut Frame, area: Rect, d: &Detail) {
             let [tree_area, step_area] =
                 Layout::vertical([Constraint::Length(tree_h + 2), Constraint::Min(0)]).areas(area);
             let bar_w = 20usize;
-            let name_w =
-                usize::from(tree_area.width.saturating_sub(2)).saturating_sub(bar_w + 30).max(20);
+            // Name, bar, duration, tokens, status: the name takes what the others leave.
+            let name_w = usize::from(tree_area.width.saturating_sub(2))
+                .saturating_sub(bar_w + 2 + 8 + 14 + 8)
+                .max(20);
             let lines: Vec<Line> = rows
                 .iter()
                 .enumerate()
