@@ -6,5 +6,6 @@ mod common;
 mod demo;
 mod export;
 mod help;
+mod monitor;
 mod replay;
 mod trace;
