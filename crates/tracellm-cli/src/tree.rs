@@ -119,7 +119,7 @@ pub fn status_paint(p: Paint, status: Status, text: &str) -> String {
     }
 }
 
-pub const NAME_WIDTH: usize = 46;
+pub const NAME_WIDTH: usize = 40;
 pub const BAR_WIDTH: usize = 24;
 
 /// Kind and name (with the model of LLM calls), cut to fit `width` columns after `prefix`.
@@ -157,9 +157,14 @@ pub fn render(t: &Trace, p: Paint) -> String {
         "started {}",
         t.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
     )];
-    facts.push(format!("{} spans, {} errors", t.span_count, t.error_count));
+    let plural = |n: u32, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
+    facts.push(format!(
+        "{}, {}",
+        plural(t.span_count, "span", "spans"),
+        plural(t.error_count, "error", "errors")
+    ));
     if t.retries > 0 {
-        facts.push(format!("{} retries", t.retries));
+        facts.push(plural(t.retries, "retry", "retries"));
     }
     if let Some(m) = &t.model {
         facts.push(m.clone());
