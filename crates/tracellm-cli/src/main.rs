@@ -1,5 +1,6 @@
 //! `tracellm`: one binary that runs the whole TraceLLM stack.
 
+mod admin_cmd;
 mod common;
 mod completions;
 mod config;
@@ -72,6 +73,12 @@ enum Command {
     Export(export::ExportArgs),
     /// Load realistic sample traces into the server.
     Demo(demo::DemoArgs),
+    /// Create and list projects (each with its own API keys and data).
+    #[command(subcommand)]
+    Projects(admin_cmd::ProjectsCommand),
+    /// Create, list and revoke API keys.
+    #[command(subcommand)]
+    Keys(admin_cmd::KeysCommand),
     /// Write or locate the config file.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -149,6 +156,8 @@ fn execute(cli: Cli, file: config::FileConfig) -> anyhow::Result<()> {
         Command::Monitor(a) => monitor::run(a, g),
         Command::Export(a) => export::run(a, g),
         Command::Demo(a) => demo::run(a, g),
+        Command::Projects(c) => admin_cmd::projects(c, g),
+        Command::Keys(c) => admin_cmd::keys(c, g),
         Command::Config(c) => config_cmd::run(c, g),
         Command::Completions(a) => completions::run(a, &mut Cli::command()),
     }

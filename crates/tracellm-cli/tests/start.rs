@@ -189,3 +189,108 @@ fn a_non_loopback_bind_without_keys_refuses_to_start() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("without API keys") && err.contains("--insecure-no-auth"), "{err}");
 }
+
+fn tracellm(endpoint: &str, args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_tracellm"))
+        .args(["--endpoint", endpoint])
+        .args(args)
+        .env_remove("TRACELLM_ADMIN_TOKEN")
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn projects_and_keys_from_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = start(dir.path(), &[]);
+    let out = tracellm(&srv.api, &["projects", "create", "My App", "--environment", "production"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("Project:      my-app (My App)"), "{text}");
+    let key = text.lines().find_map(|l| l.strip_prefix("API key:")).unwrap().trim().to_string();
+    assert!(key.starts_with("tlm_sk_") && key.len() == 39, "{key}");
+
+    let out = tracellm(
+        &srv.api,
+        &[
+            "--json",
+            "keys",
+            "create",
+            "--project",
+            "my-app",
+            "--environment",
+            "staging",
+            "--name",
+            "ci",
+        ],
+    );
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let staging_id = created["api_key"]["id"].as_str().unwrap().to_string();
+
+    let out = tracellm(&srv.api, &["keys", "list", "--project", "my-app"]);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listing.contains(&staging_id)
+            && listing.contains("production")
+            && listing.contains("active"),
+        "{listing}"
+    );
+    assert!(!listing.contains(&key[7..]), "secrets are never listed");
+
+    let doc = r#"{"id": "t1", "prompt": "hi", "response": "hello"}"#;
+    let (code, _) = http_with_key("POST", &format!("{}/traces", srv.api), Some(doc), &key);
+    assert_eq!(code, 202);
+    let out = tracellm(&srv.api, &["projects", "list"]);
+    assert!(String::from_utf8(out.stdout).unwrap().contains("my-app"));
+
+    let out = tracellm(&srv.api, &["keys", "revoke", &staging_id]);
+    assert!(out.status.success());
+    let out = tracellm(&srv.api, &["--json", "keys", "list"]);
+    let all: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let revoked = all["api_keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["id"] == staging_id.as_str())
+        .unwrap();
+    assert!(revoked["revoked_at"].is_string());
+    let out = tracellm(&srv.api, &["keys", "revoke", "key_missing"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("no API key"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    signal(&srv.child, "-TERM");
+    wait_exit(&mut srv.child);
+}
+
+fn http_with_key(
+    method: &str,
+    url: &str,
+    body: Option<&str>,
+    key: &str,
+) -> (u16, serde_json::Value) {
+    let mut cmd = Command::new("curl");
+    cmd.args([
+        "-s",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+        url,
+        "-H",
+        &format!("authorization: Bearer {key}"),
+    ]);
+    if let Some(b) = body {
+        cmd.args(["-H", "content-type: application/json", "--data-binary", b]);
+    }
+    let out = String::from_utf8(cmd.output().unwrap().stdout).unwrap();
+    let (body, code) = out.rsplit_once('\n').unwrap();
+    (
+        code.trim().parse().unwrap_or(0),
+        serde_json::from_str(body).unwrap_or(serde_json::Value::Null),
+    )
+}

@@ -54,6 +54,7 @@ pub struct Client {
     base: String,
     http: reqwest::Client,
     api_key: Option<String>,
+    admin_token: Option<String>,
 }
 
 impl Client {
@@ -63,6 +64,63 @@ impl Client {
             base: base.into().trim_end_matches('/').to_string(),
             http: reqwest::Client::new(),
             api_key: None,
+            admin_token: None,
+        }
+    }
+
+    /// The admin token for project and key management, when the server requires it.
+    pub fn with_admin_token(mut self, token: impl Into<String>) -> Self {
+        self.admin_token = Some(token.into());
+        self
+    }
+
+    /// `POST /projects`: the project and its first key (the secret is shown only here).
+    pub async fn create_project(
+        &self,
+        name: &str,
+        environment: &str,
+        description: Option<&str>,
+    ) -> Result<Value> {
+        let mut q = vec![("name", name), ("environment", environment)];
+        if let Some(d) = description {
+            q.push(("description", d));
+        }
+        self.send(self.admin(reqwest::Method::POST, "/projects").query(&q)).await
+    }
+
+    pub async fn list_projects(&self) -> Result<Value> {
+        self.send(self.admin(reqwest::Method::GET, "/projects")).await
+    }
+
+    /// `POST /api-keys`: a new key (the secret is shown only here).
+    pub async fn create_api_key(
+        &self,
+        project: &str,
+        environment: &str,
+        name: Option<&str>,
+    ) -> Result<Value> {
+        let mut q = vec![("project", project), ("environment", environment)];
+        if let Some(n) = name {
+            q.push(("name", n));
+        }
+        self.send(self.admin(reqwest::Method::POST, "/api-keys").query(&q)).await
+    }
+
+    pub async fn list_api_keys(&self, project: Option<&str>) -> Result<Value> {
+        let q: Vec<(&str, &str)> = project.map(|p| vec![("project", p)]).unwrap_or_default();
+        self.send(self.admin(reqwest::Method::GET, "/api-keys").query(&q)).await
+    }
+
+    pub async fn revoke_api_key(&self, id: &str) -> Result<Value> {
+        let path = format!("/api-keys/{}", urlencode(id));
+        self.send(self.admin(reqwest::Method::DELETE, &path)).await
+    }
+
+    fn admin(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        let r = self.http.request(method, format!("{}{path}", self.base));
+        match &self.admin_token {
+            Some(t) => r.header("x-admin-token", t),
+            None => r,
         }
     }
 
