@@ -223,6 +223,26 @@ async fn export_logs(
 
 const BIG: usize = 64 * 1024;
 
+/// The request of an OTLP/HTTP route, in whichever encoding it came, and whether it is big
+/// enough to map off the async workers.
+async fn decode<M: Message + Default>(
+    state: &AppState,
+    access: &Access,
+    headers: &HeaderMap,
+    body: Body,
+    from_json: fn(&serde_json::Value) -> Result<M, tracellm_core::ValidationError>,
+) -> Result<(Encoding, M, bool), ApiError> {
+    crate::ingest::check_scope_headers(access, headers)?;
+    let enc = encoding(headers)?;
+    let bytes = otlp_body(body, headers, state.limits.body_bytes).await?;
+    let big = bytes.len() > BIG;
+    let req = match enc {
+        Encoding::Protobuf => M::decode(bytes).map_err(|e| decode_error("protobuf", e))?,
+        Encoding::Json => from_json(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?,
+    };
+    Ok((enc, req, big))
+}
+
 #[utoipa::path(
     post, path = "/v1/traces", tag = "ingest", operation_id = "otlp_export_traces",
     request_body(content = Object, description = "OTLP ExportTraceServiceRequest as application/x-protobuf or application/json; Content-Encoding gzip allowed"),
@@ -240,18 +260,8 @@ pub async fn post_traces(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    crate::ingest::check_scope_headers(&access, &headers)?;
-    let enc = encoding(&headers)?;
-    let bytes = otlp_body(body, &headers, state.limits.body_bytes).await?;
-    let big = bytes.len() > BIG;
-    let req = match enc {
-        Encoding::Protobuf => {
-            ExportTraceServiceRequest::decode(bytes).map_err(|e| decode_error("protobuf", e))?
-        }
-        Encoding::Json => {
-            otel::json::trace_request(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?
-        }
-    };
+    let (enc, req, big) =
+        decode(&state, &access, &headers, body, otel::json::trace_request).await?;
     Ok(respond(enc, export_traces(&state, &access, req, big).await?))
 }
 
@@ -266,18 +276,7 @@ pub async fn post_logs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    crate::ingest::check_scope_headers(&access, &headers)?;
-    let enc = encoding(&headers)?;
-    let bytes = otlp_body(body, &headers, state.limits.body_bytes).await?;
-    let big = bytes.len() > BIG;
-    let req = match enc {
-        Encoding::Protobuf => {
-            ExportLogsServiceRequest::decode(bytes).map_err(|e| decode_error("protobuf", e))?
-        }
-        Encoding::Json => {
-            otel::json::logs_request(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?
-        }
-    };
+    let (enc, req, big) = decode(&state, &access, &headers, body, otel::json::logs_request).await?;
     Ok(respond(enc, export_logs(&state, &access, req, big).await?))
 }
 

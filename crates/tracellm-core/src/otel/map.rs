@@ -886,6 +886,24 @@ fn check_id(bytes: &[u8], want: usize, what: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The batch of `trace_id` in `out`, created on first sight.
+fn batch_of<'a>(
+    out: &'a mut Mapped,
+    by_trace: &mut HashMap<Vec<u8>, usize>,
+    trace_id: &[u8],
+) -> &'a mut SpanBatch {
+    let idx = *by_trace.entry(trace_id.to_vec()).or_insert_with(|| {
+        out.batches.push(SpanBatch {
+            trace_id: hex(trace_id),
+            input: TraceInput::default(),
+            spans: Vec::new(),
+            log_events: Vec::new(),
+        });
+        out.batches.len() - 1
+    });
+    &mut out.batches[idx]
+}
+
 /// Maps an OTLP trace export onto span batches, one per trace id. Spans with invalid ids are
 /// refused (counted for the partial-success answer); the others are kept.
 pub fn map_traces(req: &ExportTraceServiceRequest, limits: &OtelLimits) -> Mapped {
@@ -922,16 +940,7 @@ pub fn map_traces(req: &ExportTraceServiceRequest, limits: &OtelLimits) -> Mappe
                 if let Some(s) = &scope {
                     a.insert("otel.scope.name".into(), Value::String(s.clone()));
                 }
-                let idx = *by_trace.entry(span.trace_id.clone()).or_insert_with(|| {
-                    out.batches.push(SpanBatch {
-                        trace_id: hex(&span.trace_id),
-                        input: TraceInput::default(),
-                        spans: Vec::new(),
-                        log_events: Vec::new(),
-                    });
-                    out.batches.len() - 1
-                });
-                let batch = &mut out.batches[idx];
+                let batch = batch_of(&mut out, &mut by_trace, &span.trace_id);
                 let is_root = span.parent_span_id.is_empty();
                 trace_hints(&mut batch.input, &a, is_root);
                 if is_root && !resource.is_empty() {
@@ -973,16 +982,7 @@ pub fn map_logs(req: &ExportLogsServiceRequest, limits: &OtelLimits) -> Mapped {
                 let time = nanos(rec.time_unix_nano)
                     .or_else(|| nanos(rec.observed_time_unix_nano))
                     .unwrap_or_else(Utc::now);
-                let idx = *by_trace.entry(rec.trace_id.clone()).or_insert_with(|| {
-                    out.batches.push(SpanBatch {
-                        trace_id: hex(&rec.trace_id),
-                        input: TraceInput::default(),
-                        spans: Vec::new(),
-                        log_events: Vec::new(),
-                    });
-                    out.batches.len() - 1
-                });
-                out.batches[idx]
+                batch_of(&mut out, &mut by_trace, &rec.trace_id)
                     .log_events
                     .push((hex(&rec.span_id), SpanEvent { name, time, attributes: event_attrs }));
             }
