@@ -1,12 +1,15 @@
 import type { ComponentChildren } from 'preact';
 import { useState } from 'preact/hooks';
 import type { Span, Trace } from '../lib/api';
+import type { SpanPayload } from '../lib/hooks';
+import { payloadErrorText } from '../lib/payloads';
 import type { SpanTree } from '../lib/tree';
 import { extractMessages, type ChatMessage } from '../lib/messages';
 import { formatCost, formatDateTime, formatDuration, formatInt, formatTokens } from '../lib/format';
 import { Conversation } from './Conversation';
 import { JsonView, TextBlock, ValueView } from './JsonView';
-import { CopyButton, KindBadge, StatusBadge } from './ui';
+import { CopyButton, KindBadge, Loading, StatusBadge } from './ui';
+import { Icon } from './icons';
 
 function Tabs<T extends string>({ tabs, value, onChange }: { tabs: [T, string][]; value: T; onChange: (t: T) => void }) {
   return (
@@ -142,14 +145,36 @@ function Payloads({ span }: { span: Span }) {
   );
 }
 
+/** In place of a tab whose content (a span's payloads) is still loading or failed to load. */
+function PayloadPending({ payload }: { payload: SpanPayload }) {
+  if (payload.state === 'loading')
+    return (
+      <div data-testid="payload-loading">
+        <Loading label="Loading span content…" />
+      </div>
+    );
+  if (payload.state === 'error')
+    return (
+      <div class="note note-error" role="alert" data-testid="payload-error">
+        <p>{payloadErrorText(payload.error)}</p>
+        <button type="button" class="btn btn-xs" onClick={payload.retry}>
+          <Icon name="refresh" size={13} /> Try again
+        </button>
+      </div>
+    );
+  return null;
+}
+
 type SpanTab = 'details' | 'attributes' | 'events' | 'json';
 
-export function SpanDetail({ span, tree, index, traceStart }: { span: Span; tree: SpanTree; index: number; traceStart: number }) {
+export function SpanDetail({ payload, tree, index, traceStart }: { payload: SpanPayload; tree: SpanTree; index: number; traceStart: number }) {
   const [tab, setTab] = useState<SpanTab>('details');
+  const span = payload.span;
+  const ready = payload.state === 'ready';
   const retry = tree.retry[index];
   const offset = tree.start[index] - traceStart;
   const nAttr = span.attributes ? Object.keys(span.attributes).length : 0;
-  const nEv = span.events?.length ?? 0;
+  const nEv = ready ? (span.events?.length ?? 0) : 0;
   const items: [string, ComponentChildren][] = [
     ['Duration', tree.open[index] ? 'running' : formatDuration(span.latency_ms ?? tree.end[index] - tree.start[index])],
     ['Starts at', <span title={formatDateTime(span.start_time)}>+{formatDuration(offset)}</span>],
@@ -162,7 +187,7 @@ export function SpanDetail({ span, tree, index, traceStart }: { span: Span; tree
   if (span.time_to_first_token_ms != null) items.push(['Time to first token', formatDuration(span.time_to_first_token_ms)]);
   if (tree.childCount[index] > 0) items.push(['Children', `${tree.childCount[index]} (${tree.subtreeSize[index] - 1} below)`]);
   return (
-    <div class="detail-inner" data-testid="span-detail" data-span-id={span.id}>
+    <div class="detail-inner" data-testid="span-detail" data-span-id={span.id} data-payload={payload.state}>
       <div class="detail-head">
         <div class="detail-title">
           <KindBadge kind={span.kind} />
@@ -193,10 +218,12 @@ export function SpanDetail({ span, tree, index, traceStart }: { span: Span; tree
         onChange={setTab}
       />
       <div class="tab-body">
-        {tab === 'details' && <Payloads span={span} />}
+        {!ready && tab !== 'attributes' && <PayloadPending payload={payload} />}
+        {ready && tab === 'details' && <Payloads span={span} />}
         {tab === 'attributes' &&
           (nAttr ? <JsonView value={span.attributes} openDepth={3} /> : <p class="muted">No attributes.</p>)}
-        {tab === 'events' &&
+        {ready &&
+          tab === 'events' &&
           (nEv ? (
             <ul class="events">
               {span.events!.map((ev, k) => (
@@ -212,7 +239,7 @@ export function SpanDetail({ span, tree, index, traceStart }: { span: Span; tree
           ) : (
             <p class="muted">No events.</p>
           ))}
-        {tab === 'json' && <JsonView value={span} openDepth={2} />}
+        {ready && tab === 'json' && <JsonView value={span} openDepth={2} />}
       </div>
     </div>
   );
@@ -224,10 +251,12 @@ export function TraceDetail({
   trace,
   tree,
   onSelect,
+  light = false,
 }: {
   trace: Trace;
   tree: SpanTree;
   onSelect: (i: number) => void;
+  light?: boolean;
 }) {
   const [tab, setTab] = useState<TraceTab>('summary');
   const [showAllCalls, setShowAllCalls] = useState(false);
@@ -335,7 +364,17 @@ export function TraceDetail({
           </>
         )}
         {tab === 'metadata' && (nMeta ? <JsonView value={trace.metadata} openDepth={3} /> : <p class="muted">No metadata.</p>)}
-        {tab === 'json' && <JsonView value={trace} openDepth={1} />}
+        {tab === 'json' && (
+          <>
+            {light && (
+              <p class="muted small">
+                This trace is big, so its spans are shown here without their inputs, outputs, tool data and events;
+                open a span to see them.
+              </p>
+            )}
+            <JsonView value={trace} openDepth={1} />
+          </>
+        )}
       </div>
     </div>
   );

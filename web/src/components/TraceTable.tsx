@@ -3,6 +3,7 @@ import { tokenTotal, type TraceSummary } from '../lib/api';
 import { formatCost, formatDateTime, formatDuration, formatRelative, formatTokens, formatInt } from '../lib/format';
 import { navigate, onLinkClick } from '../lib/router';
 import { useTick } from '../lib/hooks';
+import { rememberSpanCount } from '../lib/payloads';
 import { StatusBadge } from './ui';
 
 export function traceHref(id: string) {
@@ -48,6 +49,8 @@ export function TraceTable({
         <tbody ref={body}>
           {traces.map((t, i) => {
             const href = traceHref(t.id);
+            // opening the trace from here then needs one request, the right one for its size
+            rememberSpanCount(t.id, t.span_count);
             const total = tokenTotal(t.tokens);
             return (
               <tr

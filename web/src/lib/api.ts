@@ -234,7 +234,12 @@ export const api = {
   health: (signal?: AbortSignal) => getJson<Health>('/', undefined, signal),
   traces: (f: TraceFilters & { limit?: number; cursor?: string | null }, signal?: AbortSignal) =>
     getJson<TraceList>('/traces', { ...f }, signal),
-  trace: (id: string, signal?: AbortSignal) => getJson<Trace>('/traces/' + encodeURIComponent(id), undefined, signal),
+  /** A whole trace; with `payloads: false` its spans come without input, output, tool data and events. */
+  trace: (id: string, signal?: AbortSignal, opts: { payloads?: boolean } = {}) =>
+    getJson<Trace>('/traces/' + encodeURIComponent(id), opts.payloads === false ? { payloads: 'false' } : undefined, signal),
+  /** One span of a trace, whole (payloads included). */
+  span: (traceId: string, spanId: string, signal?: AbortSignal) =>
+    getJson<Span>('/traces/' + encodeURIComponent(traceId) + '/spans/' + encodeURIComponent(spanId), undefined, signal),
   analytics: (p: { since?: string; until?: string; bucket?: string }, signal?: AbortSignal) =>
     getJson<Analytics>('/analytics', p, signal),
   failures: (p: { limit?: number; cursor?: string | null; since?: string }, signal?: AbortSignal) =>

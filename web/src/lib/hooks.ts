@@ -6,7 +6,8 @@ import {
   observeElementRect,
   type VirtualizerOptions,
 } from '@tanstack/virtual-core';
-import { NetworkError } from './api';
+import { NetworkError, type Span } from './api';
+import type { SpanPayloads } from './payloads';
 
 export interface FetchState<T> {
   data: T | null;
@@ -113,4 +114,49 @@ export function typingInField(e: KeyboardEvent): boolean {
   if (!t) return false;
   const tag = t.tagName;
   return tag === 'INPUT' || tag === 'TEXTAREA' || tag === 'SELECT' || t.isContentEditable;
+}
+
+/** A selected span with its payloads: ready, still loading, or failed to load. */
+export type SpanPayload =
+  | { state: 'ready'; span: Span }
+  | { state: 'loading'; span: Span }
+  | { state: 'error'; span: Span; error: unknown; retry: () => void };
+
+/**
+ * The payloads of the selected span of a trace fetched without them (`store` is null when the
+ * trace came whole). Loads through the store's cache; fetches at once after a pause and with a
+ * short debounce while the selection moves quickly (arrow keys held down).
+ */
+export function useSpanPayload(store: SpanPayloads | null, light: Span | null): SpanPayload | null {
+  const [res, setRes] = useState<{ light: Span; span?: Span; error?: unknown } | null>(null);
+  const [nonce, setNonce] = useState(0);
+  useEffect(() => {
+    if (!store || !light) return;
+    const delay = store.delayFor(performance.now());
+    if (store.peek(light)) return;
+    let live = true;
+    const t = setTimeout(() => {
+      store.load(light).then(
+        (span) => live && setRes({ light, span }),
+        (error) => live && setRes({ light, error }),
+      );
+    }, delay);
+    return () => {
+      live = false;
+      clearTimeout(t);
+    };
+  }, [store, light, nonce]);
+  const retry = useCallback(() => {
+    setRes(null);
+    setNonce((n) => n + 1);
+  }, []);
+  if (!light) return null;
+  if (!store) return { state: 'ready', span: light };
+  const cached = store.peek(light);
+  if (cached) return { state: 'ready', span: cached };
+  if (res?.light === light) {
+    if (res.span) return { state: 'ready', span: res.span };
+    return { state: 'error', span: light, error: res.error, retry };
+  }
+  return { state: 'loading', span: light };
 }

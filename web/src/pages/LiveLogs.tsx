@@ -8,6 +8,7 @@ import { Icon } from '../components/icons';
 import { EmptyState, PageHeader, StatusBadge } from '../components/ui';
 import { JsonView } from '../components/JsonView';
 import { traceHref } from '../components/TraceTable';
+import { rememberSpanCount } from '../lib/payloads';
 
 const ROW = 30;
 
@@ -191,7 +192,14 @@ export function LiveLogs() {
                     {t ? (
                       <>
                         <StatusBadge status={t.status} />
-                        <a class="log-name" href={traceHref(t.id)} onClick={(ev) => onLinkClick(ev, traceHref(t.id))}>
+                        <a
+                          class="log-name"
+                          href={traceHref(t.id)}
+                          onClick={(ev) => {
+                            rememberSpanCount(t.id, t.span_count);
+                            onLinkClick(ev, traceHref(t.id));
+                          }}
+                        >
                           {t.name || t.id}
                         </a>
                         <span class="mono muted log-id">{t.id}</span>

@@ -3,7 +3,8 @@ import { api, tokenTotal, type Trace } from '../lib/api';
 import { ancestors, buildTree, visibleRows } from '../lib/tree';
 import { formatCost, formatDateTime, formatDuration, formatInt, formatTokens } from '../lib/format';
 import { navigate, setQuery, useQuery } from '../lib/router';
-import { typingInField, useFetch } from '../lib/hooks';
+import { typingInField, useFetch, useSpanPayload } from '../lib/hooks';
+import { isLarge, knownSpanCount, planTraceLoad, SpanPayloads, type LoadPlan } from '../lib/payloads';
 import { useLiveMessages } from '../lib/live';
 import { Waterfall } from '../components/Waterfall';
 import { SpanDetail, TraceDetail } from '../components/SpanDetail';
@@ -18,8 +19,56 @@ export function listHref(): string {
   }
 }
 
+/**
+ * A trace as fetched: whole, or (big traces) without span payloads, which then load per span.
+ * `whole` is the full fetch of a small trace opened by URL, still on its way.
+ */
+interface Loaded {
+  trace: Trace;
+  light: boolean;
+  whole?: Promise<Trace>;
+}
+
+async function loadTrace(id: string, signal: AbortSignal, known: { id: string; light: boolean } | null): Promise<Loaded> {
+  // A reload (live update) fetches the way the first load did.
+  const plan: LoadPlan = known?.id === id ? (known.light ? 'light' : 'full') : planTraceLoad(knownSpanCount(id));
+  if (plan === 'probe') {
+    // Opened by URL: the span count is unknown until the trace is here, so fetch it without
+    // payloads. A big one stays so; a small one is shown at once and fetched whole meanwhile.
+    const trace = await api.trace(id, signal, { payloads: false });
+    if (isLarge(Math.max(trace.span_count ?? 0, trace.spans?.length ?? 0))) return { trace, light: true };
+    const whole = api.trace(id, signal);
+    whole.catch(() => {}); // an abort (the page moved on) or a failure is handled where it is awaited
+    return { trace, light: false, whole };
+  }
+  if (plan === 'light') return { trace: await api.trace(id, signal, { payloads: false }), light: true };
+  return { trace: await api.trace(id, signal), light: false };
+}
+
 export function TraceInspector({ id }: { id: string }) {
-  const res = useFetch((signal) => api.trace(id, signal), id);
+  const how = useRef<{ id: string; light: boolean } | null>(null);
+  const res = useFetch(async (signal) => {
+    const loaded = await loadTrace(id, signal, how.current);
+    how.current = { id, light: loaded.light };
+    return loaded;
+  }, id);
+  // Loaded spans of a big trace, kept across live reloads of the same trace.
+  const payloads = useMemo(() => new SpanPayloads((spanId) => api.span(id, spanId)), [id]);
+  // The whole fetch of a small trace shown light meanwhile; should it fail, its spans load one
+  // by one like a big trace's.
+  const [whole, setWhole] = useState<{ of: Loaded; trace: Trace | null } | null>(null);
+  useEffect(() => {
+    const d = res.data;
+    if (!d?.whole) return;
+    let live = true;
+    d.whole.then(
+      (trace) => live && setWhole({ of: d, trace }),
+      (e: Error) => live && e.name !== 'AbortError' && setWhole({ of: d, trace: null }),
+    );
+    return () => {
+      live = false;
+    };
+  }, [res.data]);
   // A trace still running gets new spans: reload it when the server says it changed.
   const reloadTimer = useRef<ReturnType<typeof setTimeout> | null>(null);
   useLiveMessages(
@@ -46,7 +95,10 @@ export function TraceInspector({ id }: { id: string }) {
         <Loading label="Loading trace…" />
       </div>
     );
-  return <Inspector trace={res.data} />;
+  const d = res.data;
+  const done = d.whole && whole?.of === d ? whole : null;
+  if (done?.trace) return <Inspector trace={done.trace} payloads={null} />;
+  return <Inspector trace={d.trace} payloads={d.light || done ? payloads : null} waiting={!!d.whole && !done} />;
 }
 
 function BackLink() {
@@ -58,12 +110,15 @@ function BackLink() {
   );
 }
 
-function Inspector({ trace }: { trace: Trace }) {
+function Inspector({ trace, payloads, waiting = false }: { trace: Trace; payloads: SpanPayloads | null; waiting?: boolean }) {
   const spans = trace.spans ?? [];
   const tree = useMemo(() => buildTree(spans, (i) => !!spans[i].error), [trace]);
   const query = useQuery();
   const spanId = query.get('span');
   const selected = spanId != null ? (tree.index.get(spanId) ?? -1) : -1;
+  const loaded = useSpanPayload(waiting ? null : payloads, selected >= 0 ? spans[selected] : null);
+  // while the whole trace is on its way, the selected span's content is too
+  const payload = waiting && loaded ? ({ state: 'loading', span: loaded.span } as const) : loaded;
 
   const [collapsed, setCollapsed] = useState<Set<number>>(() => {
     // Open the trace with the selected span visible.
@@ -379,6 +434,12 @@ function Inspector({ trace }: { trace: Trace }) {
               {formatInt(spans.length)} spans · depth {tree.maxDepth + 1}
               {rows.length !== spans.length && ` · ${formatInt(rows.length)} shown`}
               {view && ` · ${formatDuration(view.to - view.from)} window`}
+              {payloads && (
+                <span data-testid="payloads-per-span" title="A big trace is fetched without span inputs and outputs; each span's content loads when it is opened">
+                  {' '}
+                  · content loads per span
+                </span>
+              )}
             </span>
             <span class="grow" />
             <label class={'find' + (find && !matches.length ? ' find-none' : '')}>
@@ -455,10 +516,10 @@ function Inspector({ trace }: { trace: Trace }) {
               <button type="button" class="btn btn-ghost btn-xs detail-close" onClick={() => select(-1)} title="Back to the trace summary (Esc)">
                 <Icon name="x" size={13} /> Trace summary
               </button>
-              <SpanDetail key={selected} span={spans[selected]} tree={tree} index={selected} traceStart={tree.minStart} />
+              <SpanDetail key={selected} payload={payload!} tree={tree} index={selected} traceStart={tree.minStart} />
             </>
           ) : (
-            <TraceDetail trace={trace} tree={tree} onSelect={(i) => select(i, true)} />
+            <TraceDetail trace={trace} tree={tree} onSelect={(i) => select(i, true)} light={!!payloads} />
           )}
         </aside>
       </div>
