@@ -363,6 +363,121 @@ describe('dashboard against a real server', () => {
     await page.evaluate(() => localStorage.setItem('tracellm.theme', 'light'));
   });
 
+  test('a big trace comes without payloads; a span\'s content loads when it is opened', async () => {
+    const big = bigTrace(1500, { name: 'big-agent-payloads' });
+    await server.post(big);
+    const llm = big.spans.find((sp) => sp.kind === 'llm');
+    const tool = big.spans.find((sp) => sp.kind === 'tool');
+    const spanPath = (sid) => `/api/traces/${big.id}/spans/${sid}`;
+    const reqs = [];
+    const onReq = (r) => {
+      const u = new URL(r.url());
+      if (u.pathname.startsWith('/api/traces/' + big.id)) reqs.push(u.pathname + u.search);
+    };
+    page.on('request', onReq);
+    try {
+      // opened by URL: the span count is unknown, so the trace is fetched without payloads first
+      await page.goto(dash.origin + '/traces/' + big.id);
+      await page.waitForSelector('.wf[data-painted="true"]', { timeout: 30_000 });
+      assert.deepEqual(reqs, [`/api/traces/${big.id}?payloads=false`], 'one fetch, without payloads');
+      assert.match(await page.textContent('.wf-toolbar'), /1,500 spans.*content loads per span/);
+
+      // opening an LLM span loads it whole; its conversation, events and JSON show the content
+      await page.click(`.wf-row[data-span-id="${llm.id}"]`);
+      await page.waitForSelector(`[data-testid="span-detail"][data-span-id="${llm.id}"][data-payload="ready"]`);
+      assert.ok(reqs.includes(spanPath(llm.id)), `requested ${spanPath(llm.id)}`);
+      const convo = page.locator('[data-testid="conversation"]');
+      assert.match(await convo.locator('.msg[data-role="user"]').textContent(), /Step 3: decide the next action\./);
+      assert.match(await convo.locator('.msg-output[data-role="assistant"]').textContent(), /Call tool_3\./);
+      assert.match(await page.textContent('[data-testid="span-detail"]'), /gpt-4o-mini/);
+      await page.click('[role="tab"]:has-text("Events (1)")');
+      assert.match(await page.textContent('.events'), /first_token/);
+      await page.click('[role="tab"]:has-text("JSON")');
+      const json = await page.textContent('[data-testid="span-detail"] .tab-body');
+      assert.match(json, /"input": \{.*"messages": \[ 1 item \]/);
+      assert.match(json, /"events": \[.*\{ 3 keys \}/);
+      await shot('inspector-big-llm');
+
+      // a tool span shows its arguments and result
+      await page.click(`.wf-row[data-span-id="${tool.id}"]`);
+      await page.waitForSelector(`[data-testid="span-detail"][data-span-id="${tool.id}"] [data-testid="tool-arguments"]`);
+      assert.match(await page.textContent('[data-testid="tool-result"]'), /ok/);
+
+      // back to the LLM span: it comes from the cache, without another request
+      await page.click(`.wf-row[data-span-id="${llm.id}"]`);
+      await page.waitForSelector(`[data-testid="span-detail"][data-span-id="${llm.id}"] [data-testid="conversation"]`);
+      assert.equal(reqs.filter((u) => u === spanPath(llm.id)).length, 1);
+
+      // holding the down arrow moves the selection at once but does not fetch every span
+      const before = reqs.length;
+      for (let k = 0; k < 30; k++) await page.keyboard.press('ArrowDown');
+      const landed = new URL(page.url()).searchParams.get('span');
+      assert.notEqual(landed, llm.id);
+      await page.waitForSelector(`[data-testid="span-detail"][data-span-id="${landed}"][data-payload="ready"]`);
+      const during = reqs.slice(before).filter((u) => u.includes('/spans/'));
+      assert.ok(during.length <= 5, `30 key presses made ${during.length} span requests`);
+      assert.ok(during.includes(spanPath(landed)), 'the span the keys stopped on was loaded');
+
+      // a span the server does not have (404) says so readably, and can be tried again
+      const other = big.spans.filter((sp) => sp.kind === 'llm')[5];
+      const pattern = '**' + spanPath(other.id);
+      await page.route(pattern, (route) => route.continue({ url: route.request().url().replace(other.id, 'sp_not_stored') }));
+      await page.goto(dash.origin + `/traces/${big.id}?span=${other.id}`);
+      await page.waitForSelector('[data-testid="payload-error"]');
+      assert.match(await page.textContent('[data-testid="payload-error"]'), /no stored content for this span/);
+      await shot('inspector-big-span-404');
+      await page.unroute(pattern);
+      await page.click('[data-testid="payload-error"] button');
+      await page.waitForSelector(`[data-testid="span-detail"][data-span-id="${other.id}"] [data-testid="conversation"]`);
+
+      // find span still searches names, kinds, models and ids
+      await page.keyboard.press('Escape');
+      await page.keyboard.press('/');
+      await page.keyboard.type('gpt-4o-mini');
+      const nLlm = big.spans.filter((sp) => sp.kind === 'llm').length;
+      assert.equal(await page.textContent('[data-testid="find-count"]'), `–/${nLlm}`);
+      await page.keyboard.press('Enter');
+      await page.waitForURL(new RegExp(`span=${llm.id}`));
+      await page.waitForSelector(`[data-testid="span-detail"][data-span-id="${llm.id}"] [data-testid="conversation"]`);
+
+      // opened from the list, whose summary gives the span count: one request of the right kind
+      await page.goto(dash.origin + '/traces');
+      await page.waitForSelector(rowSel(big.id));
+      reqs.length = 0;
+      await page.click(rowSel(big.id));
+      await page.waitForSelector('.wf[data-painted="true"]', { timeout: 30_000 });
+      assert.deepEqual(reqs, [`/api/traces/${big.id}?payloads=false`]);
+    } finally {
+      page.off('request', onReq);
+      await page.unrouteAll();
+    }
+  });
+
+  test('a small trace is fetched whole: once from the list, after a light probe by URL', async () => {
+    const reqs = [];
+    const onReq = (r) => {
+      const u = new URL(r.url());
+      if (u.pathname.startsWith('/api/traces/' + gamma.id)) reqs.push(u.pathname + u.search);
+    };
+    page.on('request', onReq);
+    try {
+      await page.goto(dash.origin + '/traces');
+      await page.waitForSelector(rowSel(gamma.id));
+      await page.click(rowSel(gamma.id));
+      await page.waitForSelector('.wf[data-painted="true"]');
+      assert.deepEqual(reqs, [`/api/traces/${gamma.id}`]);
+      assert.equal(await page.$('[data-testid="payloads-per-span"]'), null);
+
+      reqs.length = 0;
+      await page.goto(dash.origin + `/traces/${gamma.id}?span=${gamma.spans[2].id}`);
+      await page.waitForSelector('[data-testid="conversation"] .msg[data-role="user"]');
+      assert.match(await page.textContent('[data-testid="conversation"]'), /Translate good morning/);
+      assert.deepEqual(reqs, [`/api/traces/${gamma.id}?payloads=false`, `/api/traces/${gamma.id}`]);
+    } finally {
+      page.off('request', onReq);
+    }
+  });
+
   test('a 10,000-span trace opens, stays virtualized and scrolls to its last span', async () => {
     const big = bigTrace(10_000);
     await server.post(big);

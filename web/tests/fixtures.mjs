@@ -169,7 +169,11 @@ export function bigTrace(n, { name = `big-agent-${n}`, t0 = Date.now() - 60_000,
         end_time: iso(t + stepMs * 3),
         tokens: { prompt: 120 + (i % 50), completion: 30 + (i % 20) },
         ...(withPayloads
-          ? { input: { messages: [{ role: 'user', content: `Step ${i}: decide the next action.` }] }, output: { messages: [{ role: 'assistant', content: `Call tool_${i % 7}.` }] } }
+          ? {
+              input: { messages: [{ role: 'user', content: `Step ${i}: decide the next action.` }] },
+              output: { messages: [{ role: 'assistant', content: `Call tool_${i % 7}.` }] },
+              events: [{ name: 'first_token', time: iso(t + stepMs), attributes: { step: i } }],
+            }
           : {}),
       });
     } else {

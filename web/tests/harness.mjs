@@ -1,7 +1,7 @@
 // Shared by the browser tests and the benchmark: find free ports, start a real `tracellm
 // start` on a temp data dir, post traces to it, and drive Debian's Chromium headless.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, existsSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, dirname, resolve } from 'node:path';
@@ -26,8 +26,10 @@ export function freePort() {
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
+const defaultBin = () => process.env.TRACELLM_BIN ?? join(REPO_DIR, 'target/debug/tracellm');
+
 /** Start the server binary; resolves once GET / on the API port answers. */
-export async function startServer({ bin = process.env.TRACELLM_BIN ?? join(REPO_DIR, 'target/debug/tracellm') } = {}) {
+export async function startServer({ bin = defaultBin() } = {}) {
   if (!existsSync(bin)) throw new Error(`tracellm binary not found at ${bin} (set TRACELLM_BIN or build it)`);
   const dataDir = mkdtempSync(join(tmpdir(), 'tracellm-web-'));
   const apiPort = await freePort();
@@ -75,6 +77,7 @@ export async function startServer({ bin = process.env.TRACELLM_BIN ?? join(REPO_
 
   await launch();
   return {
+    bin,
     api,
     dashboard,
     dataDir,
@@ -167,7 +170,17 @@ export async function dashboardOrigin(server) {
   if (!r.ok || !body.includes('<div id="app">'))
     throw new Error(
       `the dashboard port ${server.dashboard} does not serve web/dist (HTTP ${r.status}: ${body.slice(0, 160)}). ` +
-        'The binary must embed web/dist; TRACELLM_WEB_PREVIEW=1 serves it beside the real API instead.',
+        'The binary must embed web/dist (a debug build reads it at run time from the checkout it was built in); ' +
+        'TRACELLM_WEB_PREVIEW=1 serves it beside the real API instead.',
+    );
+  // A release build embeds the bundle it was built with, and a debug build reads web/dist at run
+  // time from the checkout it was built in, which need not be this one. Either way the pages
+  // under test must be this web/dist.
+  const ours = readFileSync(join(WEB_DIR, 'dist/index.html'), 'utf8');
+  if (body !== ours)
+    throw new Error(
+      `${server.bin} serves a different dashboard bundle than ${join(WEB_DIR, 'dist')} (built from another ` +
+        'web/dist, or a debug build from another checkout). Build tracellm here, or point TRACELLM_BIN at one that serves this bundle.',
     );
   return { origin: server.dashboard, close: async () => {} };
 }
