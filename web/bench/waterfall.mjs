@@ -50,6 +50,7 @@ try {
     const bytes = JSON.stringify(await server.get('/traces/' + doc.id)).length;
     const paint = [];
     const fetchMs = [];
+    let requests = '';
     // one warm-up load so every size runs with the bundle in the HTTP cache
     await page.goto(`${dash.origin}/traces/${doc.id}`);
     await page.waitForSelector('.wf[data-painted="true"]', { timeout: 60_000 });
@@ -58,12 +59,22 @@ try {
       await page.goto(`${dash.origin}/traces/${doc.id}`);
       await page.waitForSelector('.wf[data-painted="true"]', { timeout: 60_000 });
       // performance.now() is measured from navigation start
+      // opened by URL a trace is first fetched without payloads; a small one is then fetched
+      // whole while the waterfall is already painted (not counted in "of which API fetch")
+      await page.waitForLoadState('networkidle');
       const m = await page.evaluate(() => {
-        const api = performance.getEntriesByType('resource').find((e) => e.name.includes('/api/traces/'));
-        return { painted: window.__tracellmWaterfallPainted, fetch: api ? api.responseEnd - api.startTime : null };
+        const painted = window.__tracellmWaterfallPainted;
+        const api = performance.getEntriesByType('resource').filter((e) => e.name.includes('/api/traces/'));
+        const before = api.filter((e) => e.responseEnd <= painted);
+        return {
+          painted,
+          fetch: before.length ? before.reduce((a, e) => a + (e.responseEnd - e.startTime), 0) : null,
+          requests: api.map((e) => (new URL(e.name).search || 'whole') + (e.responseEnd <= painted ? '' : ' (after paint)')),
+        };
       });
       paint.push(m.painted);
       if (m.fetch != null) fetchMs.push(m.fetch);
+      requests = m.requests.join(' + ');
     }
     // scrolling: time to scroll the whole list in 40 steps, one frame each
     const scroll = await page.evaluate(async () => {
@@ -80,7 +91,7 @@ try {
       frames.sort((a, b) => a - b);
       return { p50: frames[20], max: frames[frames.length - 1] };
     });
-    results.push({ spans: n, jsonKB: Math.round(bytes / 1024), paintMs: median(paint), fetchMs: fetchMs.length ? median(fetchMs) : null, scroll });
+    results.push({ spans: n, jsonKB: Math.round(bytes / 1024), paintMs: median(paint), fetchMs: fetchMs.length ? median(fetchMs) : null, requests, scroll });
   }
 } finally {
   await ctx.close();
@@ -90,11 +101,11 @@ try {
 
 const size = bundleSize();
 console.log(`Waterfall: navigation -> first paint of the waterfall (median of ${RUNS} loads, Chromium headless, 1440x900)`);
-console.log('spans     trace JSON   painted    of which API fetch   scroll frame p50 / max');
+console.log('spans     trace JSON   painted    of which API fetch   scroll frame p50 / max   requests');
 for (const r of results)
   console.log(
     `${String(r.spans).padEnd(9)} ${(r.jsonKB + ' KB').padEnd(12)} ${(r.paintMs.toFixed(0) + ' ms').padEnd(10)} ${(
       (r.fetchMs?.toFixed(0) ?? '?') + ' ms'
-    ).padEnd(20)} ${r.scroll.p50.toFixed(1)} / ${r.scroll.max.toFixed(1)} ms`,
+    ).padEnd(20)} ${(r.scroll.p50.toFixed(1) + ' / ' + r.scroll.max.toFixed(1) + ' ms').padEnd(24)} ${r.requests}`,
   );
 console.log(`Bundle web/dist: ${(size.raw / 1024).toFixed(1)} KB raw, ${(size.gz / 1024).toFixed(1)} KB gzipped`);
