@@ -2,6 +2,7 @@
 //! `--store`: `sqlite://PATH` (embedded, the default) or, later, `postgres://…`. Every backend
 //! runs the same conformance suite (`tests/conformance.rs`).
 
+pub mod postgres;
 mod sqlite;
 
 use std::sync::Arc;

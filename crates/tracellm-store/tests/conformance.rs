@@ -512,3 +512,99 @@ async fn sqlite_data_survives_reopen() {
         s.list_traces(TraceQuery { q: Some("persist".into()), ..query("default") }).await.unwrap();
     assert_eq!(found.traces.len(), 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL: TRACELLM_TEST_PG_URL names a server whose user may create databases; without it,
+// one throwaway cluster per test binary is started with scripts/pg-test-cluster and stopped
+// when the binary exits. Each test gets a database of its own.
+
+mod pg {
+    use std::sync::OnceLock;
+
+    use tracellm_store::postgres::{PostgresOptions, PostgresStore};
+
+    use super::*;
+
+    /// The URL of the server, started on first use.
+    fn server() -> &'static str {
+        static URL: OnceLock<String> = OnceLock::new();
+        URL.get_or_init(|| {
+            if let Ok(url) = std::env::var("TRACELLM_TEST_PG_URL") {
+                return url;
+            }
+            let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-test-cluster");
+            let dir = std::env::temp_dir().join(format!("tracellm-pg-test-{}", std::process::id()));
+            let out = std::process::Command::new(script)
+                .arg("start")
+                .arg(&dir)
+                .output()
+                .expect("cannot run scripts/pg-test-cluster");
+            assert!(
+                out.status.success(),
+                "the PostgreSQL conformance tests need a server: set TRACELLM_TEST_PG_URL, or \
+                 install PostgreSQL (apt-get install postgresql) so that a throwaway cluster \
+                 can be started: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+            // Stop and remove the cluster once this test binary has exited: the watcher must
+            // outlive this process, so it is never waited for.
+            let watch = format!(
+                "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \"$0\" stop \"$1\"; rm -rf \"$1\"",
+                pid = std::process::id()
+            );
+            #[allow(clippy::zombie_processes)]
+            std::process::Command::new("sh")
+                .arg("-c")
+                .arg(watch)
+                .arg(script)
+                .arg(&dir)
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("cannot watch the test cluster");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        })
+    }
+
+    fn with_database(url: &str, db: &str) -> String {
+        let (base, _) = url.rsplit_once('/').expect("a URL with a database");
+        format!("{base}/{db}")
+    }
+
+    async fn admin(sql: String) {
+        let (client, conn) =
+            tokio_postgres::connect(server(), tokio_postgres::NoTls).await.unwrap();
+        let driver = tokio::spawn(conn);
+        client.batch_execute(&sql).await.unwrap();
+        drop(client);
+        let _ = driver.await;
+    }
+
+    /// Drops the test's database when the test ends.
+    pub struct Database(String);
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.0);
+            let _ = std::thread::spawn(move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(admin(sql))
+            })
+            .join();
+        }
+    }
+
+    pub async fn open() -> (Arc<dyn Store>, Database) {
+        let name = format!("t_{:016x}", rand::random::<u64>());
+        admin(format!("CREATE DATABASE {name}")).await;
+        let url = with_database(server(), &name);
+        let store = PostgresStore::open(&url, PostgresOptions::default()).await.unwrap();
+        (Arc::new(store), Database(name))
+    }
+}
+
+store_suite!(postgres, pg::open());

@@ -1,0 +1,1371 @@
+//! The PostgreSQL backend, for teams and for several TraceLLM instances sharing one database.
+//!
+//! Every ingest call is one transaction on a pooled connection: the reply comes after COMMIT, so
+//! a 2xx means committed. PostgreSQL handles concurrent writers itself, so there is no writer
+//! task as in SQLite; writers of one trace are serialized by a transaction-scoped advisory lock
+//! on (project, trace id), taken in a fixed order within a call so that two calls cannot
+//! deadlock. OTLP merges read the stored spans under that lock, so two instances merging spans
+//! of one trace never lose each other's spans.
+//!
+//! Events: the writing instance publishes to its own subscribers right after COMMIT (so an
+//! event is out before ingest returns, as with SQLite), and the same transaction sends
+//! `NOTIFY tracellm_events` with a small payload (instance, project, trace id, kind), which
+//! PostgreSQL delivers on commit. Every instance LISTENs, fetches the summary of traces written
+//! by other instances and publishes it to its subscribers.
+
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod, Runtime};
+use futures::StreamExt;
+use tokio::sync::{broadcast, mpsc};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, NoTls, Row};
+use tracellm_core::api::{
+    self, Analytics, AnalyticsQuery, AnalyticsRow, Cursor, Failure, FailurePage, TokenTotals,
+    TracePage, TraceQuery,
+};
+use tracellm_core::otel::{SpanBatch, apply_message_events};
+use tracellm_core::{
+    Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
+};
+
+use crate::{
+    ApiKey, EventKind, Ingested, NewApiKey, Project, Result, Store, StoreError, StoreEvent,
+    StoreInfo,
+};
+
+/// Tuning of the PostgreSQL backend.
+#[derive(Debug, Clone)]
+pub struct PostgresOptions {
+    /// Most connections this instance opens (the LISTEN connection comes on top).
+    pub pool_size: usize,
+    /// Prices and limits for re-assembling traces whose spans arrive over many requests.
+    pub assembler: Arc<Assembler>,
+}
+
+impl Default for PostgresOptions {
+    fn default() -> Self {
+        Self { pool_size: 16, assembler: Arc::new(Assembler::default()) }
+    }
+}
+
+/// The channel of trace events between instances.
+const CHANNEL: &str = "tracellm_events";
+
+/// The advisory lock held while migrating, so that instances starting together migrate once.
+const MIGRATION_LOCK: i64 = 0x7472_6163_656c_6c6d; // "tracellm"
+
+/// Versioned schema migrations; `tracellm_schema.version` records how many ran. Times are
+/// microseconds since the epoch in BIGINT columns, as in SQLite (the keyset cursor is one), and
+/// every trace query leads with (project_id, ts), which also suits partitioning by time later.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE traces (
+    pk                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    id                TEXT NOT NULL,
+    environment       TEXT,
+    name              TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    ts                BIGINT NOT NULL,
+    end_ts            BIGINT,
+    latency_ms        DOUBLE PRECISION,
+    model             TEXT,
+    provider          TEXT,
+    prompt_tokens     BIGINT NOT NULL,
+    completion_tokens BIGINT NOT NULL,
+    total_tokens      BIGINT NOT NULL,
+    tokens_estimated  BOOLEAN NOT NULL,
+    cached_tokens     BIGINT,
+    cost_usd          DOUBLE PRECISION,
+    retries           BIGINT NOT NULL,
+    failure_reason    TEXT,
+    session_id        TEXT,
+    user_id           TEXT,
+    tags              TEXT NOT NULL,
+    span_count        BIGINT NOT NULL,
+    error_count       BIGINT NOT NULL,
+    prompt_preview    TEXT,
+    response_preview  TEXT,
+    prompt            TEXT,
+    response          TEXT,
+    metadata          TEXT NOT NULL,
+    input             TEXT,
+    updated_us        BIGINT NOT NULL,
+    fts               TSVECTOR NOT NULL,
+    UNIQUE (project_id, id)
+);
+CREATE INDEX traces_by_time    ON traces (project_id, ts DESC, pk DESC);
+CREATE INDEX traces_by_status  ON traces (project_id, status, ts DESC, pk DESC);
+CREATE INDEX traces_by_model   ON traces (project_id, model, ts DESC, pk DESC);
+CREATE INDEX traces_by_session ON traces (project_id, session_id, ts DESC, pk DESC)
+    WHERE session_id IS NOT NULL;
+CREATE INDEX traces_by_user    ON traces (project_id, user_id, ts DESC, pk DESC)
+    WHERE user_id IS NOT NULL;
+CREATE INDEX traces_fts        ON traces USING GIN (fts);
+
+CREATE TABLE trace_tags (
+    trace_pk   BIGINT NOT NULL,
+    tag        TEXT NOT NULL,
+    project_id TEXT NOT NULL,
+    ts         BIGINT NOT NULL,
+    PRIMARY KEY (trace_pk, tag)
+);
+CREATE INDEX trace_tags_by_tag ON trace_tags (project_id, tag, ts DESC, trace_pk DESC);
+
+CREATE TABLE spans (
+    trace_pk BIGINT NOT NULL,
+    id       TEXT NOT NULL,
+    start_us BIGINT NOT NULL,
+    doc      TEXT NOT NULL,
+    PRIMARY KEY (trace_pk, id)
+);
+
+-- Events from OTLP logs whose span has not arrived yet.
+CREATE TABLE pending_events (
+    project_id  TEXT NOT NULL,
+    trace_id    TEXT NOT NULL,
+    span_id     TEXT NOT NULL,
+    doc         TEXT NOT NULL,
+    received_us BIGINT NOT NULL
+);
+CREATE INDEX pending_by_trace ON pending_events (project_id, trace_id);
+
+CREATE TABLE projects (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    description TEXT,
+    created_us  BIGINT NOT NULL
+);
+INSERT INTO projects (id, name, description, created_us)
+    VALUES ('default', 'default', 'Traces sent without an API key', 0);
+
+-- Keys are stored as the SHA-256 of the secret, never the secret itself.
+CREATE TABLE api_keys (
+    id           TEXT PRIMARY KEY,
+    project_id   TEXT NOT NULL REFERENCES projects (id),
+    environment  TEXT NOT NULL,
+    name         TEXT,
+    prefix       TEXT NOT NULL,
+    hash         BYTEA NOT NULL UNIQUE,
+    created_us   BIGINT NOT NULL,
+    revoked_us   BIGINT,
+    last_used_us BIGINT
+);
+CREATE INDEX api_keys_by_project ON api_keys (project_id);
+
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"#];
+
+/// Most text indexed for full-text search per trace. Smaller than SQLite's: a tsvector is
+/// limited to 1 MB, positions included.
+const MAX_FTS_BYTES: usize = 256 << 10;
+
+impl From<tokio_postgres::Error> for StoreError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if let Some(db) = e.as_db_error() {
+            let code = db.code();
+            let unavailable = code.code().starts_with("08") // connection exceptions
+                || code.code().starts_with("53") // insufficient resources (disk full, …)
+                || code.code().starts_with("57P") // shutdown, cannot connect now
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::READ_ONLY_SQL_TRANSACTION;
+            return if unavailable {
+                StoreError::Unavailable(format!("database: {}", db.message()))
+            } else {
+                StoreError::Internal(format!("database: {} ({})", db.message(), code.code()))
+            };
+        }
+        let io = std::error::Error::source(&e).is_some_and(|s| s.is::<std::io::Error>());
+        if e.is_closed() || io {
+            StoreError::Unavailable(format!("database connection: {e}"))
+        } else {
+            StoreError::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<PoolError> for StoreError {
+    fn from(e: PoolError) -> Self {
+        match e {
+            PoolError::Closed => StoreError::Closed,
+            PoolError::Backend(e) => e.into(),
+            e => StoreError::Unavailable(format!("database: {e}")),
+        }
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// A trace ready to write, serialized before the transaction starts.
+struct Prepared {
+    summary: TraceSummary,
+    input: Option<String>,
+    tags: String,
+    metadata: String,
+    prompt: Option<String>,
+    response: Option<String>,
+    span_ids: Vec<String>,
+    span_starts: Vec<i64>,
+    span_docs: Vec<String>,
+    fts: String,
+}
+
+fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
+    let mut span_ids = Vec::with_capacity(t.spans.len());
+    let mut span_starts = Vec::with_capacity(t.spans.len());
+    let mut span_docs = Vec::with_capacity(t.spans.len());
+    for s in &t.spans {
+        span_ids.push(s.id.clone());
+        span_starts.push(time::to_micros(s.start_time));
+        span_docs.push(json(s)?);
+    }
+    Ok(Prepared {
+        input: input.map(json).transpose()?,
+        tags: json(&t.tags)?,
+        metadata: json(&t.metadata)?,
+        fts: fts_body(&t),
+        span_ids,
+        span_starts,
+        span_docs,
+        summary: t.summary(),
+        prompt: t.prompt,
+        response: t.response,
+    })
+}
+
+/// The searchable text of a trace, as words separated by spaces: everything that is not a
+/// letter or digit becomes a space, so PostgreSQL's parser sees the same words the search
+/// splits a query into (and the semantics match SQLite's tokenizer).
+fn fts_body(t: &Trace) -> String {
+    use std::hash::{BuildHasher, RandomState};
+    let hasher = RandomState::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut body = String::new();
+    let mut push = |s: &str| {
+        if s.is_empty() || body.len() >= MAX_FTS_BYTES || !seen.insert(hasher.hash_one(s)) {
+            return;
+        }
+        for c in s.chars() {
+            if body.len() >= MAX_FTS_BYTES {
+                break;
+            }
+            if c.is_alphanumeric() {
+                body.extend(c.to_lowercase());
+            } else if !body.ends_with(' ') {
+                body.push(' ');
+            }
+        }
+        if !body.ends_with(' ') {
+            body.push(' ');
+        }
+    };
+    push(&t.name);
+    for s in &t.spans {
+        push(&s.name);
+        push(&text::text_of(&s.input));
+        push(&text::text_of(&s.output));
+        if let Some(tool) = &s.tool {
+            push(&tool.name);
+            push(&text::text_of(&tool.arguments));
+            push(&text::text_of(&tool.result));
+        }
+        if let Some(e) = &s.error {
+            push(&e.summary());
+        }
+    }
+    push(t.prompt.as_deref().unwrap_or(""));
+    push(t.response.as_deref().unwrap_or(""));
+    push(t.failure_reason.as_deref().unwrap_or(""));
+    body
+}
+
+/// Turns a user's search words into a tsquery: every word must occur; a trailing `*` makes a
+/// prefix search. Words are split where the indexed text was split, so only letters and digits
+/// reach `to_tsquery` and none of its operators can be injected.
+fn ts_query(q: &str) -> Option<String> {
+    let mut terms = Vec::new();
+    for w in q.split_whitespace() {
+        let prefix = w.ends_with('*');
+        let words: Vec<&str> =
+            w.split(|c: char| !c.is_alphanumeric()).filter(|s| !s.is_empty()).collect();
+        let last = words.len().saturating_sub(1);
+        for (i, word) in words.into_iter().enumerate() {
+            let star = if prefix && i == last { ":*" } else { "" };
+            terms.push(format!("{}{star}", word.to_lowercase()));
+        }
+    }
+    (!terms.is_empty()).then(|| terms.join(" & "))
+}
+
+/// Adds events to the spans they name; returns those whose span is not among `spans`.
+fn fold_events(spans: &mut [Span], events: Vec<(String, SpanEvent)>) -> Vec<(String, SpanEvent)> {
+    let mut left = Vec::new();
+    let mut touched = Vec::new();
+    for (span_id, e) in events {
+        match spans.iter().position(|s| s.id == span_id) {
+            Some(i) => {
+                spans[i].events.push(e);
+                touched.push(i);
+            }
+            None => left.push((span_id, e)),
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    for i in touched {
+        apply_message_events(&mut spans[i]);
+    }
+    left
+}
+
+/// One trace's change.
+enum Op {
+    Replace(Prepared),
+    Merge { project_id: String, batch: SpanBatch, fresh: Option<Box<Prepared>> },
+}
+
+impl Op {
+    fn key(&self) -> (&str, &str) {
+        match self {
+            Op::Replace(p) => (&p.summary.project_id, &p.summary.id),
+            Op::Merge { project_id, batch, .. } => (project_id, &batch.trace_id),
+        }
+    }
+}
+
+/// Like SQLite's: a batch that can stand alone is assembled before the transaction.
+fn merge_op(asm: &Assembler, project_id: &str, mut batch: SpanBatch) -> Result<Op> {
+    let standalone = !batch.spans.is_empty()
+        && batch.log_events.iter().all(|(id, _)| batch.spans.iter().any(|s| &s.id == id));
+    if !standalone {
+        return Ok(Op::Merge { project_id: project_id.to_string(), batch, fresh: None });
+    }
+    let mut spans = std::mem::take(&mut batch.spans);
+    fold_events(&mut spans, std::mem::take(&mut batch.log_events));
+    let mut input = batch.input.clone();
+    input.id = Some(batch.trace_id.clone());
+    let trace = asm
+        .partial(project_id, input.clone(), spans)
+        .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
+    let fresh = Some(Box::new(prepare(trace, Some(&input))?));
+    Ok(Op::Merge { project_id: project_id.to_string(), batch, fresh })
+}
+
+type Tx<'a> = deadpool_postgres::Transaction<'a>;
+
+/// The advisory lock key of one trace.
+fn lock_key(project_id: &str, trace_id: &str) -> i64 {
+    // FNV-1a: stable across instances and versions (std's hasher is not).
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in project_id.bytes().chain([0u8]).chain(trace_id.bytes()) {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    h as i64
+}
+
+const UPSERT: &str = "INSERT INTO traces (project_id, id, name, status, ts, end_ts, latency_ms,
+    model, provider, prompt_tokens, completion_tokens, total_tokens, tokens_estimated,
+    cached_tokens, cost_usd, retries, failure_reason, session_id, user_id, tags, span_count,
+    error_count, prompt_preview, response_preview, prompt, response, metadata, input, updated_us,
+    environment, fts)
+ VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
+    $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, to_tsvector('simple', $31))
+ ON CONFLICT (project_id, id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status,
+    ts = EXCLUDED.ts, end_ts = EXCLUDED.end_ts, latency_ms = EXCLUDED.latency_ms,
+    model = EXCLUDED.model, provider = EXCLUDED.provider,
+    prompt_tokens = EXCLUDED.prompt_tokens, completion_tokens = EXCLUDED.completion_tokens,
+    total_tokens = EXCLUDED.total_tokens, tokens_estimated = EXCLUDED.tokens_estimated,
+    cached_tokens = EXCLUDED.cached_tokens, cost_usd = EXCLUDED.cost_usd,
+    retries = EXCLUDED.retries, failure_reason = EXCLUDED.failure_reason,
+    session_id = EXCLUDED.session_id, user_id = EXCLUDED.user_id, tags = EXCLUDED.tags,
+    span_count = EXCLUDED.span_count, error_count = EXCLUDED.error_count,
+    prompt_preview = EXCLUDED.prompt_preview, response_preview = EXCLUDED.response_preview,
+    prompt = EXCLUDED.prompt, response = EXCLUDED.response, metadata = EXCLUDED.metadata,
+    input = EXCLUDED.input, updated_us = EXCLUDED.updated_us,
+    environment = EXCLUDED.environment, fts = EXCLUDED.fts
+ RETURNING pk, (xmax = 0) AS created";
+
+/// Inserts or replaces one trace (the caller holds its lock); true when it is new.
+async fn write_trace(tx: &Tx<'_>, p: &Prepared, now_us: i64) -> Result<bool> {
+    let t = &p.summary;
+    let ts = time::to_micros(t.timestamp);
+    let end_ts = t.end_time.map(time::to_micros);
+    let (prompt_tokens, completion_tokens, total_tokens) =
+        (t.tokens.prompt as i64, t.tokens.completion as i64, t.tokens.total as i64);
+    let cached = t.tokens.cached.map(|c| c as i64);
+    let (retries, span_count, error_count) =
+        (t.retries as i64, t.span_count as i64, t.error_count as i64);
+    let values: [&(dyn ToSql + Sync); 31] = [
+        &t.project_id,
+        &t.id,
+        &t.name,
+        &t.status.as_str(),
+        &ts,
+        &end_ts,
+        &t.latency_ms,
+        &t.model,
+        &t.provider,
+        &prompt_tokens,
+        &completion_tokens,
+        &total_tokens,
+        &t.tokens.estimated,
+        &cached,
+        &t.cost_usd,
+        &retries,
+        &t.failure_reason,
+        &t.session_id,
+        &t.user_id,
+        &p.tags,
+        &span_count,
+        &error_count,
+        &t.prompt_preview,
+        &t.response_preview,
+        &p.prompt,
+        &p.response,
+        &p.metadata,
+        &p.input,
+        &now_us,
+        &t.environment,
+        &p.fts,
+    ];
+    let stmt = tx.prepare_cached(UPSERT).await?;
+    let row = tx.query_one(&stmt, &values).await?;
+    let pk: i64 = row.get(0);
+    let created: bool = row.get(1);
+    if !created {
+        let del = tx.prepare_cached("DELETE FROM spans WHERE trace_pk = $1").await?;
+        tx.execute(&del, &[&pk]).await?;
+        let del = tx.prepare_cached("DELETE FROM trace_tags WHERE trace_pk = $1").await?;
+        tx.execute(&del, &[&pk]).await?;
+    }
+    if !t.tags.is_empty() {
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO trace_tags (trace_pk, tag, project_id, ts)
+                 SELECT $1, tag, $3, $4 FROM unnest($2::text[]) AS tag
+                 ON CONFLICT DO NOTHING",
+            )
+            .await?;
+        tx.execute(&ins, &[&pk, &t.tags, &t.project_id, &ts]).await?;
+    }
+    if !p.span_ids.is_empty() {
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO spans (trace_pk, id, start_us, doc)
+                 SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[])",
+            )
+            .await?;
+        tx.execute(&ins, &[&pk, &p.span_ids, &p.span_starts, &p.span_docs]).await?;
+    }
+    Ok(created)
+}
+
+async fn load_spans(tx: &Tx<'_>, pk: i64) -> Result<Vec<Span>> {
+    let stmt = tx
+        .prepare_cached("SELECT doc FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
+        .await?;
+    tx.query(&stmt, &[&pk])
+        .await?
+        .iter()
+        .map(|r| {
+            serde_json::from_str(r.get::<_, &str>(0))
+                .map_err(|e| StoreError::Internal(format!("stored span is unreadable: {e}")))
+        })
+        .collect()
+}
+
+/// Mirrors SQLite's `merge_trace`; the caller holds the trace's advisory lock.
+async fn merge_trace(
+    tx: &Tx<'_>,
+    project_id: &str,
+    batch: &SpanBatch,
+    fresh: Option<&Prepared>,
+    asm: &Assembler,
+    now: i64,
+) -> Result<(Ingested, Option<TraceSummary>)> {
+    let stmt =
+        tx.prepare_cached("SELECT pk, input FROM traces WHERE project_id = $1 AND id = $2").await?;
+    let existing: Option<(i64, Option<String>)> =
+        tx.query_opt(&stmt, &[&project_id, &batch.trace_id]).await?.map(|r| (r.get(0), r.get(1)));
+    let stmt = tx
+        .prepare_cached(
+            "SELECT span_id, doc FROM pending_events WHERE project_id = $1 AND trace_id = $2",
+        )
+        .await?;
+    let pending = tx.query(&stmt, &[&project_id, &batch.trace_id]).await?;
+    if existing.is_none()
+        && pending.is_empty()
+        && let Some(p) = fresh
+    {
+        let created = write_trace(tx, p, now).await?;
+        return Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary.clone())));
+    }
+    let mut events: Vec<(String, SpanEvent)> = pending
+        .iter()
+        .filter_map(|r| Some((r.get(0), serde_json::from_str(r.get::<_, &str>(1)).ok()?)))
+        .collect();
+    events.extend(batch.log_events.iter().cloned());
+    let (mut spans, input) = match &existing {
+        Some((pk, input)) => {
+            let stored: TraceInput =
+                input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
+            (load_spans(tx, *pk).await?, stored.merge(batch.input.clone()))
+        }
+        None => (Vec::new(), batch.input.clone()),
+    };
+    let arrived: Vec<Span> = match fresh {
+        Some(p) => p
+            .span_docs
+            .iter()
+            .map(|doc| serde_json::from_str(doc))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| StoreError::Internal(e.to_string()))?,
+        None => batch.spans.clone(),
+    };
+    for s in arrived {
+        match spans.iter_mut().find(|x| x.id == s.id) {
+            Some(old) => *old = s,
+            None => spans.push(s),
+        }
+    }
+    let left = fold_events(&mut spans, events);
+    if !pending.is_empty() {
+        let del = tx
+            .prepare_cached("DELETE FROM pending_events WHERE project_id = $1 AND trace_id = $2")
+            .await?;
+        tx.execute(&del, &[&project_id, &batch.trace_id]).await?;
+    }
+    if !left.is_empty() {
+        let ids: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
+        let docs = left.iter().map(|(_, e)| json(e)).collect::<Result<Vec<_>>>()?;
+        let ins = tx
+            .prepare_cached(
+                "INSERT INTO pending_events (project_id, trace_id, span_id, doc, received_us)
+                 SELECT $1, $2, span_id, doc, $5 FROM unnest($3::text[], $4::text[]) AS e(span_id, doc)",
+            )
+            .await?;
+        tx.execute(&ins, &[&project_id, &batch.trace_id, &ids, &docs, &now]).await?;
+    }
+    if spans.is_empty() {
+        // Only log events, for spans not seen yet: kept until their spans arrive.
+        return Ok((Ingested { id: batch.trace_id.clone(), created: false }, None));
+    }
+    let mut input = input;
+    input.id = Some(batch.trace_id.clone());
+    let trace = asm
+        .partial(project_id, input.clone(), spans)
+        .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
+    let p = prepare(trace, Some(&input))?;
+    let created = write_trace(tx, &p, now).await?;
+    Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
+}
+
+pub struct PostgresStore {
+    location: String,
+    instance: String,
+    pool: Pool,
+    assembler: Arc<Assembler>,
+    events: broadcast::Sender<StoreEvent>,
+    closed: AtomicBool,
+    listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+/// The URL without its password, for logs and the settings page.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s => {
+            let userinfo = &url[s + 3..at];
+            match userinfo.find(':') {
+                Some(c) => format!("{}{}:***{}", &url[..s + 3], &userinfo[..c], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+async fn migrate(client: &mut deadpool_postgres::Client) -> Result<()> {
+    client.execute("SELECT pg_advisory_lock($1)", &[&MIGRATION_LOCK]).await?;
+    let out = async {
+        client
+            .batch_execute("CREATE TABLE IF NOT EXISTS tracellm_schema (version INTEGER NOT NULL)")
+            .await?;
+        let version: i64 = client
+            .query_one("SELECT COALESCE(max(version), 0)::int8 FROM tracellm_schema", &[])
+            .await?
+            .get(0);
+        let known = MIGRATIONS.len() as i64;
+        if version > known {
+            return Err(StoreError::Invalid(format!(
+                "the database has schema version {version}, newer than this tracellm ({known}); upgrade tracellm"
+            )));
+        }
+        for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+            let tx = client.transaction().await?;
+            tx.batch_execute(sql).await?;
+            let v = (i + 1) as i32;
+            tx.execute("DELETE FROM tracellm_schema", &[]).await?;
+            tx.execute("INSERT INTO tracellm_schema (version) VALUES ($1)", &[&v]).await?;
+            tx.commit().await?;
+            tracing::info!(version = i + 1, "applied migration");
+        }
+        Ok(())
+    }
+    .await;
+    client.execute("SELECT pg_advisory_unlock($1)", &[&MIGRATION_LOCK]).await?;
+    out
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, opts: PostgresOptions) -> Result<PostgresStore> {
+        let config = tokio_postgres::Config::from_str(url)
+            .map_err(|e| StoreError::Invalid(format!("bad PostgreSQL URL: {e}")))?;
+        let mut listen_config = config.clone();
+        listen_config.connect_timeout(Duration::from_secs(5));
+        let mut config = config;
+        config.connect_timeout(Duration::from_secs(5));
+        let manager = Manager::from_config(
+            config,
+            NoTls,
+            ManagerConfig { recycling_method: RecyclingMethod::Fast },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(opts.pool_size.max(1))
+            .runtime(Runtime::Tokio1)
+            .create_timeout(Some(Duration::from_secs(5)))
+            .wait_timeout(Some(Duration::from_secs(30)))
+            .build()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let mut client = pool.get().await?;
+        migrate(&mut client).await?;
+        drop(client);
+
+        let (events, _) = broadcast::channel(4096);
+        let instance = format!("{:016x}", {
+            use std::hash::{BuildHasher, RandomState};
+            RandomState::new().hash_one((std::process::id(), chrono::Utc::now()))
+        });
+        let store = PostgresStore {
+            location: redact(url),
+            instance: instance.clone(),
+            pool: pool.clone(),
+            assembler: Arc::clone(&opts.assembler),
+            events: events.clone(),
+            closed: AtomicBool::new(false),
+            listener: Mutex::new(None),
+        };
+        // Listen before returning, so no event committed after open() is missed.
+        let (ready_tx, mut ready_rx) = mpsc::channel(1);
+        let task = tokio::spawn(listen(listen_config, pool, events, instance, ready_tx));
+        match tokio::time::timeout(Duration::from_secs(10), ready_rx.recv()).await {
+            Ok(Some(())) => {}
+            _ => {
+                task.abort();
+                return Err(StoreError::Unavailable(
+                    "cannot LISTEN for events from other instances".into(),
+                ));
+            }
+        }
+        *store.listener.lock().expect("listener lock") = Some(task);
+        Ok(store)
+    }
+
+    async fn client(&self) -> Result<deadpool_postgres::Client> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        Ok(self.pool.get().await?)
+    }
+
+    /// Writes the ops in one transaction; after COMMIT, publishes their events.
+    async fn write(&self, ops: Vec<Op>) -> Result<Vec<Ingested>> {
+        // Lock traces in one order in every call, so that concurrent calls cannot deadlock.
+        let mut order: Vec<usize> = (0..ops.len()).collect();
+        order.sort_by_key(|&i| lock_key(ops[i].key().0, ops[i].key().1));
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.write_once(&ops, &order).await {
+                Err(StoreError::Unavailable(m)) if attempt < 3 && m.contains("deadlock") => {
+                    tracing::warn!("retrying a write after a deadlock");
+                }
+                Ok(written) => {
+                    let mut out = Vec::with_capacity(written.len());
+                    for (ingested, summary) in written {
+                        let kind =
+                            if ingested.created { EventKind::Created } else { EventKind::Updated };
+                        if let Some(summary) = summary {
+                            let _ = self.events.send(StoreEvent { kind, trace: Arc::new(summary) });
+                        }
+                        out.push(ingested);
+                    }
+                    return Ok(out);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn write_once(
+        &self,
+        ops: &[Op],
+        order: &[usize],
+    ) -> Result<Vec<(Ingested, Option<TraceSummary>)>> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let now = chrono::Utc::now().timestamp_micros();
+        let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
+        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        let mut out: Vec<Option<(Ingested, Option<TraceSummary>)>> =
+            (0..ops.len()).map(|_| None).collect();
+        let mut last_key = None;
+        for &i in order {
+            let (project, id) = ops[i].key();
+            let key = lock_key(project, id);
+            if last_key != Some(key) {
+                tx.execute(&lock, &[&key]).await?;
+                last_key = Some(key);
+            }
+            let w = match &ops[i] {
+                Op::Replace(p) => {
+                    let created = write_trace(&tx, p, now).await?;
+                    (Ingested { id: p.summary.id.clone(), created }, Some(p.summary.clone()))
+                }
+                Op::Merge { project_id, batch, fresh } => {
+                    merge_trace(&tx, project_id, batch, fresh.as_deref(), &self.assembler, now)
+                        .await?
+                }
+            };
+            if w.1.is_some() {
+                let kind = if w.0.created { "created" } else { "updated" };
+                let payload = format!("{}\t{project}\t{id}\t{kind}", self.instance);
+                // NOTIFY payloads are limited to 8000 bytes; ids that long are not announced
+                // to other instances.
+                if payload.len() < 8000 {
+                    tx.execute(&notify, &[&CHANNEL, &payload]).await?;
+                }
+            }
+            out[i] = Some(w);
+        }
+        tx.commit().await?;
+        Ok(out.into_iter().map(|w| w.expect("every op written")).collect())
+    }
+}
+
+/// Keeps a LISTEN connection open (reconnecting after failures) and publishes the traces that
+/// other instances wrote. Events committed while the connection is down are not replayed.
+async fn listen(
+    config: tokio_postgres::Config,
+    pool: Pool,
+    events: broadcast::Sender<StoreEvent>,
+    instance: String,
+    ready: mpsc::Sender<()>,
+) {
+    let mut ready = Some(ready);
+    loop {
+        match config.connect(NoTls).await {
+            Ok((client, mut conn)) => {
+                let (tx, mut rx) = mpsc::unbounded_channel();
+                let driver = tokio::spawn(async move {
+                    let mut messages = futures::stream::poll_fn(move |cx| conn.poll_message(cx));
+                    while let Some(m) = messages.next().await {
+                        match m {
+                            Ok(AsyncMessage::Notification(n)) => {
+                                if tx.send(n.payload().to_string()).is_err() {
+                                    break;
+                                }
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                tracing::warn!(error = %e, "event connection to PostgreSQL lost");
+                                break;
+                            }
+                        }
+                    }
+                });
+                if client.batch_execute(&format!("LISTEN {CHANNEL}")).await.is_ok() {
+                    if let Some(r) = ready.take() {
+                        let _ = r.send(()).await;
+                    }
+                    while let Some(payload) = rx.recv().await {
+                        announce(&pool, &events, &instance, &payload).await;
+                    }
+                }
+                driver.abort();
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot open the event connection to PostgreSQL"),
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn announce(
+    pool: &Pool,
+    events: &broadcast::Sender<StoreEvent>,
+    instance: &str,
+    payload: &str,
+) {
+    let mut parts = payload.splitn(4, '\t');
+    let (Some(from), Some(project), Some(id), Some(kind)) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return;
+    };
+    // Our own writes were published when they committed.
+    if from == instance || events.receiver_count() == 0 {
+        return;
+    }
+    let kind = if kind == "created" { EventKind::Created } else { EventKind::Updated };
+    let fetched = async {
+        let client = pool.get().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM traces t WHERE t.project_id = $1 AND t.id = $2"
+            ))
+            .await?;
+        let row = client.query_opt(&stmt, &[&project, &id]).await?;
+        Ok::<_, StoreError>(row.map(|r| summary_from_row(&r).0))
+    }
+    .await;
+    match fetched {
+        Ok(Some(summary)) => {
+            let _ = events.send(StoreEvent { kind, trace: Arc::new(summary) });
+        }
+        Ok(None) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot fetch a trace announced by another instance"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Reading
+
+const SUMMARY_COLUMNS: &str = "t.id, t.project_id, t.name, t.status, t.ts, t.end_ts, t.latency_ms,
+    t.model, t.provider, t.prompt_tokens, t.completion_tokens, t.total_tokens, t.tokens_estimated,
+    t.cached_tokens, t.cost_usd, t.retries, t.failure_reason, t.span_count, t.error_count,
+    t.session_id, t.user_id, t.tags, t.prompt_preview, t.response_preview, t.pk, t.environment";
+
+fn status_of(s: &str) -> Status {
+    Status::parse(s).unwrap_or(Status::Success)
+}
+
+fn summary_from_row(r: &Row) -> (TraceSummary, i64) {
+    let summary = TraceSummary {
+        id: r.get(0),
+        project_id: r.get(1),
+        name: r.get(2),
+        status: status_of(r.get(3)),
+        timestamp: time::from_micros(r.get(4)),
+        end_time: r.get::<_, Option<i64>>(5).map(time::from_micros),
+        latency_ms: r.get(6),
+        model: r.get(7),
+        provider: r.get(8),
+        tokens: Tokens {
+            prompt: r.get::<_, i64>(9) as u64,
+            completion: r.get::<_, i64>(10) as u64,
+            total: r.get::<_, i64>(11) as u64,
+            estimated: r.get(12),
+            cached: r.get::<_, Option<i64>>(13).map(|c| c as u64),
+        },
+        cost_usd: r.get(14),
+        retries: r.get::<_, i64>(15) as u32,
+        failure_reason: r.get(16),
+        span_count: r.get::<_, i64>(17) as u32,
+        error_count: r.get::<_, i64>(18) as u32,
+        session_id: r.get(19),
+        user_id: r.get(20),
+        tags: serde_json::from_str(r.get(21)).unwrap_or_default(),
+        prompt_preview: r.get(22),
+        response_preview: r.get(23),
+        environment: r.get(25),
+    };
+    (summary, r.get(24))
+}
+
+type Param = Box<dyn ToSql + Sync + Send>;
+
+/// The WHERE clause and its parameters for a trace query (as SQLite's `where_clause`).
+fn where_clause(q: &TraceQuery, extra_status: Option<&[Status]>) -> (String, Vec<Param>) {
+    let mut p: Vec<Param> = vec![Box::new(q.project_id.clone())];
+    let mut sql = String::from("t.project_id = $1");
+    let mut push = |sql: &mut String, fragment: &str, v: Param| {
+        p.push(v);
+        sql.push_str(&fragment.replace('?', &format!("${}", p.len())));
+    };
+    if let Some(env) = &q.environment {
+        push(&mut sql, " AND t.environment = ?", Box::new(env.clone()));
+    }
+    let statuses: Vec<Status> = match extra_status {
+        Some(only) if q.statuses.is_empty() => only.to_vec(),
+        Some(only) => q.statuses.iter().copied().filter(|s| only.contains(s)).collect(),
+        None => q.statuses.clone(),
+    };
+    if !statuses.is_empty() || (extra_status.is_some() && !q.statuses.is_empty()) {
+        if statuses.is_empty() {
+            sql.push_str(" AND FALSE");
+        } else {
+            let names: Vec<String> = statuses.iter().map(|s| s.as_str().to_string()).collect();
+            push(&mut sql, " AND t.status = ANY(?)", Box::new(names));
+        }
+    }
+    for (col, v) in [("model", &q.model), ("session_id", &q.session_id), ("user_id", &q.user_id)] {
+        if let Some(v) = v {
+            push(&mut sql, &format!(" AND t.{col} = ?"), Box::new(v.clone()));
+        }
+    }
+    if let Some(since) = q.since {
+        push(&mut sql, " AND t.ts >= ?", Box::new(time::to_micros(since)));
+    }
+    if let Some(until) = q.until {
+        push(&mut sql, " AND t.ts < ?", Box::new(time::to_micros(until)));
+    }
+    if let Some(tag) = &q.tag {
+        push(
+            &mut sql,
+            " AND t.pk IN (SELECT trace_pk FROM trace_tags WHERE project_id = $1 AND tag = ?)",
+            Box::new(tag.clone()),
+        );
+    }
+    if let Some(words) = q.q.as_deref().filter(|w| !w.trim().is_empty()) {
+        match ts_query(words) {
+            Some(m) => push(&mut sql, " AND t.fts @@ to_tsquery('simple', ?)", Box::new(m)),
+            // Only punctuation: nothing can match.
+            None => sql.push_str(" AND FALSE"),
+        }
+    }
+    if let Some(c) = q.cursor {
+        push(&mut sql, " AND (t.ts, t.pk) < (?", Box::new(c.ts_micros));
+        push(&mut sql, ", ?)", Box::new(c.key));
+    }
+    (sql, p)
+}
+
+fn page_of<T>(mut rows: Vec<(T, i64, i64)>, limit: usize) -> (Vec<T>, Option<String>) {
+    let next = if rows.len() > limit {
+        rows.truncate(limit);
+        rows.last().map(|(_, ts, key)| Cursor { ts_micros: *ts, key: *key }.encode())
+    } else {
+        None
+    };
+    (rows.into_iter().map(|(t, _, _)| t).collect(), next)
+}
+
+const KEY_COLUMNS: &str =
+    "id, project_id, environment, name, prefix, created_us, revoked_us, last_used_us";
+
+fn key_from_row(r: &Row) -> ApiKey {
+    ApiKey {
+        id: r.get(0),
+        project_id: r.get(1),
+        environment: r.get(2),
+        name: r.get(3),
+        prefix: r.get(4),
+        created_at: time::from_micros(r.get(5)),
+        revoked_at: r.get::<_, Option<i64>>(6).map(time::from_micros),
+        last_used_at: r.get::<_, Option<i64>>(7).map(time::from_micros),
+    }
+}
+
+impl PostgresStore {
+    async fn list_summaries(
+        &self,
+        q: &TraceQuery,
+        only: Option<&[Status]>,
+    ) -> Result<(Vec<TraceSummary>, Option<String>)> {
+        let limit = q.limit.clamp(1, api::MAX_PAGE);
+        let (clause, params) = where_clause(q, only);
+        let sql = format!(
+            "SELECT {SUMMARY_COLUMNS} FROM traces t WHERE {clause} ORDER BY t.ts DESC, t.pk DESC LIMIT {}",
+            limit + 1
+        );
+        let client = self.client().await?;
+        let stmt = client.prepare_cached(&sql).await?;
+        let refs: Vec<&(dyn ToSql + Sync)> =
+            params.iter().map(|b| b.as_ref() as &(dyn ToSql + Sync)).collect();
+        let rows = client
+            .query(&stmt, &refs)
+            .await?
+            .iter()
+            .map(|r| {
+                let (s, pk) = summary_from_row(r);
+                let ts = time::to_micros(s.timestamp);
+                (s, ts, pk)
+            })
+            .collect();
+        Ok(page_of(rows, limit))
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    async fn ingest(&self, traces: Vec<Trace>) -> Result<Vec<Ingested>> {
+        if traces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spans: usize = traces.iter().map(|t| t.spans.len()).sum();
+        let prep = move || -> Result<Vec<Op>> {
+            traces.into_iter().map(|t| prepare(t, None).map(Op::Replace)).collect()
+        };
+        let ops = if spans > 64 {
+            tokio::task::spawn_blocking(prep)
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))??
+        } else {
+            prep()?
+        };
+        self.write(ops).await
+    }
+
+    async fn ingest_spans(
+        &self,
+        project_id: &str,
+        batches: Vec<SpanBatch>,
+    ) -> Result<Vec<Ingested>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let spans: usize = batches.iter().map(|b| b.spans.len()).sum();
+        let asm = Arc::clone(&self.assembler);
+        let project = project_id.to_string();
+        let prep = move || -> Result<Vec<Op>> {
+            batches.into_iter().map(|batch| merge_op(&asm, &project, batch)).collect()
+        };
+        let ops = if spans > 64 {
+            tokio::task::spawn_blocking(prep)
+                .await
+                .map_err(|e| StoreError::Internal(e.to_string()))??
+        } else {
+            prep()?
+        };
+        self.write(ops).await
+    }
+
+    async fn list_traces(&self, q: TraceQuery) -> Result<TracePage> {
+        let (traces, next_cursor) = self.list_summaries(&q, None).await?;
+        Ok(TracePage { traces, next_cursor })
+    }
+
+    async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
+                 WHERE t.project_id = $1 AND t.id = $2"
+            ))
+            .await?;
+        let Some(row) = client.query_opt(&stmt, &[&project_id, &id]).await? else {
+            return Ok(None);
+        };
+        let (s, pk) = summary_from_row(&row);
+        let prompt: Option<String> = row.get(26);
+        let response: Option<String> = row.get(27);
+        let metadata: &str = row.get(28);
+        let stmt = client
+            .prepare_cached("SELECT doc FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
+            .await?;
+        let spans = client
+            .query(&stmt, &[&pk])
+            .await?
+            .iter()
+            .map(|r| {
+                serde_json::from_str(r.get::<_, &str>(0)).map_err(|e| {
+                    StoreError::Internal(format!("span of trace {id} is unreadable: {e}"))
+                })
+            })
+            .collect::<Result<Vec<Span>>>()?;
+        Ok(Some(Trace {
+            id: s.id,
+            project_id: s.project_id,
+            environment: s.environment,
+            name: s.name,
+            status: s.status,
+            timestamp: s.timestamp,
+            end_time: s.end_time,
+            latency_ms: s.latency_ms,
+            prompt,
+            response,
+            model: s.model,
+            provider: s.provider,
+            tokens: s.tokens,
+            cost_usd: s.cost_usd,
+            retries: s.retries,
+            failure_reason: s.failure_reason,
+            session_id: s.session_id,
+            user_id: s.user_id,
+            tags: s.tags,
+            metadata: serde_json::from_str(metadata).unwrap_or_default(),
+            span_count: s.span_count,
+            error_count: s.error_count,
+            spans,
+        }))
+    }
+
+    async fn get_span(
+        &self,
+        project_id: &str,
+        trace_id: &str,
+        span_id: &str,
+    ) -> Result<Option<(Span, Option<String>)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT s.doc, t.environment FROM traces t JOIN spans s ON s.trace_pk = t.pk
+                 WHERE t.project_id = $1 AND t.id = $2 AND s.id = $3",
+            )
+            .await?;
+        let row = client.query_opt(&stmt, &[&project_id, &trace_id, &span_id]).await?;
+        row.map(|r| {
+            serde_json::from_str(r.get::<_, &str>(0))
+                .map(|span| (span, r.get(1)))
+                .map_err(|e| StoreError::Internal(e.to_string()))
+        })
+        .transpose()
+    }
+
+    async fn failures(&self, q: TraceQuery) -> Result<FailurePage> {
+        let (rows, next_cursor) =
+            self.list_summaries(&q, Some(&[Status::Error, Status::Retried])).await?;
+        let failures = rows
+            .into_iter()
+            .map(|s| Failure {
+                id: s.id,
+                name: s.name,
+                status: s.status,
+                failure_reason: s.failure_reason,
+                timestamp: s.timestamp,
+                model: s.model,
+                retries: s.retries,
+                error_count: s.error_count,
+            })
+            .collect();
+        Ok(FailurePage { failures, next_cursor })
+    }
+
+    async fn analytics(&self, q: AnalyticsQuery) -> Result<Analytics> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT ts, model, status, latency_ms, prompt_tokens, completion_tokens,
+                        total_tokens, cost_usd, span_count
+                 FROM traces WHERE project_id = $1 AND ts >= $2 AND ts < $3
+                   AND ($4::text IS NULL OR environment = $4)",
+            )
+            .await?;
+        let since = q.since.map(time::to_micros).unwrap_or(i64::MIN);
+        let until = q.until.map(time::to_micros).unwrap_or(i64::MAX);
+        let rows = client
+            .query(&stmt, &[&q.project_id, &since, &until, &q.environment])
+            .await?
+            .iter()
+            .map(|r| AnalyticsRow {
+                ts_micros: r.get(0),
+                model: r.get(1),
+                status: status_of(r.get(2)),
+                latency_ms: r.get(3),
+                tokens: TokenTotals {
+                    prompt: r.get::<_, i64>(4) as u64,
+                    completion: r.get::<_, i64>(5) as u64,
+                    total: r.get::<_, i64>(6) as u64,
+                },
+                cost_usd: r.get(7),
+                span_count: r.get::<_, i64>(8) as u64,
+            })
+            .collect();
+        Ok(api::aggregate(rows, q.since, q.until, q.bucket_secs))
+    }
+
+    async fn info(&self) -> Result<StoreInfo> {
+        let client = self.client().await?;
+        let row = client
+            .query_one("SELECT count(*), COALESCE(sum(span_count), 0)::int8 FROM traces", &[])
+            .await?;
+        Ok(StoreInfo {
+            backend: "postgres",
+            location: self.location.clone(),
+            traces: row.get::<_, i64>(0) as u64,
+            spans: row.get::<_, i64>(1) as u64,
+        })
+    }
+
+    async fn create_project(
+        &self,
+        id: &str,
+        name: &str,
+        description: Option<&str>,
+    ) -> Result<Project> {
+        let project = Project {
+            id: id.to_string(),
+            name: name.to_string(),
+            description: description.map(String::from),
+            created_at: chrono::Utc::now(),
+        };
+        let client = self.client().await?;
+        let n = client
+            .execute(
+                "INSERT INTO projects (id, name, description, created_us) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &project.id,
+                    &project.name,
+                    &project.description,
+                    &time::to_micros(project.created_at),
+                ],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!("project {:?} already exists", project.id)));
+        }
+        Ok(project)
+    }
+
+    async fn list_projects(&self) -> Result<Vec<Project>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                "SELECT id, name, description, created_us FROM projects ORDER BY created_us, id",
+                &[],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| Project {
+                id: r.get(0),
+                name: r.get(1),
+                description: r.get(2),
+                created_at: time::from_micros(r.get(3)),
+            })
+            .collect())
+    }
+
+    async fn create_api_key(&self, key: NewApiKey) -> Result<ApiKey> {
+        let created = chrono::Utc::now();
+        let client = self.client().await?;
+        // Inserting only when the project exists, in one statement: no race with a delete.
+        let n = client
+            .execute(
+                "INSERT INTO api_keys (id, project_id, environment, name, prefix, hash, created_us)
+                 SELECT $1, $2, $3, $4, $5, $6, $7 WHERE EXISTS (SELECT 1 FROM projects WHERE id = $2)",
+                &[&key.id, &key.project_id, &key.environment, &key.name, &key.prefix, &key.hash, &time::to_micros(created)],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("no project {:?}", key.project_id)));
+        }
+        Ok(ApiKey {
+            id: key.id,
+            project_id: key.project_id,
+            environment: key.environment,
+            name: key.name,
+            prefix: key.prefix,
+            created_at: created,
+            revoked_at: None,
+            last_used_at: None,
+        })
+    }
+
+    async fn list_api_keys(&self, project_id: Option<&str>) -> Result<Vec<ApiKey>> {
+        let client = self.client().await?;
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE $1::text IS NULL OR project_id = $1
+                     ORDER BY created_us DESC, id"
+                ),
+                &[&project_id],
+            )
+            .await?;
+        Ok(rows.iter().map(key_from_row).collect())
+    }
+
+    async fn revoke_api_key(&self, id: &str) -> Result<Option<ApiKey>> {
+        let client = self.client().await?;
+        let now = time::to_micros(chrono::Utc::now());
+        let row = client
+            .query_opt(
+                &format!(
+                    "UPDATE api_keys SET revoked_us = COALESCE(revoked_us, $2) WHERE id = $1
+                     RETURNING {KEY_COLUMNS}"
+                ),
+                &[&id, &now],
+            )
+            .await?;
+        Ok(row.as_ref().map(key_from_row))
+    }
+
+    async fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKey>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE hash = $1"))
+            .await?;
+        Ok(client.query_opt(&stmt, &[&hash]).await?.as_ref().map(key_from_row))
+    }
+
+    async fn get_setting(&self, key: &str) -> Result<Option<String>> {
+        let client = self.client().await?;
+        Ok(client
+            .query_opt("SELECT value FROM settings WHERE key = $1", &[&key])
+            .await?
+            .map(|r| r.get(0)))
+    }
+
+    async fn set_setting(&self, key: &str, value: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "INSERT INTO settings (key, value) VALUES ($1, $2)
+                 ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                &[&key, &value],
+            )
+            .await?;
+        Ok(())
+    }
+
+    fn subscribe(&self) -> broadcast::Receiver<StoreEvent> {
+        self.events.subscribe()
+    }
+
+    async fn close(&self) -> Result<()> {
+        self.closed.store(true, Ordering::Release);
+        if let Some(task) = self.listener.lock().expect("listener lock").take() {
+            task.abort();
+        }
+        // Writes in flight hold their connection and finish; new ones get `Closed`.
+        self.pool.close();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{redact, ts_query};
+
+    #[test]
+    fn search_words_become_an_and_of_lexemes() {
+        assert_eq!(ts_query("Rate limit").as_deref(), Some("rate & limit"));
+        assert_eq!(ts_query("trans*").as_deref(), Some("trans:*"));
+        assert_eq!(ts_query("a'b | !c").as_deref(), Some("a & b & c"));
+        assert_eq!(ts_query("rate-limit*").as_deref(), Some("rate & limit:*"));
+        assert_eq!(ts_query("  -- ** ").as_deref(), None);
+    }
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(redact("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(redact("postgres://u@h/db"), "postgres://u@h/db");
+    }
+}
