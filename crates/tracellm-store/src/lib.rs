@@ -202,9 +202,12 @@ pub async fn open(url: &str, sqlite: SqliteOptions) -> Result<Arc<dyn Store>> {
         return Ok(Arc::new(SqliteStore::open(path.as_ref(), sqlite).await?));
     }
     if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        return Err(StoreError::Invalid(
-            "the PostgreSQL backend is not built yet; use sqlite://PATH".into(),
-        ));
+        // The assembler (prices, limits) is the server's, whichever the backend.
+        let opts = postgres::PostgresOptions {
+            assembler: Arc::clone(&sqlite.assembler),
+            ..Default::default()
+        };
+        return Ok(Arc::new(postgres::PostgresStore::open(url, opts).await?));
     }
     if url.contains("://") {
         return Err(StoreError::Invalid(format!(
