@@ -521,8 +521,6 @@ async fn sqlite_data_survives_reopen() {
 mod pg {
     use std::sync::OnceLock;
 
-    use tracellm_store::postgres::{PostgresOptions, PostgresStore};
-
     use super::*;
 
     /// The URL of the server, started on first use.
@@ -598,13 +596,178 @@ mod pg {
         }
     }
 
-    pub async fn open() -> (Arc<dyn Store>, Database) {
+    /// A fresh database: its URL, and the guard that drops it.
+    pub async fn database() -> (String, Database) {
         let name = format!("t_{:016x}", rand::random::<u64>());
         admin(format!("CREATE DATABASE {name}")).await;
-        let url = with_database(server(), &name);
+        (with_database(server(), &name), Database(name))
+    }
+
+    pub async fn open() -> (Arc<dyn Store>, Database) {
+        let (url, db) = database().await;
         let store = PostgresStore::open(&url, PostgresOptions::default()).await.unwrap();
-        (Arc::new(store), Database(name))
+        (Arc::new(store), db)
     }
 }
 
+use tracellm_store::postgres::{PostgresOptions, PostgresStore};
+
 store_suite!(postgres, pg::open());
+
+// PostgreSQL only: several instances sharing one database.
+
+/// Two stores on one database, as two `tracellm start` instances would be.
+async fn two_instances() -> (PostgresStore, PostgresStore, pg::Database) {
+    let (url, db) = pg::database().await;
+    let (a, b) = tokio::join!(
+        PostgresStore::open(&url, PostgresOptions::default()),
+        PostgresStore::open(&url, PostgresOptions::default())
+    );
+    (a.unwrap(), b.unwrap(), db)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_starting_together_migrate_once() {
+    let (url, _db) = pg::database().await;
+    let opens = (0..4).map(|_| PostgresStore::open(&url, PostgresOptions::default()));
+    let stores = futures::future::join_all(opens).await;
+    for s in stores {
+        let s = s.unwrap();
+        assert_eq!(s.list_projects().await.unwrap().len(), 1);
+        s.close().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_events_reach_every_instance() {
+    let (a, b, _db) = two_instances().await;
+    let mut on_a = a.subscribe();
+    let mut on_b = b.subscribe();
+    a.ingest(vec![trace("default", "t1", 1, json!({"name": "from a"}))]).await.unwrap();
+    let ev = on_a.try_recv().expect("the writing instance publishes before ingest returns");
+    assert_eq!((ev.kind, ev.trace.id.as_str()), (EventKind::Created, "t1"));
+    let ev = tokio::time::timeout(std::time::Duration::from_secs(10), on_b.recv())
+        .await
+        .expect("the other instance hears of the trace")
+        .unwrap();
+    assert_eq!(ev.kind, EventKind::Created);
+    assert_eq!(ev.trace.name, "from a");
+    assert!(on_a.try_recv().is_err(), "the writer does not publish its own trace twice");
+    assert_eq!(b.get_trace("default", "t1").await.unwrap().unwrap().name, "from a");
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_merging_one_trace_lose_no_spans() {
+    let (a, b, _db) = two_instances().await;
+    let (a, b) = (Arc::new(a), Arc::new(b));
+    let mut tasks = Vec::new();
+    for (w, store) in [a.clone(), b.clone(), a.clone(), b.clone()].into_iter().enumerate() {
+        tasks.push(tokio::spawn(async move {
+            for i in 0..10u32 {
+                let id = format!("w{w}-{i}");
+                let span = otel_span(&id, Some("root"), i, SpanKind::Tool);
+                store.ingest_spans("default", vec![batch("t1", vec![span])]).await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let t = a.get_trace("default", "t1").await.unwrap().unwrap();
+    assert_eq!(t.span_count, 40, "every span of every instance is kept");
+    assert_eq!(b.info().await.unwrap().spans, 40);
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
+/// A cluster of its own, stopped and removed when dropped.
+struct OwnCluster(std::path::PathBuf);
+
+impl OwnCluster {
+    const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../scripts/pg-test-cluster");
+
+    fn start(&self, port: Option<&str>) -> String {
+        let mut cmd = std::process::Command::new(Self::SCRIPT);
+        cmd.arg("start").arg(&self.0);
+        cmd.args(port);
+        let out = cmd.output().expect("cannot run scripts/pg-test-cluster");
+        assert!(
+            out.status.success(),
+            "this test starts and stops a PostgreSQL cluster of its own and needs PostgreSQL \
+             installed (apt-get install postgresql): {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    }
+
+    fn stop(&self) {
+        let ok = std::process::Command::new(Self::SCRIPT)
+            .arg("stop")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok, "cannot stop the test cluster");
+    }
+}
+
+impl Drop for OwnCluster {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Self::SCRIPT).arg("stop").arg(&self.0).status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_outage_is_unavailable_then_resumes_with_nothing_lost() {
+    let cluster = OwnCluster(std::env::temp_dir().join(format!(
+        "tracellm-pg-outage-{}-{:x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )));
+    let url = cluster.start(None);
+    let port = url.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_string();
+    let a = PostgresStore::open(&url, PostgresOptions::default()).await.unwrap();
+    let b = PostgresStore::open(&url, PostgresOptions::default()).await.unwrap();
+    a.ingest(vec![trace("default", "before", 1, json!({}))]).await.unwrap();
+
+    cluster.stop();
+    let down = a.ingest(vec![trace("default", "during", 2, json!({}))]).await;
+    assert!(matches!(down, Err(StoreError::Unavailable(_))), "{down:?}");
+    assert!(matches!(a.get_trace("default", "before").await, Err(StoreError::Unavailable(_))));
+
+    assert_eq!(cluster.start(Some(&port)), url);
+    let mut on_b = b.subscribe();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        match a.ingest(vec![trace("default", "after", 3, json!({}))]).await {
+            Ok(_) => break,
+            Err(StoreError::Unavailable(e)) if std::time::Instant::now() < deadline => {
+                eprintln!("still unavailable: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            Err(e) => panic!("ingest did not resume: {e}"),
+        }
+    }
+    assert!(b.get_trace("default", "before").await.unwrap().is_some(), "acknowledged, kept");
+    assert!(b.get_trace("default", "during").await.unwrap().is_none());
+    assert!(b.get_trace("default", "after").await.unwrap().is_some());
+    // The other instance's event connection comes back too: a later trace reaches it.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    let mut n = 0;
+    'heard: loop {
+        n += 1;
+        a.ingest(vec![trace("default", &format!("later{n}"), 4, json!({}))]).await.unwrap();
+        while let Ok(Ok(ev)) =
+            tokio::time::timeout(std::time::Duration::from_millis(500), on_b.recv()).await
+        {
+            if ev.trace.id.starts_with("later") {
+                break 'heard;
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "events never reached the other instance");
+    }
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
