@@ -9,6 +9,9 @@ import { Failures } from './pages/Failures';
 import { LiveLogs } from './pages/LiveLogs';
 import { Settings } from './pages/Settings';
 import { useEffect } from 'preact/hooks';
+import { Fragment } from 'preact';
+import { useAuth } from './lib/auth';
+import { KeyEntry } from './components/Projects';
 
 const TITLES: Record<string, string> = {
   '/': 'Overview',
@@ -23,6 +26,7 @@ export function App() {
   const { path } = useLocation();
   const clean = path.length > 1 ? path.replace(/\/+$/, '') : path;
   const traceMatch = matchRoute('/traces/:id', clean);
+  const a = useAuth();
 
   useEffect(() => {
     const t = traceMatch ? `Trace ${traceMatch.id}` : (TITLES[clean] ?? 'Not found');
@@ -48,9 +52,13 @@ export function App() {
       </div>
     );
 
+  // A data call answered 401: the key entry takes the page's place (Settings stays reachable).
+  if (a.keyRequired && clean !== '/settings') page = <KeyEntry message={a.keyRequired} />;
+
   return (
     <Layout path={clean} key={traceMatch ? 'trace' : clean}>
-      {page}
+      {/* another key: every page loads again with it */}
+      <Fragment key={a.epoch}>{page}</Fragment>
     </Layout>
   );
 }

@@ -5,6 +5,7 @@ import { navigate } from '../lib/router';
 import { toggleTheme, useTheme } from '../lib/theme';
 import { typingInField } from '../lib/hooks';
 import { Icon } from './icons';
+import { ProjectSwitcher } from './Projects';
 import { Kbd, Link } from './ui';
 
 export const NAV = [
@@ -133,6 +134,7 @@ export function Layout({ path, children }: { path: string; children: ComponentCh
           </span>
           <span class="brand-name">TraceLLM</span>
         </Link>
+        <ProjectSwitcher />
         <nav class="nav" aria-label="Main">
           {NAV.map((n) => (
             <Link

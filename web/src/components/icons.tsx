@@ -82,6 +82,12 @@ const paths: Record<string, JSX.Element> = {
     </>
   ),
   retry: <path d="M4 12a8 8 0 0 1 14-5.3M20 4v5h-5M20 12a8 8 0 0 1-14 5.3M4 20v-5h5" />,
+  key: (
+    <>
+      <circle cx="7.5" cy="15.5" r="4.5" />
+      <path d="M10.7 12.3L21 2M16 7l3 3M18.5 4.5l2 2" />
+    </>
+  ),
   plug: <path d="M9 2v6M15 2v6M6 8h12v4a6 6 0 0 1-12 0zM12 18v4" />,
   inbox: (
     <>

@@ -1,5 +1,7 @@
 // Typed access to the TraceLLM HTTP API. The dashboard is served by the same binary that
-// serves the API under /api, so every call is a same-origin relative URL.
+// serves the API under /api, so every call is a same-origin relative URL. Data calls carry the
+// selected project's key; admin calls (projects, keys) the admin token when one was entered.
+import { auth } from './auth';
 
 export type TraceStatus = 'success' | 'error' | 'retried' | 'running';
 export type SpanKind =
@@ -185,14 +187,25 @@ export function apiUrl(path: string, params?: Record<string, string | number | n
   return url;
 }
 
-export async function getJson<T>(
+const ADMIN_PATHS = ['/projects', '/api-keys'];
+const isAdminPath = (path: string) => ADMIN_PATHS.some((p) => path === p || path.startsWith(p + '/'));
+
+/** A call to the API; data routes get the key in use, admin routes the admin token. */
+export async function request<T>(
+  method: string,
   path: string,
   params?: Record<string, string | number | null | undefined>,
   signal?: AbortSignal,
 ): Promise<T> {
+  const admin = isAdminPath(path);
+  const headers: Record<string, string> = { Accept: 'application/json' };
+  const key = admin ? null : auth.key;
+  if (key) headers.Authorization = 'Bearer ' + key;
+  if (admin && auth.adminToken) headers['X-Admin-Token'] = auth.adminToken;
+  const epoch = auth.epoch;
   let res: Response;
   try {
-    res = await fetch(apiUrl(path, params), { signal, headers: { Accept: 'application/json' } });
+    res = await fetch(apiUrl(path, params), { method, signal, headers });
   } catch (e) {
     if ((e as Error).name === 'AbortError') throw e;
     throw new NetworkError('The TraceLLM server cannot be reached.');
@@ -213,11 +226,57 @@ export async function getJson<T>(
     if (!err && res.status >= 500) {
       throw new NetworkError('The TraceLLM server cannot be reached.');
     }
-    throw new ApiError(res.status, err?.code ?? `http_${res.status}`, err?.message ?? `${res.status} ${res.statusText}`);
+    const message = err?.message ?? `${res.status} ${res.statusText}`;
+    // A 401 on a data route: no key where one is required, or the key in use was refused. The
+    // key entry replaces the page (an answer to a request made with an older key is ignored).
+    if (res.status === 401) {
+      if (admin) auth.requireAdmin();
+      else if (epoch === auth.epoch) auth.requireKey(message);
+    }
+    throw new ApiError(res.status, err?.code ?? `http_${res.status}`, message);
   }
   if (body === null && text) throw new ApiError(res.status, 'bad_json', 'The server answered with invalid JSON.');
   return body as T;
 }
+
+export function getJson<T>(
+  path: string,
+  params?: Record<string, string | number | null | undefined>,
+  signal?: AbortSignal,
+): Promise<T> {
+  return request<T>('GET', path, params, signal);
+}
+
+export interface Project {
+  id: string;
+  name: string;
+  description?: string | null;
+  created_at?: string;
+}
+
+export interface ApiKey {
+  id: string;
+  project_id: string;
+  environment: string;
+  name: string | null;
+  prefix: string;
+  created_at: string;
+  revoked_at: string | null;
+  last_used_at: string | null;
+  /** the secret, only in the answer that created it */
+  key?: string;
+}
+
+export const admin = {
+  projects: (signal?: AbortSignal) => getJson<{ projects: Project[] }>('/projects', undefined, signal).then((b) => b.projects),
+  createProject: (p: { name: string; environment: string; description?: string }) =>
+    request<{ project: Project; api_key: ApiKey }>('POST', '/projects', p),
+  keys: (project: string | null, signal?: AbortSignal) =>
+    getJson<{ api_keys: ApiKey[] }>('/api-keys', { project }, signal).then((b) => b.api_keys),
+  createKey: (p: { project: string; environment: string; name: string }) =>
+    request<{ api_key: ApiKey }>('POST', '/api-keys', p).then((b) => b.api_key),
+  revokeKey: (id: string) => request<{ api_key: ApiKey }>('DELETE', '/api-keys/' + encodeURIComponent(id)).then((b) => b.api_key),
+};
 
 export interface TraceFilters {
   status?: string;

@@ -2,6 +2,7 @@
 // log of what it received (for the Live logs page) and fans messages out to subscribers.
 import { useEffect, useState } from 'preact/hooks';
 import type { TraceSummary } from './api';
+import { auth } from './auth';
 
 export type LiveState = 'connecting' | 'open' | 'closed';
 
@@ -60,7 +61,9 @@ class LiveHub {
     const proto = location.protocol === 'https:' ? 'wss:' : 'ws:';
     let ws: WebSocket;
     try {
-      ws = new WebSocket(`${proto}//${location.host}/api/ws`);
+      // Browsers cannot set headers on a WebSocket: the key goes in the query.
+      const key = auth.key;
+      ws = new WebSocket(`${proto}//${location.host}/api/ws` + (key ? '?api_key=' + encodeURIComponent(key) : ''));
     } catch {
       this.scheduleReconnect();
       return;
@@ -124,6 +127,24 @@ class LiveHub {
   private setState(s: LiveState) {
     this.state = s;
     for (const f of this.stateSubs) f();
+  }
+
+  /** Start over with the key in use now (another project was selected): drop the old stream and its log. */
+  restart() {
+    if (!this.started) return;
+    if (this.timer) clearTimeout(this.timer);
+    this.timer = null;
+    const old = this.ws;
+    this.ws = null;
+    if (old) {
+      old.onclose = null;
+      old.onmessage = null;
+      old.close();
+    }
+    this.log = [];
+    this.everOpened = false;
+    this.retryMs = 500;
+    this.connect();
   }
 
   clearLog() {

@@ -1,29 +1,14 @@
-import { api, getJson, ApiError } from '../lib/api';
+import { useState } from 'preact/hooks';
+import { admin, api, getJson, ApiError, type ApiKey } from '../lib/api';
+import { auth, DEFAULT_PROJECT, ENVIRONMENTS, keyPrefix, useAuth } from '../lib/auth';
+import { formatTime } from '../lib/format';
+import { AdminTokenForm } from '../components/Projects';
 import { useFetch } from '../lib/hooks';
 import { live, useLiveState } from '../lib/live';
 import { setChoice, useTheme, type ThemeChoice } from '../lib/theme';
 import { SHORTCUTS } from '../components/Layout';
-import { CodeBlock, ErrorState, Kbd, Loading, PageHeader } from '../components/ui';
+import { CodeBlock, CopyButton, ErrorState, Kbd, Loading, PageHeader } from '../components/ui';
 import { JsonView } from '../components/JsonView';
-
-interface Listing {
-  status: 'ok' | 'absent' | 'error';
-  items: Record<string, unknown>[];
-  message?: string;
-}
-
-/** Projects and API keys arrive with a later server version: show them when the routes exist. */
-async function optionalList(path: string, field: string, signal: AbortSignal): Promise<Listing> {
-  try {
-    const body = await getJson<Record<string, unknown>>(path, undefined, signal);
-    const items = Array.isArray(body) ? body : Array.isArray(body[field]) ? (body[field] as Record<string, unknown>[]) : [];
-    return { status: 'ok', items };
-  } catch (e) {
-    if (e instanceof ApiError && (e.status === 404 || e.status === 405 || e.status === 501)) return { status: 'absent', items: [] };
-    if ((e as Error).name === 'AbortError') throw e;
-    return { status: 'error', items: [], message: (e as Error).message };
-  }
-}
 
 /** The server's store statistics, when this server version has the route. */
 async function optionalObject(path: string, signal: AbortSignal): Promise<Record<string, unknown> | null> {
@@ -44,48 +29,9 @@ const STAT_LABELS: Record<string, string> = {
   price_table_models: 'Models priced',
 };
 
-function cell(v: unknown): string {
-  if (v == null) return '—';
-  if (typeof v === 'object') return JSON.stringify(v);
-  return String(v);
-}
-
-function ListingTable({ listing, columns, empty }: { listing: Listing; columns: [string, string][]; empty: string }) {
-  if (listing.status === 'absent')
-    return <p class="muted">This server version does not manage them yet; they arrive with projects and API keys.</p>;
-  if (listing.status === 'error') return <p class="text-error">{listing.message}</p>;
-  if (!listing.items.length) return <p class="muted">{empty}</p>;
-  return (
-    <div class="table-wrap">
-      <table class="table table-small">
-        <thead>
-          <tr>
-            {columns.map(([, label]) => (
-              <th key={label}>{label}</th>
-            ))}
-          </tr>
-        </thead>
-        <tbody>
-          {listing.items.map((it, i) => (
-            <tr key={i}>
-              {columns.map(([k]) => (
-                <td key={k} class="mono">
-                  {cell(it[k])}
-                </td>
-              ))}
-            </tr>
-          ))}
-        </tbody>
-      </table>
-    </div>
-  );
-}
-
 export function Settings() {
   const health = useFetch((signal) => api.health(signal), 'health');
   const stats = useFetch((signal) => optionalObject('/stats', signal), 'stats');
-  const projects = useFetch((signal) => optionalList('/projects', 'projects', signal), 'projects');
-  const keys = useFetch((signal) => optionalList('/api-keys', 'api_keys', signal), 'keys');
   const liveState = useLiveState();
   const { choice } = useTheme();
   const origin = location.origin;
@@ -188,43 +134,9 @@ export function Settings() {
         <CodeBlock code={`export TRACELLM_ENDPOINT=${origin}/api`} lang="Python SDK" />
       </section>
 
-      <section class="panel card">
-        <h2>Projects</h2>
-        {projects.data ? (
-          <ListingTable
-            listing={projects.data}
-            columns={[
-              ['name', 'Name'],
-              ['id', 'ID'],
-              ['environment', 'Environment'],
-              ['created_at', 'Created'],
-            ]}
-            empty="No projects yet: traces go to the default project."
-          />
-        ) : (
-          <Loading />
-        )}
-      </section>
-
-      <section class="panel card">
-        <h2>API keys</h2>
-        {keys.data ? (
-          <ListingTable
-            listing={keys.data}
-            columns={[
-              ['prefix', 'Key'],
-              ['name', 'Name'],
-              ['project_id', 'Project'],
-              ['environment', 'Environment'],
-              ['created_at', 'Created'],
-              ['revoked_at', 'Revoked'],
-            ]}
-            empty="No API keys. On this machine requests without a key reach the default project."
-          />
-        ) : (
-          <Loading />
-        )}
-      </section>
+      <ProjectsCard />
+      <KeysCard />
+      <BrowserKeysCard />
 
       <section class="panel card">
         <h2>Appearance</h2>
@@ -254,5 +166,323 @@ export function Settings() {
         </table>
       </section>
     </div>
+  );
+}
+
+const adminLocked = (e: Error | null) => e instanceof ApiError && e.status === 401;
+
+/** A new key's secret, shown this once. */
+function NewKey({ apiKey, what, onDone }: { apiKey: ApiKey; what: string; onDone: () => void }) {
+  const a = useAuth();
+  const used = a.keys.some((k) => k.key === apiKey.key);
+  return (
+    <div class="new-key" data-testid="new-key" role="status">
+      <p>
+        <strong>{what}</strong> Copy the key now: it will not be shown again (the server keeps only its hash).
+      </p>
+      <div class="new-key-secret">
+        <code class="grow" data-testid="new-key-secret">
+          {apiKey.key}
+        </code>
+        <CopyButton text={apiKey.key!} label="Copy key" />
+      </div>
+      <p class="muted small" style={{ margin: '8px 0 0' }}>
+        Project <span class="mono">{apiKey.project_id}</span> · {apiKey.environment}. Send it as{' '}
+        <code>Authorization: Bearer …</code>.
+      </p>
+      <div class="form-row">
+        {!used && (
+          <button
+            type="button"
+            class="btn btn-xs"
+            onClick={() =>
+              auth.useKey({ key: apiKey.key!, project: apiKey.project_id, environment: apiKey.environment, source: 'entered' })
+            }
+          >
+            Use it in this dashboard
+          </button>
+        )}
+        <button type="button" class="btn btn-xs" onClick={onDone} data-testid="new-key-done">
+          I have copied it
+        </button>
+      </div>
+    </div>
+  );
+}
+
+function ProjectsCard() {
+  const a = useAuth();
+  const projects = useFetch((signal) => admin.projects(signal), `projects:${a.adminToken ?? ''}:${a.rev}`);
+  const [name, setName] = useState('');
+  const [environment, setEnvironment] = useState('development');
+  const [description, setDescription] = useState('');
+  const [created, setCreated] = useState<ApiKey | null>(null);
+  const [error, setError] = useState<string | null>(null);
+  const [busy, setBusy] = useState(false);
+
+  async function create(e: Event) {
+    e.preventDefault();
+    setError(null);
+    setBusy(true);
+    try {
+      const r = await admin.createProject({ name: name.trim(), environment, description: description.trim() || undefined });
+      setCreated(r.api_key);
+      setName('');
+      setDescription('');
+      auth.changed();
+    } catch (err) {
+      setError(err instanceof ApiError && err.status === 409 ? `A project named “${name.trim()}” exists already.` : (err as Error).message);
+    } finally {
+      setBusy(false);
+    }
+  }
+
+  const locked = adminLocked(projects.error);
+  return (
+    <section class="panel card" data-testid="projects-card">
+      <h2>Projects</h2>
+      <p class="muted">
+        A project keeps its traces apart; each API key reaches one project and one environment. Traces sent without a key
+        from this machine go to <span class="mono">default</span>.
+      </p>
+      {(locked || a.adminRequired) && <AdminTokenForm />}
+      {!locked && a.adminToken && <AdminTokenForm />}
+      {projects.error && !locked ? (
+        <ErrorState error={projects.error} retry={projects.reload} what="projects" />
+      ) : locked ? null : !projects.data ? (
+        <Loading />
+      ) : (
+        <div class="table-wrap">
+          <table class="table table-small" data-testid="projects-table">
+            <thead>
+              <tr>
+                <th>Name</th>
+                <th>ID</th>
+                <th>Description</th>
+                <th>Created</th>
+                <th />
+              </tr>
+            </thead>
+            <tbody>
+              {projects.data.map((p) => (
+                <tr key={p.id} data-project-id={p.id}>
+                  <td>{p.name}</td>
+                  <td class="mono">{p.id}</td>
+                  <td class="muted">{p.description || '—'}</td>
+                  <td class="muted">{p.id === DEFAULT_PROJECT ? '—' : p.created_at ? formatTime(p.created_at) : '—'}</td>
+                  <td>{a.selection === p.id ? <span class="badge">selected</span> : null}</td>
+                </tr>
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {created && <NewKey apiKey={created} what={`Project ${created.project_id} created with its first key.`} onDone={() => setCreated(null)} />}
+      {!locked && (
+        <form class="form-row" onSubmit={create} data-testid="create-project">
+          <label class="field">
+            <span class="field-label">Name</span>
+            <input class="input" required value={name} placeholder="checkout-bot" onInput={(e) => setName((e.target as HTMLInputElement).value)} name="name" />
+          </label>
+          <label class="field">
+            <span class="field-label">Environment of its key</span>
+            <select class="select" value={environment} onChange={(e) => setEnvironment((e.target as HTMLSelectElement).value)} name="environment">
+              {ENVIRONMENTS.map((env) => (
+                <option key={env} value={env}>
+                  {env}
+                </option>
+              ))}
+            </select>
+          </label>
+          <label class="field grow">
+            <span class="field-label">Description</span>
+            <input class="input" value={description} placeholder="optional" onInput={(e) => setDescription((e.target as HTMLInputElement).value)} name="description" />
+          </label>
+          <button class="btn btn-primary" type="submit" disabled={busy || !name.trim()}>
+            Create project
+          </button>
+        </form>
+      )}
+      {error && <p class="text-error" role="alert">{error}</p>}
+    </section>
+  );
+}
+
+function KeyRow({ k, inUse }: { k: ApiKey; inUse: boolean }) {
+  const [confirm, setConfirm] = useState(false);
+  const [error, setError] = useState<string | null>(null);
+  async function revoke() {
+    setError(null);
+    try {
+      await admin.revokeKey(k.id);
+      const mine = auth.keys.find((s) => keyPrefix(s.key) === k.prefix && s.project === k.project_id);
+      if (mine) auth.dropKey(mine.key);
+      auth.changed();
+    } catch (e) {
+      setError((e as Error).message);
+    }
+    setConfirm(false);
+  }
+  const revoked = !!k.revoked_at;
+  return (
+    <tr data-key-id={k.id} data-key-status={revoked ? 'revoked' : 'active'}>
+      <td class="mono">{k.prefix}…</td>
+      <td>
+        {k.name || '—'}
+        {inUse && <span class="badge" style={{ marginLeft: '6px' }}>this dashboard</span>}
+      </td>
+      <td>{k.environment}</td>
+      <td class="muted">{formatTime(k.created_at)}</td>
+      <td class="muted">{k.last_used_at ? formatTime(k.last_used_at) : 'never'}</td>
+      <td data-field="status">
+        {revoked ? (
+          <span class="status status-revoked" title={'Revoked ' + formatTime(k.revoked_at!)}>
+            <span class="status-dot" />
+            revoked
+          </span>
+        ) : (
+          <span class="status status-success">
+            <span class="status-dot" />
+            active
+          </span>
+        )}
+      </td>
+      <td class="right">
+        {revoked ? null : confirm ? (
+          <span class="confirm" data-testid="revoke-confirm">
+            <span class="small">Refuse it from now on?</span>
+            <button type="button" class="btn btn-xs btn-error-soft" onClick={revoke}>
+              Revoke
+            </button>
+            <button type="button" class="btn btn-xs btn-ghost" onClick={() => setConfirm(false)}>
+              Cancel
+            </button>
+          </span>
+        ) : (
+          <button type="button" class="btn btn-xs" onClick={() => setConfirm(true)}>
+            Revoke…
+          </button>
+        )}
+        {error && <div class="text-error small">{error}</div>}
+      </td>
+    </tr>
+  );
+}
+
+function KeysCard() {
+  const a = useAuth();
+  const project = a.current?.project ?? (a.selection.startsWith('key:') ? null : a.selection);
+  const keys = useFetch((signal) => (project ? admin.keys(project, signal) : Promise.resolve([])), `keys:${project}:${a.adminToken ?? ''}:${a.rev}`);
+  const [name, setName] = useState('');
+  const [environment, setEnvironment] = useState('development');
+  const [created, setCreated] = useState<ApiKey | null>(null);
+  const [error, setError] = useState<string | null>(null);
+
+  async function create(e: Event) {
+    e.preventDefault();
+    if (!project) return;
+    setError(null);
+    try {
+      setCreated(await admin.createKey({ project, environment, name: name.trim() || 'key' }));
+      setName('');
+      auth.changed();
+    } catch (err) {
+      setError((err as Error).message);
+    }
+  }
+
+  const locked = adminLocked(keys.error);
+  return (
+    <section class="panel card" data-testid="keys-card">
+      <h2>
+        API keys of <span class="mono">{project ?? 'this key’s project'}</span>
+      </h2>
+      {!project ? (
+        <p class="muted">The project of the key in use is not known to this dashboard; choose a project to manage its keys.</p>
+      ) : locked ? (
+        <p class="muted">Listing keys needs the admin token (see Projects above).</p>
+      ) : keys.error ? (
+        <ErrorState error={keys.error} retry={keys.reload} what="API keys" />
+      ) : !keys.data ? (
+        <Loading />
+      ) : !keys.data.length ? (
+        <p class="muted">No keys for this project.{project === DEFAULT_PROJECT ? ' On this machine requests without a key reach it.' : ''}</p>
+      ) : (
+        <div class="table-wrap">
+          <table class="table table-small" data-testid="keys-table">
+            <thead>
+              <tr>
+                <th>Key</th>
+                <th>Name</th>
+                <th>Environment</th>
+                <th>Created</th>
+                <th>Last used</th>
+                <th>Status</th>
+                <th />
+              </tr>
+            </thead>
+            <tbody>
+              {keys.data.map((k) => (
+                <KeyRow key={k.id} k={k} inUse={a.current != null && keyPrefix(a.current.key) === k.prefix} />
+              ))}
+            </tbody>
+          </table>
+        </div>
+      )}
+      {created && <NewKey apiKey={created} what="Key created." onDone={() => setCreated(null)} />}
+      {project && !locked && (
+        <form class="form-row" onSubmit={create} data-testid="create-key">
+          <label class="field grow">
+            <span class="field-label">Name</span>
+            <input class="input" value={name} placeholder="ci, staging-worker…" onInput={(e) => setName((e.target as HTMLInputElement).value)} name="key-name" />
+          </label>
+          <label class="field">
+            <span class="field-label">Environment</span>
+            <select class="select" value={environment} onChange={(e) => setEnvironment((e.target as HTMLSelectElement).value)} name="key-environment">
+              {ENVIRONMENTS.map((env) => (
+                <option key={env} value={env}>
+                  {env}
+                </option>
+              ))}
+            </select>
+          </label>
+          <button class="btn btn-primary" type="submit">
+            Create key
+          </button>
+        </form>
+      )}
+      {error && <p class="text-error" role="alert">{error}</p>}
+    </section>
+  );
+}
+
+function BrowserKeysCard() {
+  const a = useAuth();
+  return (
+    <section class="panel card" data-testid="browser-keys">
+      <h2>Keys kept by this browser</h2>
+      <p class="muted">
+        To show a project, the dashboard uses a key of it: one you pasted, or one it created for itself (named{' '}
+        <span class="mono">dashboard</span>, environment development). They are kept in this browser's localStorage; the
+        admin token only for this tab.
+      </p>
+      {a.keys.length ? (
+        <>
+          <ul class="browser-keys">
+            {a.keys.map((k) => (
+              <li key={k.key}>
+                <span class="mono">{keyPrefix(k.key)}…</span> · {k.project ?? 'unknown project'}
+                {k.environment ? ` · ${k.environment}` : ''} · {k.source === 'dashboard' ? 'created by the dashboard' : 'pasted'}
+              </li>
+            ))}
+          </ul>
+          <button type="button" class="btn btn-xs" onClick={() => auth.forgetKeys()}>
+            Forget keys
+          </button>
+        </>
+      ) : (
+        <p class="muted">None.</p>
+      )}
+    </section>
   );
 }
