@@ -74,5 +74,9 @@ mod tests {
         let c = load(Some(&f)).unwrap();
         assert_eq!((c.port, c.dashboard_port), (Some(9000), Some(9001)));
         assert!(load(Some(&dir.join("missing.toml"))).is_err());
+        std::fs::write(&f, "[redact]\ndisable-secrets = false\noptional = [\"email\"]\n[redact.rules]\nticket = \"T-[0-9]+\"\n").unwrap();
+        let r = load(Some(&f)).unwrap().redact.unwrap();
+        assert_eq!(r.optional, vec!["email"]);
+        assert_eq!(r.rules["ticket"], "T-[0-9]+");
     }
 }

@@ -31,7 +31,7 @@ const OPTIONAL_RULES: &[(&str, &str)] = &[
 
 /// The `[redact]` section of the config file.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct RedactConfig {
     /// Turn the built-in secret rules off (not recommended).
     #[serde(default)]
