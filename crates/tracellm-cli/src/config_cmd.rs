@@ -80,6 +80,25 @@ pub const TEMPLATE: &str = r#"# TraceLLM configuration. Environment variables (T
 
 # Log filter (TRACELLM_LOG)
 # log = "info"
+
+# --- access (docs/SECURITY.md) ---------------------------------------------------------------
+
+# Require API keys (data) and the admin token (projects, keys) even on a loopback bind
+# (TRACELLM_REQUIRE_AUTH). The admin token itself is read only from TRACELLM_ADMIN_TOKEN.
+# require-auth = false
+
+# Let a non-loopback host serve without API keys (TRACELLM_INSECURE_NO_AUTH)
+# insecure-no-auth = false
+
+# Host names to answer to besides localhost, e.g. behind a proxy (TRACELLM_ALLOWED_HOSTS)
+# allowed-hosts = ["traces.internal.example"]
+
+# Redaction at ingest. Secrets (provider keys, bearer tokens, private keys) are always redacted
+# unless disable-secrets = true; these are optional rules, and your own name = "regex" rules.
+# [redact]
+# optional = ["email", "phone", "card_number"]
+# [redact.rules]
+# ticket = "TICKET-[0-9]+"
 "#;
 
 pub fn run(cmd: ConfigCommand, g: Globals) -> anyhow::Result<()> {
