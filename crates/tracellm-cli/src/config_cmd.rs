@@ -94,8 +94,9 @@ pub const TEMPLATE: &str = r#"# TraceLLM configuration. Environment variables (T
 # allowed-hosts = ["traces.internal.example"]
 
 # Redaction at ingest. Secrets (provider keys, bearer tokens, private keys) are always redacted
-# unless disable-secrets = true; these are optional rules, and your own name = "regex" rules.
+# unless disable-secrets is true; below, the optional rules, and your own rules as name and regex.
 # [redact]
+# disable-secrets = false
 # optional = ["email", "phone", "card_number"]
 # [redact.rules]
 # ticket = "TICKET-[0-9]+"
@@ -146,7 +147,7 @@ mod tests {
         let uncommented: String = super::TEMPLATE
             .lines()
             .filter_map(|l| l.strip_prefix("# "))
-            .filter(|l| l.contains(" = "))
+            .filter(|l| l.contains(" = ") || l.starts_with('['))
             .map(|l| format!("{l}\n"))
             .collect();
         let cfg: crate::config::FileConfig =
@@ -154,5 +155,6 @@ mod tests {
         assert_eq!(cfg.port, Some(8000));
         assert_eq!(cfg.endpoint.as_deref(), Some("http://127.0.0.1:8000"));
         assert_eq!(cfg.provider.as_deref(), Some("openai"));
+        assert_eq!(cfg.redact.unwrap().optional.len(), 3);
     }
 }
