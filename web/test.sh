@@ -31,5 +31,5 @@ npx --no-install vitest run || status=1
 echo "web: bundle drift check"
 node --test tests/drift.test.mjs || status=1
 echo "web: browser tests against $TRACELLM_BIN"
-node --test --test-concurrency=1 tests/browser.test.mjs || status=1
+node --test --test-concurrency=1 tests/browser.test.mjs tests/projects.test.mjs || status=1
 exit $status

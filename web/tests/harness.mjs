@@ -28,8 +28,11 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 const defaultBin = () => process.env.TRACELLM_BIN ?? join(REPO_DIR, 'target/debug/tracellm');
 
-/** Start the server binary; resolves once GET / on the API port answers. */
-export async function startServer({ bin = defaultBin() } = {}) {
+/**
+ * Start the server binary; resolves once GET / on the API port answers. `args` are added to
+ * `tracellm start` (e.g. `--require-auth`), `env` to its environment (e.g. TRACELLM_ADMIN_TOKEN).
+ */
+export async function startServer({ bin = defaultBin(), args = [], env = {} } = {}) {
   if (!existsSync(bin)) throw new Error(`tracellm binary not found at ${bin} (set TRACELLM_BIN or build it)`);
   const dataDir = mkdtempSync(join(tmpdir(), 'tracellm-web-'));
   const apiPort = await freePort();
@@ -40,9 +43,9 @@ export async function startServer({ bin = defaultBin() } = {}) {
   let proc = null;
 
   async function launch() {
-    const child = spawn(bin, ['start', '--host', '127.0.0.1', '--port', String(apiPort), '--dashboard-port', String(dashPort), '--data-dir', dataDir], {
+    const child = spawn(bin, ['start', '--host', '127.0.0.1', '--port', String(apiPort), '--dashboard-port', String(dashPort), '--data-dir', dataDir, ...args], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, TRACELLM_LOG: process.env.TRACELLM_LOG ?? 'warn' },
+      env: { ...process.env, TRACELLM_LOG: process.env.TRACELLM_LOG ?? 'warn', ...env },
     });
     const state = { child, exited: null };
     child.stdout.on('data', (d) => (output += d));
@@ -82,9 +85,12 @@ export async function startServer({ bin = defaultBin() } = {}) {
     dashboard,
     dataDir,
     output: () => output,
-    async post(docs) {
+    /** Post traces; with `key`, as that API key. */
+    async post(docs, { key } = {}) {
       const body = Array.isArray(docs) ? { traces: docs } : docs;
-      const r = await fetch(api + '/traces', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
+      const headers = { 'content-type': 'application/json' };
+      if (key) headers.authorization = 'Bearer ' + key;
+      const r = await fetch(api + '/traces', { method: 'POST', headers, body: JSON.stringify(body) });
       const text = await r.text();
       if (r.status !== 202 && r.status !== 200) throw new Error(`POST /traces answered ${r.status}: ${text.slice(0, 500)}`);
       return JSON.parse(text);
@@ -93,6 +99,18 @@ export async function startServer({ bin = defaultBin() } = {}) {
       const r = await fetch(api + path);
       if (!r.ok) throw new Error(`GET ${path} answered ${r.status}: ${(await r.text()).slice(0, 300)}`);
       return r.json();
+    },
+    /** Call the API with a method and headers; resolves to { status, body }. */
+    async call(method, path, { headers = {} } = {}) {
+      const r = await fetch(api + path, { method, headers });
+      const text = await r.text();
+      let body = null;
+      try {
+        body = text ? JSON.parse(text) : null;
+      } catch {
+        body = text;
+      }
+      return { status: r.status, body };
     },
     /** Stop and start again on the same ports and data dir. */
     async restart() {

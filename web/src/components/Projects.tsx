@@ -1,6 +1,6 @@
 // The project switcher of the sidebar, the key entry shown when the server asks for a key, and
 // the admin-token form.
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { admin, ApiError, type ApiKey } from '../lib/api';
 import { auth, DEFAULT_PROJECT, keyPrefix, keyProblem, selectionOf, useAuth } from '../lib/auth';
 import { useFetch } from '../lib/hooks';
@@ -26,6 +26,15 @@ export function ProjectSwitcher() {
     options.push({ value: sel, label: k.project ?? `key ${keyPrefix(k.key)}…` });
   }
   if (!ids.has(a.selection)) options.push({ value: a.selection, label: a.selection });
+  // Once the admin routes answer, a pasted key's project can be named.
+  const unknown = a.keys.some((k) => !k.project);
+  useEffect(() => {
+    if (!projects.data || !unknown) return;
+    admin.keys(null).then(
+      (listed) => auth.learnProjects(listed),
+      () => {},
+    );
+  }, [projects.data, unknown]);
   const adminLocked = projects.error instanceof ApiError && projects.error.status === 401;
   const cur = a.current;
 
@@ -76,7 +85,7 @@ export function ProjectSwitcher() {
           <>
             <Icon name="key" size={12} />
             <span class="mono">{keyPrefix(cur.key)}…</span>
-            {cur.environment && <span> · {cur.environment}</span>}
+            {cur.environment && <span>· {cur.environment}</span>}
           </>
         ) : (
           <span>no key: local access</span>
@@ -124,6 +133,7 @@ export function KeyEntry({ message }: { message: string }) {
     if (p) return;
     const key = value.trim();
     const known = await projectOf(key);
+    if (refused && refused.key !== key) auth.dropKey(refused.key);
     auth.useKey({ key, project: known?.project_id ?? null, environment: known?.environment ?? null, source: 'entered' });
   }
 
@@ -139,7 +149,7 @@ export function KeyEntry({ message }: { message: string }) {
             The key in use, <span class="mono">{keyPrefix(refused.key)}…</span>, was refused: {message}
           </p>
         ) : (
-          <p class="muted">{message}</p>
+          <p class="muted">The server says: {message}</p>
         )}
         <p class="muted">
           Paste a key of the project you want to see. Create one with <code>tracellm keys create</code> or in Settings with

@@ -102,4 +102,18 @@ describe('AuthState', () => {
     expect(session.getItem('tracellm.adminToken')).toBeNull();
     expect(calls).toBeGreaterThan(4);
   });
+
+  test('a pasted key learns its project from the key list without reloading', () => {
+    const st = new AuthState(new Mem(), new Mem());
+    st.useKey({ key: K2, project: null, environment: null, source: 'entered' });
+    expect(st.selection).toBe('key:' + keyPrefix(K2));
+    const e = st.epoch;
+    st.learnProjects([{ prefix: keyPrefix(K1), project_id: 'x', environment: 'staging' }]);
+    expect(st.keys[0].project).toBeNull();
+    st.learnProjects([{ prefix: keyPrefix(K2), project_id: 'secure-app', environment: 'production' }]);
+    expect(st.selection).toBe('secure-app');
+    expect(st.key).toBe(K2);
+    expect(st.current?.environment).toBe('production');
+    expect(st.epoch).toBe(e);
+  });
 });

@@ -165,6 +165,28 @@ export class AuthState {
     this.emit(true);
   }
 
+  /**
+   * Record the projects of pasted keys, learned from the key list (by prefix). The key in use
+   * stays the same, so nothing reloads; a selection naming the key now names its project.
+   */
+  learnProjects(listed: { prefix: string; project_id: string; environment: string }[]) {
+    let changed = false;
+    this.keys = this.keys.map((k) => {
+      if (k.project) return k;
+      const m = listed.find((l) => l.prefix === keyPrefix(k.key));
+      if (!m) return k;
+      changed = true;
+      if (this.selection === 'key:' + keyPrefix(k.key)) {
+        this.selection = m.project_id;
+        this.local?.setItem(SELECTION, m.project_id);
+      }
+      return { ...k, project: m.project_id, environment: m.environment };
+    });
+    if (!changed) return;
+    writeKeys(this.local, this.keys);
+    this.emit(false);
+  }
+
   setAdminToken(token: string | null) {
     this.adminToken = token && token.trim() ? token.trim() : null;
     if (this.adminToken) this.session?.setItem(ADMIN, this.adminToken);

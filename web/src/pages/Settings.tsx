@@ -89,6 +89,10 @@ export function Settings() {
         )}
       </section>
 
+      <ProjectsCard />
+      <KeysCard />
+      <BrowserKeysCard />
+
       {stats.data && (
         <section class="panel card">
           <h2>Store</h2>
@@ -133,10 +137,6 @@ export function Settings() {
         </dl>
         <CodeBlock code={`export TRACELLM_ENDPOINT=${origin}/api`} lang="Python SDK" />
       </section>
-
-      <ProjectsCard />
-      <KeysCard />
-      <BrowserKeysCard />
 
       <section class="panel card">
         <h2>Appearance</h2>
@@ -395,7 +395,8 @@ function KeysCard() {
   return (
     <section class="panel card" data-testid="keys-card">
       <h2>
-        API keys of <span class="mono">{project ?? 'this key’s project'}</span>
+        API keys{project ? ' of ' : ''}
+        {project && <span class="mono">{project}</span>}
       </h2>
       {!project ? (
         <p class="muted">The project of the key in use is not known to this dashboard; choose a project to manage its keys.</p>
