@@ -380,8 +380,20 @@ const UPSERT: &str = "INSERT INTO traces (project_id, id, name, status, ts, end_
     cached_tokens, cost_usd, retries, failure_reason, session_id, user_id, tags, span_count,
     error_count, prompt_preview, response_preview, prompt, response, metadata, input, updated_us,
     environment, fts)
- VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19,
-    $20, $21, $22, $23, $24, $25, $26, $27, $28, $29, $30, to_tsvector('simple', $31))
+ SELECT project_id, id, name, status, ts, end_ts, latency_ms, model, provider, prompt_tokens,
+    completion_tokens, total_tokens, tokens_estimated, cached_tokens, cost_usd, retries,
+    failure_reason, session_id, user_id, tags, span_count, error_count, prompt_preview,
+    response_preview, prompt, response, metadata, input, $29, environment,
+    to_tsvector('simple', body)
+ FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
+    $7::float8[], $8::text[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::bool[],
+    $14::int8[], $15::float8[], $16::int8[], $17::text[], $18::text[], $19::text[], $20::text[],
+    $21::int8[], $22::int8[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[],
+    $28::text[], $30::text[], $31::text[])
+    AS u(project_id, id, name, status, ts, end_ts, latency_ms, model, provider, prompt_tokens,
+    completion_tokens, total_tokens, tokens_estimated, cached_tokens, cost_usd, retries,
+    failure_reason, session_id, user_id, tags, span_count, error_count, prompt_preview,
+    response_preview, prompt, response, metadata, input, environment, body)
  ON CONFLICT (project_id, id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status,
     ts = EXCLUDED.ts, end_ts = EXCLUDED.end_ts, latency_ms = EXCLUDED.latency_ms,
     model = EXCLUDED.model, provider = EXCLUDED.provider,
@@ -395,79 +407,146 @@ const UPSERT: &str = "INSERT INTO traces (project_id, id, name, status, ts, end_
     prompt = EXCLUDED.prompt, response = EXCLUDED.response, metadata = EXCLUDED.metadata,
     input = EXCLUDED.input, updated_us = EXCLUDED.updated_us,
     environment = EXCLUDED.environment, fts = EXCLUDED.fts
- RETURNING pk, (xmax = 0) AS created";
+ RETURNING pk, (xmax = 0) AS created, project_id, id";
 
 /// Inserts or replaces one trace (the caller holds its lock); true when it is new.
 async fn write_trace(tx: &Tx<'_>, p: &Prepared, now_us: i64) -> Result<bool> {
-    let t = &p.summary;
-    let ts = time::to_micros(t.timestamp);
-    let end_ts = t.end_time.map(time::to_micros);
-    let (prompt_tokens, completion_tokens, total_tokens) =
-        (t.tokens.prompt as i64, t.tokens.completion as i64, t.tokens.total as i64);
-    let cached = t.tokens.cached.map(|c| c as i64);
-    let (retries, span_count, error_count) =
-        (t.retries as i64, t.span_count as i64, t.error_count as i64);
+    Ok(write_many(tx, &[p], now_us).await?[0])
+}
+
+/// Inserts or replaces traces of distinct (project, id), whose locks the caller holds, in a
+/// fixed number of statements (multi-row, from arrays); returns for each whether it is new.
+async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bool>> {
+    fn col<'a, T>(ps: &[&'a Prepared], f: impl Fn(&'a Prepared) -> T) -> Vec<T> {
+        ps.iter().map(|p| f(p)).collect()
+    }
+    fn s(p: &Prepared) -> &TraceSummary {
+        &p.summary
+    }
+    let project: Vec<&str> = col(ps, |p| s(p).project_id.as_str());
+    let id: Vec<&str> = col(ps, |p| s(p).id.as_str());
+    let name: Vec<&str> = col(ps, |p| s(p).name.as_str());
+    let status: Vec<&str> = col(ps, |p| s(p).status.as_str());
+    let ts: Vec<i64> = col(ps, |p| time::to_micros(s(p).timestamp));
+    let end_ts: Vec<Option<i64>> = col(ps, |p| s(p).end_time.map(time::to_micros));
+    let latency: Vec<Option<f64>> = col(ps, |p| s(p).latency_ms);
+    let model: Vec<Option<&str>> = col(ps, |p| s(p).model.as_deref());
+    let provider: Vec<Option<&str>> = col(ps, |p| s(p).provider.as_deref());
+    let prompt_tokens: Vec<i64> = col(ps, |p| s(p).tokens.prompt as i64);
+    let completion_tokens: Vec<i64> = col(ps, |p| s(p).tokens.completion as i64);
+    let total_tokens: Vec<i64> = col(ps, |p| s(p).tokens.total as i64);
+    let estimated: Vec<bool> = col(ps, |p| s(p).tokens.estimated);
+    let cached: Vec<Option<i64>> = col(ps, |p| s(p).tokens.cached.map(|c| c as i64));
+    let cost: Vec<Option<f64>> = col(ps, |p| s(p).cost_usd);
+    let retries: Vec<i64> = col(ps, |p| s(p).retries as i64);
+    let failure: Vec<Option<&str>> = col(ps, |p| s(p).failure_reason.as_deref());
+    let session: Vec<Option<&str>> = col(ps, |p| s(p).session_id.as_deref());
+    let user: Vec<Option<&str>> = col(ps, |p| s(p).user_id.as_deref());
+    let tags: Vec<&str> = col(ps, |p| p.tags.as_str());
+    let span_count: Vec<i64> = col(ps, |p| s(p).span_count as i64);
+    let error_count: Vec<i64> = col(ps, |p| s(p).error_count as i64);
+    let prompt_preview: Vec<Option<&str>> = col(ps, |p| s(p).prompt_preview.as_deref());
+    let response_preview: Vec<Option<&str>> = col(ps, |p| s(p).response_preview.as_deref());
+    let prompt: Vec<Option<&str>> = col(ps, |p| p.prompt.as_deref());
+    let response: Vec<Option<&str>> = col(ps, |p| p.response.as_deref());
+    let metadata: Vec<&str> = col(ps, |p| p.metadata.as_str());
+    let input: Vec<Option<&str>> = col(ps, |p| p.input.as_deref());
+    let environment: Vec<Option<&str>> = col(ps, |p| s(p).environment.as_deref());
+    let fts: Vec<&str> = col(ps, |p| p.fts.as_str());
     let values: [&(dyn ToSql + Sync); 31] = [
-        &t.project_id,
-        &t.id,
-        &t.name,
-        &t.status.as_str(),
+        &project,
+        &id,
+        &name,
+        &status,
         &ts,
         &end_ts,
-        &t.latency_ms,
-        &t.model,
-        &t.provider,
+        &latency,
+        &model,
+        &provider,
         &prompt_tokens,
         &completion_tokens,
         &total_tokens,
-        &t.tokens.estimated,
+        &estimated,
         &cached,
-        &t.cost_usd,
+        &cost,
         &retries,
-        &t.failure_reason,
-        &t.session_id,
-        &t.user_id,
-        &p.tags,
+        &failure,
+        &session,
+        &user,
+        &tags,
         &span_count,
         &error_count,
-        &t.prompt_preview,
-        &t.response_preview,
-        &p.prompt,
-        &p.response,
-        &p.metadata,
-        &p.input,
+        &prompt_preview,
+        &response_preview,
+        &prompt,
+        &response,
+        &metadata,
+        &input,
         &now_us,
-        &t.environment,
-        &p.fts,
+        &environment,
+        &fts,
     ];
     let stmt = tx.prepare_cached(UPSERT).await?;
-    let row = tx.query_one(&stmt, &values).await?;
-    let pk: i64 = row.get(0);
-    let created: bool = row.get(1);
-    if !created {
-        let del = tx.prepare_cached("DELETE FROM spans WHERE trace_pk = $1").await?;
-        tx.execute(&del, &[&pk]).await?;
-        let del = tx.prepare_cached("DELETE FROM trace_tags WHERE trace_pk = $1").await?;
-        tx.execute(&del, &[&pk]).await?;
+    let rows = tx.query(&stmt, &values).await?;
+    let mut written = std::collections::HashMap::with_capacity(rows.len());
+    for r in &rows {
+        let key: (&str, &str) = (r.get(2), r.get(3));
+        written.insert(key, (r.get::<_, i64>(0), r.get::<_, bool>(1)));
     }
-    if !t.tags.is_empty() {
+    let mut pks = Vec::with_capacity(ps.len());
+    let mut created = Vec::with_capacity(ps.len());
+    let mut replaced = Vec::new();
+    for p in ps {
+        let &(pk, new) =
+            written.get(&(p.summary.project_id.as_str(), p.summary.id.as_str())).ok_or_else(
+                || StoreError::Internal(format!("trace {} was not written", p.summary.id)),
+            )?;
+        pks.push(pk);
+        created.push(new);
+        if !new {
+            replaced.push(pk);
+        }
+    }
+    if !replaced.is_empty() {
+        let del = tx.prepare_cached("DELETE FROM spans WHERE trace_pk = ANY($1)").await?;
+        tx.execute(&del, &[&replaced]).await?;
+        let del = tx.prepare_cached("DELETE FROM trace_tags WHERE trace_pk = ANY($1)").await?;
+        tx.execute(&del, &[&replaced]).await?;
+    }
+    let (mut tag_pk, mut tag, mut tag_project, mut tag_ts) = (vec![], vec![], vec![], vec![]);
+    let (mut span_pk, mut span_id, mut span_start, mut span_doc) = (vec![], vec![], vec![], vec![]);
+    for ((p, &pk), &t) in ps.iter().zip(&pks).zip(&ts) {
+        for name in &p.summary.tags {
+            tag_pk.push(pk);
+            tag.push(name.as_str());
+            tag_project.push(p.summary.project_id.as_str());
+            tag_ts.push(t);
+        }
+        for i in 0..p.span_ids.len() {
+            span_pk.push(pk);
+            span_id.push(p.span_ids[i].as_str());
+            span_start.push(p.span_starts[i]);
+            span_doc.push(p.span_docs[i].as_str());
+        }
+    }
+    if !tag.is_empty() {
         let ins = tx
             .prepare_cached(
                 "INSERT INTO trace_tags (trace_pk, tag, project_id, ts)
-                 SELECT $1, tag, $3, $4 FROM unnest($2::text[]) AS tag
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::text[], $4::int8[])
                  ON CONFLICT DO NOTHING",
             )
             .await?;
-        tx.execute(&ins, &[&pk, &t.tags, &t.project_id, &ts]).await?;
+        tx.execute(&ins, &[&tag_pk, &tag, &tag_project, &tag_ts]).await?;
     }
-    if !p.span_ids.is_empty() {
+    if !span_id.is_empty() {
         let ins = tx
             .prepare_cached(
                 "INSERT INTO spans (trace_pk, id, start_us, doc)
-                 SELECT $1, * FROM unnest($2::text[], $3::int8[], $4::text[])",
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[])",
             )
             .await?;
-        tx.execute(&ins, &[&pk, &p.span_ids, &p.span_starts, &p.span_docs]).await?;
+        tx.execute(&ins, &[&span_pk, &span_id, &span_start, &span_doc]).await?;
     }
     Ok(created)
 }
@@ -726,17 +805,74 @@ impl PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let now = chrono::Utc::now().timestamp_micros();
-        let lock = tx.prepare_cached("SELECT pg_advisory_xact_lock($1)").await?;
-        let notify = tx.prepare_cached("SELECT pg_notify($1, $2)").await?;
+        // Every trace's lock, in one statement, in the order of the keys.
+        let mut keys: Vec<i64> =
+            order.iter().map(|&i| lock_key(ops[i].key().0, ops[i].key().1)).collect();
+        keys.dedup();
+        let lock = tx
+            .prepare_cached("SELECT count(pg_advisory_xact_lock(k)) FROM unnest($1::int8[]) AS k")
+            .await?;
+        tx.execute(&lock, &[&keys]).await?;
         let mut out: Vec<Option<(Ingested, Option<TraceSummary>)>> =
             (0..ops.len()).map(|_| None).collect();
-        let mut last_key = None;
+        // Traces written whole: native ingest, and new OTLP traces that came in one request.
+        // When every trace of the call is distinct they are written together; the others are
+        // merged one by one.
+        let mut direct: Vec<usize> = Vec::new();
+        if keys.len() == ops.len() {
+            let mut candidates: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+            for op in ops {
+                if let Op::Merge { project_id, batch, fresh: Some(_) } = op {
+                    candidates.entry(project_id).or_default().push(&batch.trace_id);
+                }
+            }
+            let mut seen: std::collections::HashSet<(String, String)> = Default::default();
+            if !candidates.is_empty() {
+                let stmt = tx
+                    .prepare_cached(
+                        "SELECT id FROM traces WHERE project_id = $1 AND id = ANY($2)
+                         UNION SELECT trace_id FROM pending_events
+                         WHERE project_id = $1 AND trace_id = ANY($2)",
+                    )
+                    .await?;
+                for (project, ids) in &candidates {
+                    for r in tx.query(&stmt, &[project, ids]).await? {
+                        seen.insert((project.to_string(), r.get(0)));
+                    }
+                }
+            }
+            for (i, op) in ops.iter().enumerate() {
+                let whole = match op {
+                    Op::Replace(_) => true,
+                    Op::Merge { project_id, batch, fresh: Some(_) } => {
+                        !seen.contains(&(project_id.clone(), batch.trace_id.clone()))
+                    }
+                    Op::Merge { .. } => false,
+                };
+                if whole {
+                    direct.push(i);
+                }
+            }
+            let prepared: Vec<&Prepared> = direct
+                .iter()
+                .map(|&i| match &ops[i] {
+                    Op::Replace(p) => p,
+                    Op::Merge { fresh, .. } => fresh.as_deref().expect("a whole trace"),
+                })
+                .collect();
+            if !prepared.is_empty() {
+                let created = write_many(&tx, &prepared, now).await?;
+                for ((&i, p), created) in direct.iter().zip(prepared).zip(created) {
+                    out[i] = Some((
+                        Ingested { id: p.summary.id.clone(), created },
+                        Some(p.summary.clone()),
+                    ));
+                }
+            }
+        }
         for &i in order {
-            let (project, id) = ops[i].key();
-            let key = lock_key(project, id);
-            if last_key != Some(key) {
-                tx.execute(&lock, &[&key]).await?;
-                last_key = Some(key);
+            if out[i].is_some() {
+                continue;
             }
             let w = match &ops[i] {
                 Op::Replace(p) => {
@@ -748,19 +884,30 @@ impl PostgresStore {
                         .await?
                 }
             };
-            if w.1.is_some() {
-                let kind = if w.0.created { "created" } else { "updated" };
-                let payload = format!("{}\t{project}\t{id}\t{kind}", self.instance);
-                // NOTIFY payloads are limited to 8000 bytes; ids that long are not announced
-                // to other instances.
-                if payload.len() < 8000 {
-                    tx.execute(&notify, &[&CHANNEL, &payload]).await?;
-                }
-            }
             out[i] = Some(w);
         }
+        let out: Vec<_> = out.into_iter().map(|w| w.expect("every op written")).collect();
+        // NOTIFY payloads are limited to 8000 bytes; ids that long are not announced to other
+        // instances. PostgreSQL delivers them at COMMIT.
+        let payloads: Vec<String> = out
+            .iter()
+            .zip(ops)
+            .filter(|((_, summary), _)| summary.is_some())
+            .map(|((ingested, _), op)| {
+                let kind = if ingested.created { "created" } else { "updated" };
+                let (project, id) = op.key();
+                format!("{}\t{project}\t{id}\t{kind}", self.instance)
+            })
+            .filter(|p| p.len() < 8000)
+            .collect();
+        if !payloads.is_empty() {
+            let notify = tx
+                .prepare_cached("SELECT count(pg_notify($1, p)) FROM unnest($2::text[]) AS p")
+                .await?;
+            tx.execute(&notify, &[&CHANNEL, &payloads]).await?;
+        }
         tx.commit().await?;
-        Ok(out.into_iter().map(|w| w.expect("every op written")).collect())
+        Ok(out)
     }
 }
 
