@@ -596,6 +596,12 @@ mod pg {
         }
     }
 
+    /// Few connections per store: tests run side by side on one server, whose default limit
+    /// is 100 connections.
+    pub fn options() -> PostgresOptions {
+        PostgresOptions { pool_size: 4, ..Default::default() }
+    }
+
     /// A fresh database: its URL, and the guard that drops it.
     pub async fn database() -> (String, Database) {
         let name = format!("t_{:016x}", rand::random::<u64>());
@@ -605,7 +611,7 @@ mod pg {
 
     pub async fn open() -> (Arc<dyn Store>, Database) {
         let (url, db) = database().await;
-        let store = PostgresStore::open(&url, PostgresOptions::default()).await.unwrap();
+        let store = PostgresStore::open(&url, pg::options()).await.unwrap();
         (Arc::new(store), db)
     }
 }
@@ -620,8 +626,8 @@ store_suite!(postgres, pg::open());
 async fn two_instances() -> (PostgresStore, PostgresStore, pg::Database) {
     let (url, db) = pg::database().await;
     let (a, b) = tokio::join!(
-        PostgresStore::open(&url, PostgresOptions::default()),
-        PostgresStore::open(&url, PostgresOptions::default())
+        PostgresStore::open(&url, pg::options()),
+        PostgresStore::open(&url, pg::options())
     );
     (a.unwrap(), b.unwrap(), db)
 }
@@ -629,7 +635,7 @@ async fn two_instances() -> (PostgresStore, PostgresStore, pg::Database) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_instances_starting_together_migrate_once() {
     let (url, _db) = pg::database().await;
-    let opens = (0..4).map(|_| PostgresStore::open(&url, PostgresOptions::default()));
+    let opens = (0..4).map(|_| PostgresStore::open(&url, pg::options()));
     let stores = futures::future::join_all(opens).await;
     for s in stores {
         let s = s.unwrap();
@@ -728,8 +734,8 @@ async fn postgres_outage_is_unavailable_then_resumes_with_nothing_lost() {
     )));
     let url = cluster.start(None);
     let port = url.rsplit_once(':').unwrap().1.split('/').next().unwrap().to_string();
-    let a = PostgresStore::open(&url, PostgresOptions::default()).await.unwrap();
-    let b = PostgresStore::open(&url, PostgresOptions::default()).await.unwrap();
+    let a = PostgresStore::open(&url, pg::options()).await.unwrap();
+    let b = PostgresStore::open(&url, pg::options()).await.unwrap();
     a.ingest(vec![trace("default", "before", 1, json!({}))]).await.unwrap();
 
     cluster.stop();
