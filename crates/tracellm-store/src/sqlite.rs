@@ -34,6 +34,9 @@ pub struct SqliteOptions {
     pub readers: usize,
     /// Ingest requests that may wait for the writer; beyond this, ingest answers "busy".
     pub queue_requests: usize,
+    /// Bytes of prepared data that may wait for the writer (the memory bound of the queue);
+    /// beyond this, ingest answers "busy".
+    pub queue_bytes: usize,
     /// Most traces written in one transaction.
     pub max_batch_traces: usize,
     /// fsync the WAL at every commit (durable across power loss, not only process crashes).
@@ -47,6 +50,7 @@ impl Default for SqliteOptions {
         Self {
             readers: 4,
             queue_requests: 1024,
+            queue_bytes: 256 * 1024 * 1024,
             max_batch_traces: 2000,
             sync_full: true,
             assembler: Arc::new(Assembler::default()),
@@ -195,6 +199,29 @@ enum Op {
     Merge { project_id: String, batch: SpanBatch, fresh: Option<Box<Prepared>> },
 }
 
+impl Op {
+    /// Approximate bytes held while waiting for the writer.
+    fn size(&self) -> usize {
+        let prepared = |p: &Prepared| {
+            p.spans.iter().map(|(id, _, doc)| id.len() + doc.len()).sum::<usize>()
+                + p.fts.len()
+                + p.metadata.len()
+                + p.prompt.as_ref().map_or(0, String::len)
+                + p.response.as_ref().map_or(0, String::len)
+                + 512
+        };
+        match self {
+            Op::Replace(p) => prepared(p),
+            Op::Merge { batch, fresh, .. } => {
+                fresh.as_deref().map_or(0, prepared)
+                    + batch.spans.len() * 2048
+                    + batch.log_events.len() * 512
+                    + 256
+            }
+        }
+    }
+}
+
 /// A trace with everything the writer needs already serialized, so that the single writer
 /// thread spends its time in SQLite only; preparing runs on the callers' threads in parallel.
 struct Prepared {
@@ -232,6 +259,9 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
 
 pub struct SqliteStore {
     path: PathBuf,
+    /// One permit per KiB of prepared data waiting for the writer.
+    queued_kib: Arc<Semaphore>,
+    queue_kib: usize,
     assembler: Arc<Assembler>,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -306,6 +336,8 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, rx, ev, max_batch, asm))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
+            queued_kib: Arc::new(Semaphore::new((opts.queue_bytes / 1024).clamp(1, u32::MAX as usize))),
+            queue_kib: (opts.queue_bytes / 1024).clamp(1, u32::MAX as usize),
             assembler: Arc::clone(&opts.assembler),
             readers: Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1))),
             path,
@@ -343,6 +375,13 @@ impl SqliteStore {
     /// Queues ops for the writer and waits for their commit; a full queue is "busy", not a wait.
     async fn submit(&self, ops: Vec<Op>) -> Result<Vec<Ingested>> {
         let queue = self.queue.lock().expect("queue lock").clone().ok_or(StoreError::Closed)?;
+        let kib = ops.iter().map(Op::size).sum::<usize>().div_ceil(1024).max(1);
+        // A request larger than the whole bound may still pass alone.
+        let kib = u32::try_from(kib.min(self.queue_kib)).unwrap_or(u32::MAX);
+        // Held until the writer has answered: the bytes waiting in the queue stay bounded.
+        let _permit = Arc::clone(&self.queued_kib).try_acquire_many_owned(kib).map_err(|_| {
+            StoreError::Unavailable("ingest queue is full (memory bound reached); retry shortly".into())
+        })?;
         let (ack, done) = oneshot::channel();
         queue.try_send(Job::Write(WriteRequest { ops, ack })).map_err(|e| match e {
             mpsc::error::TrySendError::Full(_) => {

@@ -777,3 +777,33 @@ async fn postgres_outage_is_unavailable_then_resumes_with_nothing_lost() {
     a.close().await.unwrap();
     b.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_queue_memory_is_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.db");
+    // a bound smaller than two traces
+    let opts = SqliteOptions { queue_bytes: 4 * 1024, ..SqliteOptions::default() };
+    let store = Arc::new(SqliteStore::open(&path, opts).await.unwrap());
+    let big = |id: &str| {
+        trace("default", id, 1, json!({"spans": [llm("a", 1, "gpt-4o", &"word ".repeat(800), "ok", None)]}))
+    };
+    // another connection holds the write lock, so the first request waits in the queue
+    let blocker = rusqlite::Connection::open(&path).unwrap();
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    let s = Arc::clone(&store);
+    let first_trace = big("first");
+    let first = tokio::spawn(async move { s.ingest(vec![first_trace]).await });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    match store.ingest(vec![big("second")]).await {
+        Err(StoreError::Unavailable(m)) => assert!(m.contains("memory bound"), "{m}"),
+        other => panic!("a full queue must answer busy, got {other:?}"),
+    }
+    blocker.execute_batch("COMMIT").unwrap();
+    first.await.unwrap().unwrap();
+    // once the queue drains, ingest works again, and only acknowledged traces are stored
+    store.ingest(vec![big("after")]).await.unwrap();
+    assert_eq!(store.info().await.unwrap().traces, 2);
+    assert!(store.get_trace("default", "second").await.unwrap().is_none());
+    store.close().await.unwrap();
+}
