@@ -336,7 +336,9 @@ impl SqliteStore {
             .spawn(move || writer_loop(conn, rx, ev, max_batch, asm))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
-            queued_kib: Arc::new(Semaphore::new((opts.queue_bytes / 1024).clamp(1, u32::MAX as usize))),
+            queued_kib: Arc::new(Semaphore::new(
+                (opts.queue_bytes / 1024).clamp(1, u32::MAX as usize),
+            )),
             queue_kib: (opts.queue_bytes / 1024).clamp(1, u32::MAX as usize),
             assembler: Arc::clone(&opts.assembler),
             readers: Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1))),
@@ -380,7 +382,9 @@ impl SqliteStore {
         let kib = u32::try_from(kib.min(self.queue_kib)).unwrap_or(u32::MAX);
         // Held until the writer has answered: the bytes waiting in the queue stay bounded.
         let _permit = Arc::clone(&self.queued_kib).try_acquire_many_owned(kib).map_err(|_| {
-            StoreError::Unavailable("ingest queue is full (memory bound reached); retry shortly".into())
+            StoreError::Unavailable(
+                "ingest queue is full (memory bound reached); retry shortly".into(),
+            )
         })?;
         let (ack, done) = oneshot::channel();
         queue.try_send(Job::Write(WriteRequest { ops, ack })).map_err(|e| match e {
