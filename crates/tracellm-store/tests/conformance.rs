@@ -786,7 +786,12 @@ async fn sqlite_queue_memory_is_bounded() {
     let opts = SqliteOptions { queue_bytes: 4 * 1024, ..SqliteOptions::default() };
     let store = Arc::new(SqliteStore::open(&path, opts).await.unwrap());
     let big = |id: &str| {
-        trace("default", id, 1, json!({"spans": [llm("a", 1, "gpt-4o", &"word ".repeat(800), "ok", None)]}))
+        trace(
+            "default",
+            id,
+            1,
+            json!({"spans": [llm("a", 1, "gpt-4o", &"word ".repeat(800), "ok", None)]}),
+        )
     };
     // another connection holds the write lock, so the first request waits in the queue
     let blocker = rusqlite::Connection::open(&path).unwrap();
