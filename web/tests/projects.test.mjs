@@ -111,7 +111,23 @@ describe('projects on a loopback server', () => {
     const refused = await fetch(server.api + '/traces', { headers: { authorization: 'Bearer ' + secret } });
     assert.equal(refused.status, 401);
 
-    // The dashboard's own key still works; forgetting keys goes back to default.
+    // Revoking the dashboard's own key: the traces page asks for a key rather than showing
+    // default's traces, and the dashboard can make itself a new one.
+    const ownRow = '[data-testid="keys-table"] tr:has-text("this dashboard")';
+    await page.click(ownRow + ' button:has-text("Revoke…")');
+    await page.click(ownRow + ' [data-testid="revoke-confirm"] button:has-text("Revoke")');
+    await page.waitForFunction(() => JSON.parse(localStorage.getItem('tracellm.keys') ?? '[]').length === 0);
+    await clientNav(page, '/traces');
+    await page.waitForSelector('[data-testid="key-entry"]');
+    assert.match(await page.textContent('[data-testid="key-entry"]'), /No key of project checkout-bot/);
+    assert.match(await page.textContent('[data-testid="key-entry"] h2'), /A key of checkout-bot is needed/);
+    assert.equal(await page.$(`tr[data-trace-id="${inDefault.id}"]`), null);
+    await shot(page, 'key-missing-for-project');
+    await page.click('[data-testid="key-create-own"]');
+    await page.waitForSelector(`tr[data-trace-id="${mine.id}"]`);
+    assert.ok(!(await listedIds(page)).includes(inDefault.id));
+
+    // Forgetting keys goes back to default.
     await page.click('[data-testid="forget-keys"]');
     await page.waitForFunction(() => document.querySelector('[data-testid="project-select"]')?.value === 'default');
     assert.equal(await page.evaluate(() => localStorage.getItem('tracellm.keys')), null);

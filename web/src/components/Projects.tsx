@@ -7,6 +7,24 @@ import { useFetch } from '../lib/hooks';
 import { Icon } from './icons';
 import { Link } from './ui';
 
+/** Switch to a project; one this browser has no key for gets a key the dashboard makes for itself. */
+export async function switchProject(sel: string): Promise<string | null> {
+  if (sel === DEFAULT_PROJECT || sel.startsWith('key:') || auth.keys.some((k) => selectionOf(k) === sel)) {
+    auth.select(sel);
+    return null;
+  }
+  try {
+    const k = await admin.createKey({ project: sel, environment: 'development', name: 'dashboard' });
+    auth.useKey({ key: k.key!, project: k.project_id, environment: k.environment, source: 'dashboard' });
+    auth.changed();
+    return null;
+  } catch (e) {
+    return e instanceof ApiError && e.status === 401
+      ? 'A key for this project needs the admin token; enter it in Settings, or paste a key of the project.'
+      : (e as Error).message;
+  }
+}
+
 export function ProjectSwitcher() {
   const a = useAuth();
   const projects = useFetch((signal) => admin.projects(signal), `projects:${a.adminToken ?? ''}:${a.rev}`);
@@ -40,25 +58,9 @@ export function ProjectSwitcher() {
 
   async function choose(sel: string) {
     setProblem(null);
-    if (sel === DEFAULT_PROJECT || sel.startsWith('key:') || a.keys.some((k) => selectionOf(k) === sel)) {
-      auth.select(sel);
-      return;
-    }
-    // A project this browser has no key for: the dashboard makes one for itself.
     setBusy(true);
-    try {
-      const k = await admin.createKey({ project: sel, environment: 'development', name: 'dashboard' });
-      auth.useKey({ key: k.key!, project: k.project_id, environment: k.environment, source: 'dashboard' });
-      auth.changed();
-    } catch (e) {
-      setProblem(
-        e instanceof ApiError && e.status === 401
-          ? 'A key for this project needs the admin token; enter it in Settings, or paste a key of the project.'
-          : (e as Error).message,
-      );
-    } finally {
-      setBusy(false);
-    }
+    setProblem(await switchProject(sel));
+    setBusy(false);
   }
 
   return (
@@ -88,7 +90,7 @@ export function ProjectSwitcher() {
             {cur.environment && <span>· {cur.environment}</span>}
           </>
         ) : (
-          <span>no key: local access</span>
+          <span>{a.missingKey ? 'no key of this project kept' : 'no key: local access'}</span>
         )}
       </div>
       {busy && <div class="project-note muted">Creating a key for this dashboard…</div>}
@@ -143,8 +145,10 @@ export function KeyEntry({ message }: { message: string }) {
         <div class="key-entry-icon">
           <Icon name="key" size={22} />
         </div>
-        <h2>This server requires an API key</h2>
-        {refused ? (
+        <h2>{a.missingKey ? `A key of ${a.selection} is needed` : 'This server requires an API key'}</h2>
+        {a.missingKey ? (
+          <p class="muted">{message} Without one the requests would reach the default project instead.</p>
+        ) : refused ? (
           <p>
             The key in use, <span class="mono">{keyPrefix(refused.key)}…</span>, was refused: {message}
           </p>
@@ -183,6 +187,21 @@ export function KeyEntry({ message }: { message: string }) {
           <button type="button" class="link-btn" onClick={() => auth.dropKey(refused.key)}>
             Forget the refused key
           </button>
+        )}
+        {a.missingKey && (
+          <div class="form-row">
+            <button
+              type="button"
+              class="btn btn-xs"
+              data-testid="key-create-own"
+              onClick={async () => setProblem(await switchProject(a.selection))}
+            >
+              Let the dashboard create a key of {a.selection}
+            </button>
+            <button type="button" class="btn btn-xs btn-ghost" onClick={() => auth.select(DEFAULT_PROJECT)}>
+              Back to default
+            </button>
+          </div>
         )}
       </section>
     </div>

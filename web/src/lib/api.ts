@@ -200,6 +200,12 @@ export async function request<T>(
   const admin = isAdminPath(path);
   const headers: Record<string, string> = { Accept: 'application/json' };
   const key = admin ? null : auth.key;
+  // Without a key a request would reach `default`, not the project on screen: ask for one instead.
+  if (!admin && auth.missingKey) {
+    const message = `No key of project ${auth.selection} is kept in this browser.`;
+    auth.requireKey(message);
+    throw new ApiError(401, 'unauthorized', message);
+  }
   if (key) headers.Authorization = 'Bearer ' + key;
   if (admin && auth.adminToken) headers['X-Admin-Token'] = auth.adminToken;
   const epoch = auth.epoch;

@@ -121,6 +121,11 @@ export class AuthState {
     return keyFor(this.keys, this.selection)?.key ?? null;
   }
 
+  /** A project other than `default` is selected but no key of it is kept (forgotten or revoked). */
+  get missingKey(): boolean {
+    return this.selection !== DEFAULT_PROJECT && this.key === null;
+  }
+
   get current(): StoredKey | null {
     return keyFor(this.keys, this.selection);
   }

@@ -63,6 +63,11 @@ class LiveHub {
     try {
       // Browsers cannot set headers on a WebSocket: the key goes in the query.
       const key = auth.key;
+      // No key for the selected project: a stream without one would be `default`'s.
+      if (auth.missingKey) {
+        this.setState('closed');
+        return;
+      }
       ws = new WebSocket(`${proto}//${location.host}/api/ws` + (key ? '?api_key=' + encodeURIComponent(key) : ''));
     } catch {
       this.scheduleReconnect();

@@ -465,7 +465,7 @@ function BrowserKeysCard() {
       <p class="muted">
         To show a project, the dashboard uses a key of it: one you pasted, or one it created for itself (named{' '}
         <span class="mono">dashboard</span>, environment development). They are kept in this browser's localStorage; the
-        admin token only for this tab.
+        admin token only for this tab. To look at another environment, create a key of it above and use it here.
       </p>
       {a.keys.length ? (
         <>
