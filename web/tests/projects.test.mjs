@@ -113,7 +113,7 @@ describe('projects on a loopback server', () => {
 
     // Revoking the dashboard's own key: the traces page asks for a key rather than showing
     // default's traces, and the dashboard can make itself a new one.
-    const ownRow = '[data-testid="keys-table"] tr:has-text("this dashboard")';
+    const ownRow = '[data-testid="keys-table"] tr:has-text("used here")';
     await page.click(ownRow + ' button:has-text("Revoke…")');
     await page.click(ownRow + ' [data-testid="revoke-confirm"] button:has-text("Revoke")');
     await page.waitForFunction(() => JSON.parse(localStorage.getItem('tracellm.keys') ?? '[]').length === 0);

@@ -87,7 +87,7 @@ export function ProjectSwitcher() {
           <>
             <Icon name="key" size={12} />
             <span class="mono">{keyPrefix(cur.key)}…</span>
-            {cur.environment && <span>· {cur.environment}</span>}
+            {cur.environment && <span class="env-tag">{cur.environment}</span>}
           </>
         ) : (
           <span>{a.missingKey ? 'no key of this project kept' : 'no key: local access'}</span>

@@ -135,7 +135,7 @@ export function Settings() {
             </dd>
           </div>
         </dl>
-        <CodeBlock code={`export TRACELLM_ENDPOINT=${origin}/api`} lang="Python SDK" />
+        <CodeBlock code={`export TRACELLM_ENDPOINT=${origin}/api\nexport TRACELLM_API_KEY=tlm_sk_…   # a key of the project (none needed for default on this machine)`} lang="Python SDK" />
       </section>
 
       <section class="panel card">
@@ -270,7 +270,7 @@ function ProjectsCard() {
                   <td class="mono">{p.id}</td>
                   <td class="muted">{p.description || '—'}</td>
                   <td class="muted">{p.id === DEFAULT_PROJECT ? '—' : p.created_at ? formatTime(p.created_at) : '—'}</td>
-                  <td>{a.selection === p.id ? <span class="badge">selected</span> : null}</td>
+                  <td>{a.selection === p.id ? <span class="badge badge-accent">selected</span> : null}</td>
                 </tr>
               ))}
             </tbody>
@@ -329,7 +329,7 @@ function KeyRow({ k, inUse }: { k: ApiKey; inUse: boolean }) {
       <td class="mono">{k.prefix}…</td>
       <td>
         {k.name || '—'}
-        {inUse && <span class="badge" style={{ marginLeft: '6px' }}>this dashboard</span>}
+        {inUse && <span class="badge badge-accent" style={{ marginLeft: '6px' }}>used here</span>}
       </td>
       <td>{k.environment}</td>
       <td class="muted">{formatTime(k.created_at)}</td>
