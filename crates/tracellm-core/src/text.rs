@@ -3,6 +3,40 @@
 
 use serde_json::Value;
 
+use crate::model::Trace;
+
+/// Calls `f` once for every distinct text of `t` that full-text search covers: names, message
+/// contents, tool data, errors, prompt and response. The same text often appears several times
+/// (a trace's prompt is its root span's input, a tool's arguments are its input); each is given
+/// once. Stores index them in their own way.
+pub fn each_searchable_text(t: &Trace, mut f: impl FnMut(&str)) {
+    use std::hash::{BuildHasher, RandomState};
+    let hasher = RandomState::new();
+    let mut seen = std::collections::HashSet::new();
+    let mut visit = |s: &str| {
+        if !s.is_empty() && seen.insert(hasher.hash_one(s)) {
+            f(s);
+        }
+    };
+    visit(&t.name);
+    for s in &t.spans {
+        visit(&s.name);
+        visit(&text_of(&s.input));
+        visit(&text_of(&s.output));
+        if let Some(tool) = &s.tool {
+            visit(&tool.name);
+            visit(&text_of(&tool.arguments));
+            visit(&text_of(&tool.result));
+        }
+        if let Some(e) = &s.error {
+            visit(&e.summary());
+        }
+    }
+    visit(t.prompt.as_deref().unwrap_or(""));
+    visit(t.response.as_deref().unwrap_or(""));
+    visit(t.failure_reason.as_deref().unwrap_or(""));
+}
+
 /// All text of a value: strings as they are, chat messages by their contents, content parts by
 /// their text, anything else as compact JSON.
 pub fn text_of(v: &Value) -> String {

@@ -248,14 +248,8 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
 /// letter or digit becomes a space, so PostgreSQL's parser sees the same words the search
 /// splits a query into (and the semantics match SQLite's tokenizer).
 fn fts_body(t: &Trace) -> String {
-    use std::hash::{BuildHasher, RandomState};
-    let hasher = RandomState::new();
-    let mut seen = std::collections::HashSet::new();
     let mut body = String::new();
-    let mut push = |s: &str| {
-        if s.is_empty() || body.len() >= MAX_FTS_BYTES || !seen.insert(hasher.hash_one(s)) {
-            return;
-        }
+    text::each_searchable_text(t, |s| {
         for c in s.chars() {
             if body.len() >= MAX_FTS_BYTES {
                 break;
@@ -269,24 +263,7 @@ fn fts_body(t: &Trace) -> String {
         if !body.ends_with(' ') {
             body.push(' ');
         }
-    };
-    push(&t.name);
-    for s in &t.spans {
-        push(&s.name);
-        push(&text::text_of(&s.input));
-        push(&text::text_of(&s.output));
-        if let Some(tool) = &s.tool {
-            push(&tool.name);
-            push(&text::text_of(&tool.arguments));
-            push(&text::text_of(&tool.result));
-        }
-        if let Some(e) = &s.error {
-            push(&e.summary());
-        }
-    }
-    push(t.prompt.as_deref().unwrap_or(""));
-    push(t.response.as_deref().unwrap_or(""));
-    push(t.failure_reason.as_deref().unwrap_or(""));
+    });
     body
 }
 

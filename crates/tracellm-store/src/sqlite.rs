@@ -558,14 +558,9 @@ fn write_batch(
 }
 
 fn fts_body(t: &Trace) -> String {
-    use std::hash::{BuildHasher, RandomState};
-    // The same text often appears several times (a trace's prompt is its root span's input,
-    // a tool's arguments are its input): index each distinct text once.
-    let hasher = RandomState::new();
-    let mut seen = std::collections::HashSet::new();
     let mut body = String::new();
-    let mut push = |s: &str| {
-        if s.is_empty() || body.len() >= MAX_FTS_BYTES || !seen.insert(hasher.hash_one(s)) {
+    text::each_searchable_text(t, |s| {
+        if body.len() >= MAX_FTS_BYTES {
             return;
         }
         let mut cut = s.len().min(MAX_FTS_BYTES - body.len());
@@ -574,24 +569,7 @@ fn fts_body(t: &Trace) -> String {
         }
         body.push_str(&s[..cut]);
         body.push('\n');
-    };
-    push(&t.name);
-    for s in &t.spans {
-        push(&s.name);
-        push(&text::text_of(&s.input));
-        push(&text::text_of(&s.output));
-        if let Some(tool) = &s.tool {
-            push(&tool.name);
-            push(&text::text_of(&tool.arguments));
-            push(&text::text_of(&tool.result));
-        }
-        if let Some(e) = &s.error {
-            push(&e.summary());
-        }
-    }
-    push(t.prompt.as_deref().unwrap_or(""));
-    push(t.response.as_deref().unwrap_or(""));
-    push(t.failure_reason.as_deref().unwrap_or(""));
+    });
     body
 }
 
