@@ -286,7 +286,9 @@ def test_process_exits_promptly_with_one_warning_when_server_is_down() -> None:
     done, elapsed = run_script(dead, 200)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[-1].split()[:2] == baseline.stdout.splitlines()[-1].split()[:2]
-    assert elapsed < baseline_time + 1.0, "exit took %.2fs vs %.2fs without the SDK" % (elapsed, baseline_time)
+    # Not a speed test: the exit must not hang on the dead server. At exit the SDK allows one
+    # last attempt of at most 1 s; the rest of the margin absorbs a loaded machine.
+    assert elapsed < baseline_time + 5.0, "exit took %.2fs vs %.2fs without the SDK" % (elapsed, baseline_time)
     warnings = [line for line in done.stderr.splitlines() if "TraceLLM" in line]
     assert len(warnings) == 1, done.stderr
 
