@@ -4,7 +4,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracellm_core::ValidationError;
-use tracellm_store::StoreError;
+use tracellm_store::{StorageFault, StoreError};
 use utoipa::ToSchema;
 
 #[derive(Debug)]
@@ -58,6 +58,19 @@ impl From<StoreError> for ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", m)
             },
+            StoreError::Storage(fault) => {
+                let (status, code, retry_after) = match fault {
+                    StorageFault::Full => (StatusCode::INSUFFICIENT_STORAGE, "disk_full", 30),
+                    StorageFault::ReadOnly => {
+                        (StatusCode::SERVICE_UNAVAILABLE, "read_only_storage", 30)
+                    }
+                    StorageFault::Io => (StatusCode::SERVICE_UNAVAILABLE, "storage_error", 10),
+                };
+                ApiError {
+                    retry_after: Some(retry_after),
+                    ..ApiError::new(status, code, fault.to_string())
+                }
+            }
             StoreError::Closed => ApiError {
                 retry_after: Some(1),
                 ..ApiError::new(

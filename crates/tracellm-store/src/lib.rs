@@ -31,6 +31,10 @@ pub enum StoreError {
     /// Names something that does not exist (a project, a key).
     #[error("{0}")]
     NotFound(String),
+    /// The disk refused a write (full, read-only, failing). Reads keep working; writes resume
+    /// once the cause is fixed, without a restart.
+    #[error("{0}")]
+    Storage(StorageFault),
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,
@@ -39,14 +43,43 @@ pub enum StoreError {
     Internal(String),
 }
 
+/// Why the disk refused a write. The messages are what clients see: they name the cause and
+/// never the server's paths.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StorageFault {
+    /// No space left (SQLite's SQLITE_FULL, PostgreSQL's disk_full).
+    Full,
+    /// The data directory or its filesystem is read-only.
+    ReadOnly,
+    /// Writes fail with I/O errors.
+    Io,
+}
+
+impl std::fmt::Display for StorageFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StorageFault::Full => {
+                "the server's disk is full: ingest resumes once space is freed (reads still work)"
+            }
+            StorageFault::ReadOnly => {
+                "the server's data directory is read-only: ingest resumes once it is writable \
+                 (reads still work)"
+            }
+            StorageFault::Io => {
+                "the server's disk reports I/O errors: ingest resumes once writes succeed \
+                 (reads still work)"
+            }
+        })
+    }
+}
+
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
         use rusqlite::ffi::ErrorCode;
         match e.sqlite_error_code() {
-            Some(ErrorCode::DiskFull) => StoreError::Unavailable("disk is full".into()),
-            Some(ErrorCode::ReadOnly) => {
-                StoreError::Unavailable("data directory is read-only".into())
-            }
+            Some(ErrorCode::DiskFull) => StoreError::Storage(StorageFault::Full),
+            Some(ErrorCode::ReadOnly) => StoreError::Storage(StorageFault::ReadOnly),
+            Some(ErrorCode::SystemIoFailure) => StoreError::Storage(StorageFault::Io),
             Some(ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked) => {
                 StoreError::Unavailable("database is busy".into())
             }

@@ -23,8 +23,8 @@ use tracellm_core::{
 };
 
 use crate::{
-    ApiKey, EventKind, Ingested, NewApiKey, Project, Result, Store, StoreError, StoreEvent,
-    StoreInfo,
+    ApiKey, EventKind, Ingested, NewApiKey, Project, Result, StorageFault, Store, StoreError,
+    StoreEvent, StoreInfo,
 };
 
 /// Tuning of the SQLite backend.
@@ -331,9 +331,17 @@ impl SqliteStore {
         let ev = events.clone();
         let max_batch = opts.max_batch_traces.max(1);
         let asm = Arc::clone(&opts.assembler);
+        let readers = Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1)));
+        let w = Writer {
+            conn,
+            path: path.clone(),
+            sync_full: opts.sync_full,
+            readers: Arc::clone(&readers),
+            stale: false,
+        };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(conn, rx, ev, max_batch, asm))
+            .spawn(move || writer_loop(w, rx, ev, max_batch, asm))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             queued_kib: Arc::new(Semaphore::new(
@@ -341,7 +349,7 @@ impl SqliteStore {
             )),
             queue_kib: (opts.queue_bytes / 1024).clamp(1, u32::MAX as usize),
             assembler: Arc::clone(&opts.assembler),
-            readers: Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1))),
+            readers,
             path,
             queue: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
@@ -417,8 +425,69 @@ fn merge_op(asm: &Assembler, project_id: &str, mut batch: SpanBatch) -> Result<O
     Ok(Op::Merge { project_id: project_id.to_string(), batch, fresh })
 }
 
+/// The write connection and what it takes to open it again.
+struct Writer {
+    conn: Connection,
+    path: PathBuf,
+    sync_full: bool,
+    readers: Arc<ReaderPool>,
+    /// A write was refused as read-only: open the connections again before the next job.
+    stale: bool,
+}
+
+impl Writer {
+    /// A connection opened while the data directory was read-only stays read-only, and so does
+    /// the shared-memory index that every connection of the process shares; once the directory
+    /// is writable again, new connections take writes, without a restart.
+    fn reopen_if_read_only(&mut self) {
+        if !self.stale && !self.conn.is_readonly(rusqlite::MAIN_DB).unwrap_or(false) {
+            return;
+        }
+        // every connection must be closed for the shared-memory index to be opened anew
+        self.readers.idle.lock().expect("reader pool lock").clear();
+        let placeholder = Connection::open_in_memory().expect("in-memory connection");
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        match Connection::open(&self.path).and_then(|c| configure(&c, self.sync_full).map(|()| c)) {
+            Ok(c) => {
+                self.stale = c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
+                if !self.stale {
+                    tracing::info!("data directory is writable again: ingest resumes");
+                }
+                self.conn = c;
+            }
+            Err(e) => tracing::warn!(error = %e, "write connection cannot be opened again yet"),
+        }
+    }
+
+    /// SQLite reports some refused writes as a bare I/O error; a probe write beside the database
+    /// tells a full disk or a read-only filesystem from a failing one.
+    fn diagnose(&mut self, e: StoreError) -> StoreError {
+        let e = self.classify(e);
+        if matches!(e, StoreError::Storage(StorageFault::ReadOnly)) {
+            self.stale = true;
+        }
+        e
+    }
+
+    fn classify(&self, e: StoreError) -> StoreError {
+        let StoreError::Storage(StorageFault::Io) = e else { return e };
+        let probe = self.path.with_extension("write-probe");
+        let outcome = std::fs::write(&probe, b"probe");
+        let _ = std::fs::remove_file(&probe);
+        match outcome {
+            Err(e) if e.kind() == std::io::ErrorKind::ReadOnlyFilesystem => {
+                StoreError::Storage(StorageFault::ReadOnly)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::StorageFull => {
+                StoreError::Storage(StorageFault::Full)
+            }
+            _ => StoreError::Storage(StorageFault::Io),
+        }
+    }
+}
+
 fn writer_loop(
-    mut conn: Connection,
+    mut w: Writer,
     mut rx: mpsc::Receiver<Job>,
     events: broadcast::Sender<StoreEvent>,
     max_batch: usize,
@@ -433,12 +502,13 @@ fn writer_loop(
                 None => break,
             },
         };
+        w.reopen_if_read_only();
         let first = match first {
             Job::Admin(job, ack) => {
-                let _ = ack.send(run_admin(&mut conn, job));
+                let _ = ack.send(run_admin(&mut w.conn, job).map_err(|e| w.diagnose(e)));
                 continue;
             }
-            Job::Write(w) => w,
+            Job::Write(r) => r,
         };
         let mut n = first.ops.len();
         let mut batch = vec![first];
@@ -455,7 +525,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        match write_batch(&mut conn, &batch, &asm) {
+        match write_batch(&mut w.conn, &batch, &asm) {
             Ok(outcomes) => {
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
                     let reply = outcome.map(|written| {
@@ -477,14 +547,15 @@ fn writer_loop(
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, traces = n, "write transaction failed");
+                let e = w.diagnose(e);
+                tracing::error!(error = %e, traces = n, path = %w.path.display(), "write transaction failed");
                 for req in batch {
                     let _ = req.ack.send(Err(clone_err(&e)));
                 }
             }
         }
     }
-    if let Err(e) = conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+    if let Err(e) = w.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "checkpoint at shutdown failed");
     }
     tracing::debug!("sqlite writer stopped");
@@ -502,6 +573,7 @@ fn clone_err(e: &StoreError) -> StoreError {
         StoreError::Invalid(m) => StoreError::Invalid(m.clone()),
         StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
         StoreError::Closed => StoreError::Closed,
+        StoreError::Storage(f) => StoreError::Storage(*f),
         StoreError::Internal(m) => StoreError::Internal(m.clone()),
         StoreError::Conflict(m) => StoreError::Conflict(m.clone()),
         StoreError::NotFound(m) => StoreError::NotFound(m.clone()),
@@ -512,12 +584,18 @@ fn clone_err(e: &StoreError) -> StoreError {
 type Written = Vec<(Ingested, Option<TraceSummary>)>;
 
 /// One transaction for the whole batch; each request in its own savepoint so that one bad
-/// request cannot fail the others.
+/// request cannot fail the others. A refused write (disk full, read-only, I/O error) fails the
+/// whole batch instead: SQLite may already have rolled the transaction back, and nothing of it
+/// may then be acknowledged.
 fn write_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
     asm: &Assembler,
 ) -> Result<Vec<Result<Written>>> {
+    if !conn.is_autocommit() {
+        // left open by an earlier failure whose rollback failed too: never build on it
+        conn.execute_batch("ROLLBACK")?;
+    }
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::with_capacity(batch.len());
@@ -536,6 +614,7 @@ fn write_batch(
             };
             match outcome {
                 Ok(w) => written.push(w),
+                Err(e @ StoreError::Storage(_)) => return Err(e),
                 Err(e) => {
                     result = Err(e);
                     break;
