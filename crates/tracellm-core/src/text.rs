@@ -166,6 +166,35 @@ pub fn response_text(output: &Value) -> Option<String> {
     (!t.is_empty()).then_some(t)
 }
 
+/// Calls `f` with each search term of `text`: a run of letters and digits, lowercased, with
+/// diacritics removed (`É` → `e`), which is how SQLite's `unicode61 remove_diacritics 2`
+/// tokenizer splits and folds words. The PostgreSQL store indexes and queries these terms, so
+/// both stores find the same traces for the same words. `word` is a buffer the caller reuses.
+pub fn each_term(text: &str, word: &mut String, mut f: impl FnMut(&str)) {
+    use unicode_normalization::char::{decompose_canonical, is_combining_mark};
+    word.clear();
+    for c in text.chars() {
+        if c.is_ascii_alphanumeric() {
+            word.push(c.to_ascii_lowercase());
+        } else if c.is_alphanumeric() {
+            for l in c.to_lowercase() {
+                decompose_canonical(l, |d| {
+                    if !is_combining_mark(d) {
+                        word.push(d);
+                    }
+                });
+            }
+        } else if !word.is_empty() {
+            f(word);
+            word.clear();
+        }
+    }
+    if !word.is_empty() {
+        f(word);
+        word.clear();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -200,5 +229,14 @@ mod tests {
             .as_deref(),
             Some("yes")
         );
+    }
+
+    #[test]
+    fn terms_are_folded_runs_of_letters_and_digits() {
+        let mut terms = Vec::new();
+        each_term("Crème-brûlée, GPT4o! naïve_ÉTÉ 3.5 日本語", &mut String::new(), |t| {
+            terms.push(t.to_string())
+        });
+        assert_eq!(terms, ["creme", "brulee", "gpt4o", "naive", "ete", "3", "5", "日本語"]);
     }
 }

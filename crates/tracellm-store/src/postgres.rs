@@ -23,7 +23,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, PoolError, RecyclingMethod
 use futures::StreamExt;
 use tokio::sync::{broadcast, mpsc};
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{AsyncMessage, NoTls, Row};
 use tracellm_core::api::{
     self, Analytics, AnalyticsQuery, AnalyticsRow, Cursor, Failure, FailurePage, TokenTotals,
@@ -63,7 +63,8 @@ const MIGRATION_LOCK: i64 = 0x7472_6163_656c_6c6d; // "tracellm"
 /// Versioned schema migrations; `tracellm_schema.version` records how many ran. Times are
 /// microseconds since the epoch in BIGINT columns, as in SQLite (the keyset cursor is one), and
 /// every trace query leads with (project_id, ts), which also suits partitioning by time later.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE traces (
     pk                BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     project_id        TEXT NOT NULL,
@@ -162,7 +163,29 @@ CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 );
-"#];
+"#,
+    r#"
+-- Values TOAST compresses are compressed with lz4 rather than pglz (several times faster; pglz
+-- showed in ingest profiles), when the server was built with lz4.
+DO $$ DECLARE c record; BEGIN
+    FOR c IN SELECT table_name, column_name FROM information_schema.columns
+             WHERE table_schema = current_schema()
+               AND table_name IN ('traces', 'spans', 'pending_events')
+               AND data_type IN ('text', 'tsvector')
+    LOOP
+        EXECUTE format('ALTER TABLE %I ALTER COLUMN %I SET COMPRESSION lz4', c.table_name, c.column_name);
+    END LOOP;
+EXCEPTION WHEN feature_not_supported THEN NULL;
+END $$;
+-- A trace row (summary, prompt, response, search terms) is often a little over 2 KB: keep rows
+-- up to a page inline and uncompressed rather than compressing and moving values out of line on
+-- every write.
+ALTER TABLE traces SET (toast_tuple_target = 8160);
+-- Plans for search and filters depend on fresh statistics; a table that grows from empty (every
+-- new install) would otherwise be planned as tiny for a long while.
+ALTER TABLE traces SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_analyze_threshold = 500);
+"#,
+];
 
 /// Most text indexed for full-text search per trace. Smaller than SQLite's: a tsvector is
 /// limited to 1 MB, positions included.
@@ -218,7 +241,7 @@ struct Prepared {
     span_ids: Vec<String>,
     span_starts: Vec<i64>,
     span_docs: Vec<String>,
-    fts: String,
+    fts: Lexemes,
 }
 
 fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
@@ -234,7 +257,7 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
         input: input.map(json).transpose()?,
         tags: json(&t.tags)?,
         metadata: json(&t.metadata)?,
-        fts: fts_body(&t),
+        fts: lexemes(&t),
         span_ids,
         span_starts,
         span_docs,
@@ -244,42 +267,83 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
     })
 }
 
-/// The searchable text of a trace, as words separated by spaces: everything that is not a
-/// letter or digit becomes a space, so PostgreSQL's parser sees the same words the search
-/// splits a query into (and the semantics match SQLite's tokenizer).
-fn fts_body(t: &Trace) -> String {
-    let mut body = String::new();
-    text::each_searchable_text(t, |s| {
-        for c in s.chars() {
-            if body.len() >= MAX_FTS_BYTES {
-                break;
-            }
-            if c.is_alphanumeric() {
-                body.extend(c.to_lowercase());
-            } else if !body.ends_with(' ') {
-                body.push(' ');
-            }
-        }
-        if !body.ends_with(' ') {
-            body.push(' ');
-        }
-    });
-    body
+/// The search terms of a trace (`text::each_term` over everything search covers), sorted and
+/// unique, sent to PostgreSQL as a binary `tsvector` without positions: PostgreSQL's own text
+/// parser would cost more than half of its CPU at ingest, and splitting here means the index and
+/// the queries split words exactly alike (and fold accents as SQLite does).
+#[derive(Debug, Default)]
+struct Lexemes {
+    /// The terms, one after another.
+    text: String,
+    /// The byte ranges of the distinct terms in `text`, in the order of their bytes (the order
+    /// of a `tsvector`).
+    terms: Vec<(u32, u32)>,
 }
 
-/// Turns a user's search words into a tsquery: every word must occur; a trailing `*` makes a
-/// prefix search. Words are split where the indexed text was split, so only letters and digits
-/// reach `to_tsquery` and none of its operators can be injected.
+/// A `tsvector` lexeme is at most 2,047 bytes (longer words are not indexed, as with
+/// `to_tsvector`).
+const MAX_LEXEME_BYTES: usize = 2047;
+
+fn lexemes(t: &Trace) -> Lexemes {
+    let mut text = String::new();
+    let mut ranges: Vec<(u32, u32)> = Vec::new();
+    let mut word = String::new();
+    text::each_searchable_text(t, |s| {
+        text::each_term(s, &mut word, |w| {
+            if w.len() <= MAX_LEXEME_BYTES && text.len() < MAX_FTS_BYTES {
+                let start = text.len() as u32;
+                text.push_str(w);
+                ranges.push((start, text.len() as u32));
+            }
+        });
+    });
+    // Words repeat a lot: keep the first of each, then sort the few distinct ones.
+    let at = |&(a, b): &(u32, u32)| &text[a as usize..b as usize];
+    let mut seen = foldhash::HashSet::with_capacity_and_hasher(ranges.len(), Default::default());
+    let mut terms: Vec<(u32, u32)> =
+        ranges.iter().copied().filter(|r| seen.insert(at(r))).collect();
+    drop(seen);
+    terms.sort_unstable_by(|x, y| at(x).cmp(at(y)));
+    Lexemes { text, terms }
+}
+
+impl ToSql for Lexemes {
+    /// The binary `tsvector` format: the count of lexemes, then each lexeme NUL-terminated with
+    /// its count of positions (none here). Terms hold only letters and digits, so no NUL.
+    fn to_sql(
+        &self,
+        _: &Type,
+        out: &mut bytes::BytesMut,
+    ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+        use bytes::BufMut;
+        out.put_u32(u32::try_from(self.terms.len())?);
+        for &(a, b) in &self.terms {
+            out.put_slice(&self.text.as_bytes()[a as usize..b as usize]);
+            out.put_u8(0);
+            out.put_u16(0);
+        }
+        Ok(IsNull::No)
+    }
+
+    fn accepts(ty: &Type) -> bool {
+        *ty == Type::TS_VECTOR
+    }
+
+    to_sql_checked!();
+}
+
+/// Turns a user's search words into a `tsquery` of quoted lexemes: every word must occur; a
+/// trailing `*` makes a prefix search. Words are split and folded as the indexed text was
+/// (`text::each_term`), so only letters and digits reach PostgreSQL and none of its operators
+/// can be injected; the query is cast to `tsquery` without going through a text parser.
 fn ts_query(q: &str) -> Option<String> {
     let mut terms = Vec::new();
+    let mut word = String::new();
     for w in q.split_whitespace() {
-        let prefix = w.ends_with('*');
-        let words: Vec<&str> =
-            w.split(|c: char| !c.is_alphanumeric()).filter(|s| !s.is_empty()).collect();
-        let last = words.len().saturating_sub(1);
-        for (i, word) in words.into_iter().enumerate() {
-            let star = if prefix && i == last { ":*" } else { "" };
-            terms.push(format!("{}{star}", word.to_lowercase()));
+        let first = terms.len();
+        text::each_term(w, &mut word, |t| terms.push(format!("'{t}'")));
+        if w.ends_with('*') && terms.len() > first {
+            terms.last_mut().expect("a term").push_str(":*");
         }
     }
     (!terms.is_empty()).then(|| terms.join(" & "))
@@ -360,17 +424,16 @@ const UPSERT: &str = "INSERT INTO traces (project_id, id, name, status, ts, end_
  SELECT project_id, id, name, status, ts, end_ts, latency_ms, model, provider, prompt_tokens,
     completion_tokens, total_tokens, tokens_estimated, cached_tokens, cost_usd, retries,
     failure_reason, session_id, user_id, tags, span_count, error_count, prompt_preview,
-    response_preview, prompt, response, metadata, input, $29, environment,
-    to_tsvector('simple', body)
+    response_preview, prompt, response, metadata, input, $29, environment, fts
  FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int8[], $6::int8[],
     $7::float8[], $8::text[], $9::text[], $10::int8[], $11::int8[], $12::int8[], $13::bool[],
     $14::int8[], $15::float8[], $16::int8[], $17::text[], $18::text[], $19::text[], $20::text[],
     $21::int8[], $22::int8[], $23::text[], $24::text[], $25::text[], $26::text[], $27::text[],
-    $28::text[], $30::text[], $31::text[])
+    $28::text[], $30::text[], $31::tsvector[])
     AS u(project_id, id, name, status, ts, end_ts, latency_ms, model, provider, prompt_tokens,
     completion_tokens, total_tokens, tokens_estimated, cached_tokens, cost_usd, retries,
     failure_reason, session_id, user_id, tags, span_count, error_count, prompt_preview,
-    response_preview, prompt, response, metadata, input, environment, body)
+    response_preview, prompt, response, metadata, input, environment, fts)
  ON CONFLICT (project_id, id) DO UPDATE SET name = EXCLUDED.name, status = EXCLUDED.status,
     ts = EXCLUDED.ts, end_ts = EXCLUDED.end_ts, latency_ms = EXCLUDED.latency_ms,
     model = EXCLUDED.model, provider = EXCLUDED.provider,
@@ -429,7 +492,7 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
     let metadata: Vec<&str> = col(ps, |p| p.metadata.as_str());
     let input: Vec<Option<&str>> = col(ps, |p| p.input.as_deref());
     let environment: Vec<Option<&str>> = col(ps, |p| s(p).environment.as_deref());
-    let fts: Vec<&str> = col(ps, |p| p.fts.as_str());
+    let fts: Vec<&Lexemes> = col(ps, |p| &p.fts);
     let values: [&(dyn ToSql + Sync); 31] = [
         &project,
         &id,
@@ -1063,7 +1126,7 @@ fn where_clause(q: &TraceQuery, extra_status: Option<&[Status]>) -> (String, Vec
     }
     if let Some(words) = q.q.as_deref().filter(|w| !w.trim().is_empty()) {
         match ts_query(words) {
-            Some(m) => push(&mut sql, " AND t.fts @@ to_tsquery('simple', ?)", Box::new(m)),
+            Some(m) => push(&mut sql, " AND t.fts @@ ?::text::tsquery", Box::new(m)),
             // Only punctuation: nothing can match.
             None => sql.push_str(" AND FALSE"),
         }
@@ -1480,10 +1543,11 @@ mod tests {
 
     #[test]
     fn search_words_become_an_and_of_lexemes() {
-        assert_eq!(ts_query("Rate limit").as_deref(), Some("rate & limit"));
-        assert_eq!(ts_query("trans*").as_deref(), Some("trans:*"));
-        assert_eq!(ts_query("a'b | !c").as_deref(), Some("a & b & c"));
-        assert_eq!(ts_query("rate-limit*").as_deref(), Some("rate & limit:*"));
+        assert_eq!(ts_query("Rate limit").as_deref(), Some("'rate' & 'limit'"));
+        assert_eq!(ts_query("trans*").as_deref(), Some("'trans':*"));
+        assert_eq!(ts_query("a'b | !c").as_deref(), Some("'a' & 'b' & 'c'"));
+        assert_eq!(ts_query("rate-limit*").as_deref(), Some("'rate' & 'limit':*"));
+        assert_eq!(ts_query("Crème").as_deref(), Some("'creme'"));
         assert_eq!(ts_query("  -- ** ").as_deref(), None);
     }
 

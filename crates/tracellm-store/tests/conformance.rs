@@ -453,6 +453,56 @@ pub async fn projects_and_keys(store: Arc<dyn Store>) {
     assert_eq!(store.get_setting("admin").await.unwrap().as_deref(), Some("h2"));
 }
 
+/// Both backends split words at anything that is not a letter or digit, ignore case and
+/// accents, and take `word*` as a prefix: one query finds the same traces on either.
+pub async fn search_splits_and_folds_words_alike(store: Arc<dyn Store>) {
+    let texts = [
+        "Crème brûlée for the CUSTOMER",
+        "rate-limit hit on gpt-4o (429)",
+        "user_id=42; naïve retry",
+        "nothing to see",
+    ];
+    let batch = texts
+        .iter()
+        .enumerate()
+        .map(|(i, text)| {
+            trace(
+                "default",
+                &format!("t{i}"),
+                i as u32,
+                json!({"spans": [llm("a", i as u32, "gpt-4o", text, "fine", None)]}),
+            )
+        })
+        .collect();
+    store.ingest(batch).await.unwrap();
+    let found = |words: &'static str| {
+        let store = Arc::clone(&store);
+        async move {
+            let page = store
+                .list_traces(TraceQuery { q: Some(words.into()), ..query("default") })
+                .await
+                .unwrap();
+            let mut ids: Vec<String> = page.traces.into_iter().map(|t| t.id).collect();
+            ids.sort();
+            ids
+        }
+    };
+    assert_eq!(found("creme BRULEE").await, ["t0"], "case and accents are ignored");
+    assert_eq!(found("crème").await, ["t0"]);
+    assert_eq!(found("customer").await, ["t0"]);
+    assert_eq!(found("rate limit").await, ["t1"], "punctuation splits words");
+    assert_eq!(found("rate-limit").await, ["t1"]);
+    assert_eq!(found("gpt 4o").await, ["t1"]);
+    assert_eq!(found("429").await, ["t1"]);
+    assert_eq!(found("naive").await, ["t2"]);
+    assert_eq!(found("user_id").await, ["t2"]);
+    assert_eq!(found("cust*").await, ["t0"], "a trailing * is a prefix");
+    assert_eq!(found("r*").await, ["t1", "t2"]);
+    assert!(found("custom").await.is_empty(), "whole words without *");
+    assert!(found("brulee rate").await.is_empty(), "every word must occur");
+    assert!(found("'\"&|!():*").await.is_empty(), "operators are only punctuation");
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -470,6 +520,7 @@ macro_rules! store_suite {
             case!(round_trip);
             case!(resending_replaces);
             case!(filters_return_exactly_the_matches);
+            case!(search_splits_and_folds_words_alike);
             case!(pagination_visits_every_trace_once_while_new_ones_arrive);
             case!(analytics_add_up);
             case!(events_follow_commits);
