@@ -93,6 +93,15 @@ pub struct TokenTotals {
     pub total: u64,
 }
 
+impl TokenTotals {
+    /// Adds `o`, saturating: sums over many traces never overflow.
+    pub fn add(&mut self, o: &TokenTotals) {
+        self.prompt = self.prompt.saturating_add(o.prompt);
+        self.completion = self.completion.saturating_add(o.completion);
+        self.total = self.total.saturating_add(o.total);
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct LatencyStats {
     pub avg: Option<f64>,
@@ -178,6 +187,9 @@ pub struct AnalyticsRow {
 /// Most buckets one analytics answer may hold.
 pub const MAX_BUCKETS: i64 = 2_000;
 
+/// Widest bucket, in seconds: 100 years.
+pub const MAX_BUCKET_SECS: i64 = 100 * 366 * 86_400;
+
 /// Picks a bucket width giving at most ~60 buckets over `range_secs`.
 pub fn auto_bucket(range_secs: i64) -> i64 {
     const STEPS: [i64; 10] =
@@ -222,9 +234,12 @@ pub fn aggregate(
     let min_ts = rows.iter().map(|r| r.ts_micros).min();
     let max_ts = rows.iter().map(|r| r.ts_micros).max();
     let start_us = since.map(|t| t.timestamp_micros()).or(min_ts).unwrap_or(0);
-    let end_us = until.map(|t| t.timestamp_micros()).or(max_ts.map(|m| m + 1)).unwrap_or(start_us);
-    let range_secs = ((end_us - start_us) / 1_000_000).max(1);
-    let bucket = bucket_secs.unwrap_or_else(|| auto_bucket(range_secs)).max(1);
+    let end_us = until
+        .map(|t| t.timestamp_micros())
+        .or(max_ts.map(|m| m.saturating_add(1)))
+        .unwrap_or(start_us);
+    let range_secs = (end_us.saturating_sub(start_us) / 1_000_000).max(1);
+    let bucket = bucket_secs.unwrap_or_else(|| auto_bucket(range_secs)).clamp(1, MAX_BUCKET_SECS);
     let bucket_us = bucket * 1_000_000;
     let first_bucket = start_us.div_euclid(bucket_us) * bucket_us;
     let mut buckets: BTreeMap<i64, Acc> = BTreeMap::new();
@@ -232,17 +247,18 @@ pub fn aggregate(
         let mut b = first_bucket;
         while b < end_us && buckets.len() < MAX_BUCKETS as usize {
             buckets.insert(b, new_acc());
-            b += bucket_us;
+            match b.checked_add(bucket_us) {
+                Some(next) => b = next,
+                None => break,
+            }
         }
     }
     for r in rows {
         let is_err = r.status == Status::Error;
         totals.traces += 1;
-        totals.spans += r.span_count;
+        totals.spans = totals.spans.saturating_add(r.span_count);
         totals.errors += is_err as u64;
-        totals.tokens.prompt += r.tokens.prompt;
-        totals.tokens.completion += r.tokens.completion;
-        totals.tokens.total += r.tokens.total;
+        totals.tokens.add(&r.tokens);
         totals.cost_usd = add_opt(totals.cost_usd, r.cost_usd);
         if let Some(l) = r.latency_ms {
             latencies.push(l);
@@ -254,9 +270,7 @@ pub fn aggregate(
         ] {
             acc.traces += 1;
             acc.errors += is_err as u64;
-            acc.tokens.prompt += r.tokens.prompt;
-            acc.tokens.completion += r.tokens.completion;
-            acc.tokens.total += r.tokens.total;
+            acc.tokens.add(&r.tokens);
             acc.cost = add_opt(acc.cost, r.cost_usd);
             if let Some(l) = r.latency_ms {
                 acc.lat.push(l);

@@ -114,13 +114,16 @@ pub struct Tokens {
 }
 
 impl Tokens {
+    /// Adds `other`, each count clamped to [`crate::MAX_TOKENS`] so that roll-ups of many
+    /// spans stay exact JSON numbers and fit the stores' signed 64-bit columns.
     pub fn add(&mut self, other: &Tokens) {
-        self.prompt = self.prompt.saturating_add(other.prompt);
-        self.completion = self.completion.saturating_add(other.completion);
-        self.total = self.total.saturating_add(other.total);
+        let add = |a: u64, b: u64| a.saturating_add(b).min(crate::MAX_TOKENS);
+        self.prompt = add(self.prompt, other.prompt);
+        self.completion = add(self.completion, other.completion);
+        self.total = add(self.total, other.total);
         self.estimated |= other.estimated;
         if let Some(c) = other.cached {
-            self.cached = Some(self.cached.unwrap_or(0).saturating_add(c));
+            self.cached = Some(add(self.cached.unwrap_or(0), c));
         }
     }
 }

@@ -13,7 +13,7 @@ use serde_json::{Map, Value};
 
 use crate::model::{Span, SpanError, SpanEvent, SpanKind, Status, Tokens, ToolCall, Trace};
 use crate::prices::PriceTable;
-use crate::{ids, json_type, text, time, tokens as tok};
+use crate::{MAX_COST_USD, MAX_DURATION_MS, MAX_TOKENS, ids, json_type, text, time, tokens as tok};
 
 /// A document that cannot be stored, with the field at fault (`spans[3].start_time`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -30,15 +30,19 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> ValidationEr
 /// Limits and switches of normalization.
 #[derive(Debug, Clone)]
 pub struct NormalizeOptions {
-    /// Most spans one trace may have.
+    /// Most spans one trace may have (`--max-spans-per-trace`); a trace with more is refused.
     pub max_spans: usize,
+    /// Most attributes one native span may carry (`--max-attributes`); more is refused.
+    pub max_attributes: usize,
+    /// Most events one native span may carry (`--max-events`); more is refused.
+    pub max_events: usize,
     /// Estimate missing token counts of llm and embedding spans from their text.
     pub estimate_tokens: bool,
 }
 
 impl Default for NormalizeOptions {
     fn default() -> Self {
-        Self { max_spans: 100_000, estimate_tokens: true }
+        Self { max_spans: 100_000, max_attributes: 1000, max_events: 1000, estimate_tokens: true }
     }
 }
 
@@ -217,10 +221,11 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn non_negative(&mut self, names: &[&str]) -> Result<Option<f64>, ValidationError> {
+    /// A number from 0 to `max` (a duration or a cost: larger is a unit mistake or garbage).
+    fn non_negative(&mut self, names: &[&str], max: f64) -> Result<Option<f64>, ValidationError> {
         match self.take(names) {
             None => Ok(None),
-            Some((f, v)) => number(&v, &f).map(Some),
+            Some((f, v)) => number(&v, &f, max).map(Some),
         }
     }
 
@@ -246,23 +251,38 @@ impl<'a> Fields<'a> {
     }
 }
 
-fn number(v: &Value, field: &str) -> Result<f64, ValidationError> {
+fn number(v: &Value, field: &str, max: f64) -> Result<f64, ValidationError> {
     match v.as_f64() {
-        Some(f) if f.is_finite() && f >= 0.0 => Ok(f),
+        Some(f) if f.is_finite() && (0.0..=max).contains(&f) => Ok(f),
+        Some(f) if f > max => {
+            Err(invalid(field, format!("{v} is larger than the largest value accepted ({max:e})")))
+        }
         Some(_) => Err(invalid(field, "must not be negative")),
         None => Err(invalid(field, format!("expected a number, got {}", json_type(v)))),
     }
 }
 
 fn count(v: &Value, field: &str) -> Result<u64, ValidationError> {
-    if let Some(n) = v.as_u64() {
-        return Ok(n);
+    let n = match v.as_u64() {
+        Some(n) => n,
+        None => match v.as_f64() {
+            Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e18 => f as u64,
+            Some(_) => return Err(invalid(field, "expected a non-negative whole number")),
+            None => {
+                return Err(invalid(
+                    field,
+                    format!("expected a whole number, got {}", json_type(v)),
+                ));
+            }
+        },
+    };
+    if n > MAX_TOKENS {
+        return Err(invalid(
+            field,
+            format!("{n} is larger than the largest count accepted ({MAX_TOKENS})"),
+        ));
     }
-    match v.as_f64() {
-        Some(f) if f >= 0.0 && f.fract() == 0.0 && f < 1e18 => Ok(f as u64),
-        Some(_) => Err(invalid(field, "expected a non-negative whole number")),
-        None => Err(invalid(field, format!("expected a whole number, got {}", json_type(v)))),
-    }
+    Ok(n)
 }
 
 const PROMPT_TOKEN_KEYS: &[&str] = &["prompt", "prompt_tokens", "input", "input_tokens"];
@@ -293,14 +313,15 @@ fn parse_tokens(v: Value, field: &str) -> Result<Tokens, ValidationError> {
         return Ok(Tokens {
             prompt: p,
             completion: c,
-            total: total.unwrap_or(p.saturating_add(c)),
+            total: total.unwrap_or(p.saturating_add(c).min(MAX_TOKENS)),
             estimated,
             cached,
         });
     }
-    let total = count(&v, field).map_err(|_| {
-        invalid(field, "expected {\"prompt\", \"completion\", \"total\"} or a number")
-    })?;
+    if !v.is_number() {
+        return Err(invalid(field, "expected {\"prompt\", \"completion\", \"total\"} or a number"));
+    }
+    let total = count(&v, field)?;
     Ok(Tokens { total, ..Tokens::default() })
 }
 
@@ -319,7 +340,7 @@ fn take_tokens(f: &mut Fields) -> Result<Option<Tokens>, ValidationError> {
     Ok(Some(Tokens {
         prompt: p,
         completion: c,
-        total: total.unwrap_or(p.saturating_add(c)),
+        total: total.unwrap_or(p.saturating_add(c).min(MAX_TOKENS)),
         estimated: false,
         cached: None,
     }))
@@ -389,10 +410,21 @@ fn parse_events(
     v: Value,
     field: &str,
     fallback: DateTime<Utc>,
+    opts: &NormalizeOptions,
 ) -> Result<Vec<SpanEvent>, ValidationError> {
     let Value::Array(items) = v else {
         return Err(invalid(field, format!("expected an array, got {}", json_type(&v))));
     };
+    if items.len() > opts.max_events {
+        return Err(invalid(
+            field,
+            format!(
+                "{} events exceed the limit of {} per span (--max-events)",
+                items.len(),
+                opts.max_events
+            ),
+        ));
+    }
     let mut out = Vec::with_capacity(items.len());
     for (i, e) in items.into_iter().enumerate() {
         let path = format!("{field}[{i}]");
@@ -401,9 +433,28 @@ fn parse_events(
         let time = f.time(&["time", "timestamp"])?.unwrap_or(fallback);
         let mut attributes = f.object(&["attributes"])?;
         attributes.extend(f.rest());
+        check_attributes(&attributes, &path, opts)?;
         out.push(SpanEvent { name, time, attributes });
     }
     Ok(out)
+}
+
+fn check_attributes(
+    a: &Map<String, Value>,
+    path: &str,
+    opts: &NormalizeOptions,
+) -> Result<(), ValidationError> {
+    if a.len() > opts.max_attributes {
+        return Err(invalid(
+            format!("{path}.attributes"),
+            format!(
+                "{} attributes exceed the limit of {} per span (--max-attributes)",
+                a.len(),
+                opts.max_attributes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// A span as parsed, before the times that depend on its neighbours are settled.
@@ -416,6 +467,7 @@ fn parse_span(
     v: Value,
     path: &str,
     index_default_name: &str,
+    opts: &NormalizeOptions,
 ) -> Result<ParsedSpan, ValidationError> {
     let mut f = Fields::new(v, path)?;
     let id = f.id(&["id", "span_id", "spanId"])?.unwrap_or_else(ids::new_span_id);
@@ -433,7 +485,7 @@ fn parse_span(
     let name = f.string(&["name", "span_name", "tool_name"])?;
     let start = f.time(&["start_time", "startTime", "start", "started_at", "timestamp"])?;
     let end = f.time(&["end_time", "endTime", "end", "ended_at"])?;
-    let latency = f.non_negative(&["latency_ms", "duration_ms", "latency"])?;
+    let latency = f.non_negative(&["latency_ms", "duration_ms", "latency"], MAX_DURATION_MS)?;
     let status = parse_status(&mut f)?;
     let provider = f.string(&["provider", "system", "vendor"])?;
     let mut input = f.take(&["input", "inputs", "prompt"]).map(|(_, v)| v).unwrap_or(Value::Null);
@@ -447,8 +499,8 @@ fn parse_span(
         .map(|(_, v)| v)
         .unwrap_or(Value::Null);
     let tokens = take_tokens(&mut f)?;
-    let cost_usd = f.non_negative(&["cost_usd", "cost", "total_cost"])?;
-    let ttft = f.non_negative(&["time_to_first_token_ms", "ttft_ms"])?;
+    let cost_usd = f.non_negative(&["cost_usd", "cost", "total_cost"], MAX_COST_USD)?;
+    let ttft = f.non_negative(&["time_to_first_token_ms", "ttft_ms"], MAX_DURATION_MS)?;
     let error = match f.take(&["error", "exception"]) {
         None => None,
         Some((field, v)) => parse_error(v, &field)?,
@@ -474,9 +526,10 @@ fn parse_span(
     let mut attributes = f.object(&["attributes", "metadata"])?;
     let events = match f.take(&["events"]) {
         None => Vec::new(),
-        Some((field, v)) => parse_events(v, &field, start.unwrap_or_else(Utc::now))?,
+        Some((field, v)) => parse_events(v, &field, start.unwrap_or_else(Utc::now), opts)?,
     };
     attributes.extend(f.rest());
+    check_attributes(&attributes, path, opts)?;
 
     let kind = kind.unwrap_or(if tool.is_some() {
         SpanKind::Tool
@@ -548,13 +601,13 @@ pub fn parse_document(
         status: parse_status(&mut f)?,
         timestamp: f.time(&["timestamp", "start_time", "startTime", "created_at", "start"])?,
         end_time: f.time(&["end_time", "endTime", "end"])?,
-        latency_ms: f.non_negative(&["latency_ms", "duration_ms", "latency"])?,
+        latency_ms: f.non_negative(&["latency_ms", "duration_ms", "latency"], MAX_DURATION_MS)?,
         prompt: f.text(&["prompt", "input"]),
         response: f.text(&["response", "output", "completion"]),
         model: f.string(&["model", "model_name"])?,
         provider: f.string(&["provider", "system"])?,
         tokens: take_tokens(&mut f)?,
-        cost_usd: f.non_negative(&["cost_usd", "cost", "total_cost"])?,
+        cost_usd: f.non_negative(&["cost_usd", "cost", "total_cost"], MAX_COST_USD)?,
         retries: match f.count(&["retries", "retry_count"])? {
             Some(n) => Some(u32::try_from(n).map_err(|_| invalid("retries", "is too large"))?),
             None => None,
@@ -592,12 +645,16 @@ pub fn parse_document(
     if items.len() > opts.max_spans {
         return Err(invalid(
             "spans",
-            format!("{} spans exceed the limit of {} per trace", items.len(), opts.max_spans),
+            format!(
+                "{} spans exceed the limit of {} per trace (--max-spans-per-trace)",
+                items.len(),
+                opts.max_spans
+            ),
         ));
     }
     let mut parsed = Vec::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        parsed.push(parse_span(item, &format!("spans[{i}]"), &format!("step {}", i + 1))?);
+        parsed.push(parse_span(item, &format!("spans[{i}]"), &format!("step {}", i + 1), opts)?);
     }
     // Steps without times (the seed's shape) run one after another from the trace's start.
     let mut cursor = input.timestamp.unwrap_or_else(Utc::now);
@@ -655,7 +712,11 @@ pub fn assemble(
     if spans.len() > opts.max_spans {
         return Err(invalid(
             "spans",
-            format!("{} spans exceed the limit of {} per trace", spans.len(), opts.max_spans),
+            format!(
+                "{} spans exceed the limit of {} per trace (--max-spans-per-trace)",
+                spans.len(),
+                opts.max_spans
+            ),
         ));
     }
     if spans.is_empty() {
@@ -734,7 +795,7 @@ pub fn assemble(
         }
     }
 
-    let error_count = spans.iter().filter(|s| s.status == Status::Error).count() as u32;
+    let error_count = saturating_u32(spans.iter().filter(|s| s.status == Status::Error).count());
     let first_unrecovered = spans
         .iter()
         .enumerate()
@@ -861,10 +922,14 @@ pub fn assemble(
         user_id: input.user_id,
         tags: input.tags,
         metadata: input.metadata,
-        span_count: spans.len() as u32,
+        span_count: saturating_u32(spans.len()),
         error_count,
         spans,
     })
+}
+
+fn saturating_u32(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
 }
 
 /// Parents before children; a cycle of parent ids is an error.
@@ -916,7 +981,7 @@ pub fn derive_span(s: &mut Span, prices: &PriceTable, opts: &NormalizeOptions) {
         s.tokens = Some(Tokens {
             prompt,
             completion,
-            total: prompt + completion,
+            total: prompt.saturating_add(completion),
             estimated: true,
             cached: None,
         });

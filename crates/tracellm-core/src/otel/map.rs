@@ -12,6 +12,7 @@ use serde_json::{Map, Value, json};
 use super::{Mapped, OtelLimits, SpanBatch, hex, parsed};
 use crate::model::{Span, SpanError, SpanEvent, SpanKind, Status, Tokens, ToolCall};
 use crate::normalize::TraceInput;
+use crate::{MAX_COST_USD, MAX_DURATION_MS, MAX_TOKENS};
 
 // ---------------------------------------------------------------------------------------------
 // Values
@@ -51,15 +52,19 @@ fn any_to_json(v: &AnyValue, depth: usize, max_depth: usize) -> Value {
 fn attributes(kvs: &[KeyValue], limits: &OtelLimits) -> (Map<String, Value>, usize) {
     let mut m = Map::with_capacity(kvs.len().min(limits.max_attributes));
     for kv in kvs.iter().take(limits.max_attributes) {
-        let v =
-            kv.value.as_ref().map_or(Value::Null, |v| any_to_json(v, 0, limits.max_value_depth));
+        let depth = limits.max_value_depth.min(super::MAX_PARSED_DEPTH);
+        let v = kv.value.as_ref().map_or(Value::Null, |v| any_to_json(v, 0, depth));
         m.insert(kv.key.clone(), v);
     }
     (m, kvs.len().saturating_sub(limits.max_attributes))
 }
 
+/// 2200-01-01T00:00:00Z in Unix nanoseconds: native ingest refuses later times too.
+const MAX_NANOS: u64 = 7_258_118_400_000_000_000;
+
+/// A time, `None` when unset (0) or after [`MAX_NANOS`].
 fn nanos(ns: u64) -> Option<DateTime<Utc>> {
-    if ns == 0 {
+    if ns == 0 || ns >= MAX_NANOS {
         return None;
     }
     Utc.timestamp_opt((ns / 1_000_000_000) as i64, (ns % 1_000_000_000) as u32).single()
@@ -77,14 +82,17 @@ fn first_str(a: &Map<String, Value>, keys: &[&str]) -> Option<String> {
     keys.iter().find_map(|k| a.get(*k).and_then(str_of))
 }
 
+/// A count (tokens), clamped to [`MAX_TOKENS`]; negative or unreadable values are ignored.
 fn first_u64(a: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
-    keys.iter().find_map(|k| match a.get(*k)? {
-        Value::Number(n) => {
-            n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
-        }
-        Value::String(s) => s.trim().parse().ok(),
-        _ => None,
-    })
+    keys.iter()
+        .find_map(|k| match a.get(*k)? {
+            Value::Number(n) => {
+                n.as_u64().or_else(|| n.as_f64().filter(|f| *f >= 0.0).map(|f| f as u64))
+            }
+            Value::String(s) => s.trim().parse().ok(),
+            _ => None,
+        })
+        .map(|n| n.min(MAX_TOKENS))
 }
 
 fn first_f64(a: &Map<String, Value>, keys: &[&str]) -> Option<f64> {
@@ -95,16 +103,24 @@ fn first_f64(a: &Map<String, Value>, keys: &[&str]) -> Option<f64> {
     })
 }
 
+/// Highest position a flattened key may name (`llm.input_messages.{i}…`), and most segments
+/// after it: keys beyond are ignored. Bounds what a short key can make the mapping build.
+const MAX_INDEX: usize = 10_000;
+const MAX_PATH_SEGMENTS: usize = 16;
+/// Most array slots all flattened keys of one group may create, padding included.
+const MAX_SLOTS: usize = 100_000;
+
 /// Collects flattened indexed keys `prefix.{i}.rest…` into an array of nested objects, e.g.
 /// `llm.input_messages.0.message.role` → `[{"message": {"role": …}}]`.
 fn indexed(a: &Map<String, Value>, prefix: &str) -> Vec<Value> {
     let mut items: Vec<(usize, Value)> = Vec::new();
     let dotted = format!("{prefix}.");
+    let mut slots = MAX_SLOTS;
     for (k, v) in a {
         let Some(rest) = k.strip_prefix(&dotted) else { continue };
         let (idx, path) = rest.split_once('.').unwrap_or((rest, ""));
         let Ok(i) = idx.parse::<usize>() else { continue };
-        if i > 10_000 {
+        if i > MAX_INDEX || path.split('.').count() > MAX_PATH_SEGMENTS {
             continue;
         }
         let slot = match items.iter_mut().find(|(j, _)| *j == i) {
@@ -117,7 +133,7 @@ fn indexed(a: &Map<String, Value>, prefix: &str) -> Vec<Value> {
         if path.is_empty() {
             *slot = v.clone();
         } else {
-            insert_path(slot, path, v.clone());
+            insert_path(slot, path, v.clone(), &mut slots);
         }
     }
     items.sort_by_key(|(i, _)| *i);
@@ -125,16 +141,22 @@ fn indexed(a: &Map<String, Value>, prefix: &str) -> Vec<Value> {
 }
 
 /// Inserts `v` at a dotted path inside `target`; numeric segments become array positions.
-fn insert_path(target: &mut Value, path: &str, v: Value) {
+/// Array slots created are taken from `slots`; when it runs out the value is not inserted.
+fn insert_path(target: &mut Value, path: &str, v: Value, slots: &mut usize) {
     let mut cur = target;
     let segs: Vec<&str> = path.split('.').collect();
     for (n, seg) in segs.iter().enumerate() {
         let last = n + 1 == segs.len();
-        if let Ok(i) = seg.parse::<usize>().map(|i| i.min(10_000)) {
+        if let Ok(i) = seg.parse::<usize>().map(|i| i.min(MAX_INDEX)) {
             if !cur.is_array() {
                 *cur = Value::Array(Vec::new());
             }
             let arr = cur.as_array_mut().expect("array");
+            let grow = (i + 1).saturating_sub(arr.len());
+            if grow > *slots {
+                return;
+            }
+            *slots -= grow;
             while arr.len() <= i {
                 arr.push(Value::Object(Map::new()));
             }
@@ -728,15 +750,22 @@ fn map_span(
             "gen_ai.usage.cache_read_input_tokens",
         ],
     );
+    let clamp = |n: Option<u64>| n.map(|n| n.min(MAX_TOKENS));
+    let (prompt, completion, total) = (clamp(prompt), clamp(completion), clamp(total));
     let tokens = (prompt.is_some() || completion.is_some() || total.is_some()).then(|| {
         let (p, c) = (prompt.unwrap_or(0), completion.unwrap_or(0));
-        Tokens { prompt: p, completion: c, total: total.unwrap_or(p + c), estimated: false, cached }
+        let sum = p.saturating_add(c).min(MAX_TOKENS);
+        Tokens { prompt: p, completion: c, total: total.unwrap_or(sum), estimated: false, cached }
     });
+    // Costs and durations out of range are ignored, like unreadable ones.
     let cost_usd = parsed(&a, "langfuse.observation.cost_details")
         .and_then(|c| c.get("total").and_then(Value::as_f64))
         .or_else(|| first_f64(&a, &["llm.cost.total", "tracellm.cost_usd"]))
-        .filter(|c| c.is_finite() && *c >= 0.0);
-    let mut ttft = first_f64(&a, &["gen_ai.response.time_to_first_chunk"]).map(|s| s * 1000.0);
+        .filter(|c| (0.0..=MAX_COST_USD).contains(c));
+    let duration = |ms: &f64| (0.0..=MAX_DURATION_MS).contains(ms);
+    let mut ttft = first_f64(&a, &["gen_ai.response.time_to_first_chunk"])
+        .map(|s| s * 1000.0)
+        .filter(duration);
 
     // Events, and the error from the status plus any exception event.
     let mut events = Vec::new();
@@ -767,7 +796,8 @@ fn map_span(
             .filter(|e| {
                 e.time_unix_nano >= span.start_time_unix_nano && span.start_time_unix_nano > 0
             })
-            .map(|e| (e.time_unix_nano - span.start_time_unix_nano) as f64 / 1e6);
+            .map(|e| (e.time_unix_nano - span.start_time_unix_nano) as f64 / 1e6)
+            .filter(duration);
     }
     let status_code = span.status.as_ref().map_or(0, |s| s.code);
     let error = (status_code == 2).then(|| {
@@ -876,6 +906,13 @@ fn trace_hints(input: &mut TraceInput, a: &Map<String, Value>, is_root: bool) {
     }
 }
 
+fn check_time(ns: u64, what: &str) -> Result<(), String> {
+    if ns >= MAX_NANOS {
+        return Err(format!("{what} {ns} is after 2200 (OTLP times are Unix nanoseconds)"));
+    }
+    Ok(())
+}
+
 fn check_id(bytes: &[u8], want: usize, what: &str) -> Result<(), String> {
     if bytes.len() != want {
         return Err(format!("{what} must be {want} bytes, got {}", bytes.len()));
@@ -909,9 +946,14 @@ fn batch_of<'a>(
 pub fn map_traces(req: &ExportTraceServiceRequest, limits: &OtelLimits) -> Mapped {
     let mut out = Mapped::default();
     let mut by_trace: HashMap<Vec<u8>, usize> = HashMap::new();
+    // Each trace's root keeps a copy of its resource's attributes: a big resource shared by
+    // many traces must not multiply the request's size. Copies stop at this budget.
+    let mut copy_budget = RESOURCE_COPY_BYTES;
+    let mut uncopied = 0usize;
     for rs in &req.resource_spans {
         let resource =
             rs.resource.as_ref().map(|r| attributes(&r.attributes, limits).0).unwrap_or_default();
+        let resource_size = json_size(&resource);
         for ss in &rs.scope_spans {
             let scope = ss.scope.as_ref().map(|s| s.name.clone()).filter(|n| !n.is_empty());
             for span in &ss.spans {
@@ -924,7 +966,9 @@ pub fn map_traces(req: &ExportTraceServiceRequest, limits: &OtelLimits) -> Mappe
                         } else {
                             check_id(&span.parent_span_id, 8, "parentSpanId")
                         }
-                    });
+                    })
+                    .and_then(|_| check_time(span.start_time_unix_nano, "startTimeUnixNano"))
+                    .and_then(|_| check_time(span.end_time_unix_nano, "endTimeUnixNano"));
                 if let Err(e) = checks {
                     out.rejected += 1;
                     out.warn(format!("span {label:?} refused: {e}"));
@@ -937,6 +981,13 @@ pub fn map_traces(req: &ExportTraceServiceRequest, limits: &OtelLimits) -> Mappe
                         limits.max_attributes
                     ));
                 }
+                if span.events.len() > limits.max_events {
+                    out.warn(format!(
+                        "span {label:?}: kept the first {} events, dropped {}",
+                        limits.max_events,
+                        span.events.len() - limits.max_events
+                    ));
+                }
                 if let Some(s) = &scope {
                     a.insert("otel.scope.name".into(), Value::String(s.clone()));
                 }
@@ -944,13 +995,57 @@ pub fn map_traces(req: &ExportTraceServiceRequest, limits: &OtelLimits) -> Mappe
                 let is_root = span.parent_span_id.is_empty();
                 trace_hints(&mut batch.input, &a, is_root);
                 if is_root && !resource.is_empty() {
-                    batch.input.metadata.insert("resource".into(), Value::Object(resource.clone()));
+                    if resource_size <= copy_budget {
+                        copy_budget -= resource_size;
+                        batch
+                            .input
+                            .metadata
+                            .insert("resource".into(), Value::Object(resource.clone()));
+                    } else {
+                        uncopied += 1;
+                    }
                 }
                 batch.spans.push(map_span(span, a, limits));
             }
         }
     }
+    if uncopied > 0 {
+        out.warn(format!(
+            "resource attributes not kept on {uncopied} traces: more than {RESOURCE_COPY_BYTES} bytes of copies in one request"
+        ));
+    }
     out
+}
+
+/// Bytes of resource attributes one trace request may copy onto its traces' roots.
+const RESOURCE_COPY_BYTES: usize = 16 * 1024 * 1024;
+
+/// About the size of `m` as JSON text: strings, keys and a few bytes per value.
+fn json_size(m: &Map<String, Value>) -> usize {
+    let mut size = 2;
+    let mut stack: Vec<&Value> = Vec::new();
+    for (k, v) in m {
+        size += k.len() + 4;
+        stack.push(v);
+    }
+    while let Some(v) = stack.pop() {
+        size += match v {
+            Value::String(s) => s.len() + 2,
+            Value::Array(a) => {
+                stack.extend(a);
+                2
+            }
+            Value::Object(o) => {
+                for (k, v) in o {
+                    size += k.len() + 4;
+                    stack.push(v);
+                }
+                2
+            }
+            _ => 8,
+        };
+    }
+    size
 }
 
 /// Maps OTLP log records that carry GenAI events (≤ 1.36: `gen_ai.user.message`,
@@ -977,7 +1072,8 @@ pub fn map_logs(req: &ExportLogsServiceRequest, limits: &OtelLimits) -> Mapped {
                 }
                 let mut event_attrs = attrs;
                 if let Some(body) = &rec.body {
-                    event_attrs.insert("body".into(), any_to_json(body, 0, limits.max_value_depth));
+                    let depth = limits.max_value_depth.min(super::MAX_PARSED_DEPTH);
+                    event_attrs.insert("body".into(), any_to_json(body, 0, depth));
                 }
                 let time = nanos(rec.time_unix_nano)
                     .or_else(|| nanos(rec.observed_time_unix_nano))

@@ -48,14 +48,16 @@ impl Mapped {
     }
 }
 
-/// Limits on what one span may carry.
+/// Limits on what one span may carry. OTLP spans beyond them are trimmed, not refused (as OTel
+/// SDKs do with their own limits), and the partial-success message says so.
 #[derive(Debug, Clone)]
 pub struct OtelLimits {
-    /// Attributes kept per span; the rest are dropped with a warning.
+    /// Attributes kept per span (`--max-attributes`); the rest are dropped with a warning.
     pub max_attributes: usize,
-    /// Events kept per span.
+    /// Events kept per span (`--max-events`); the rest are dropped with a warning.
     pub max_events: usize,
-    /// Nesting depth of attribute values (arrays and key-value lists).
+    /// Nesting depth of attribute values (arrays and key-value lists); deeper values become the
+    /// string `"[nested too deeply]"`. At most [`MAX_PARSED_DEPTH`].
     pub max_value_depth: usize,
 }
 
@@ -76,13 +78,19 @@ pub fn hex(bytes: &[u8]) -> String {
     s
 }
 
+/// Deepest JSON text inside a string attribute that is parsed into structure; deeper text stays
+/// a string, so every stored span document reads back within serde_json's 128 levels.
+pub const MAX_PARSED_DEPTH: usize = 64;
+
 /// Reads an attribute map as JSON: the key, then the same key's value parsed if it is a JSON
 /// string (several dialects send structures as JSON text).
 pub(crate) fn parsed(attrs: &Map<String, Value>, key: &str) -> Option<Value> {
     match attrs.get(key)? {
         Value::String(s) => {
             let t = s.trim_start();
-            if t.starts_with('{') || t.starts_with('[') {
+            if (t.starts_with('{') || t.starts_with('['))
+                && crate::json_depth_exceeded(t.as_bytes(), MAX_PARSED_DEPTH).is_none()
+            {
                 serde_json::from_str(s).ok().or_else(|| Some(Value::String(s.clone())))
             } else {
                 Some(Value::String(s.clone()))
