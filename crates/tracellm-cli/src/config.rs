@@ -17,6 +17,8 @@ pub struct FileConfig {
     pub data_dir: Option<PathBuf>,
     pub store: Option<String>,
     pub max_body_bytes: Option<usize>,
+    pub ingest_queue_requests: Option<usize>,
+    pub ingest_memory_mb: Option<usize>,
     pub prices: Option<PathBuf>,
     pub log: Option<String>,
     pub require_auth: Option<bool>,

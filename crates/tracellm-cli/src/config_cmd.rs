@@ -75,6 +75,12 @@ pub const TEMPLATE: &str = r#"# TraceLLM configuration. Environment variables (T
 # Largest request body in bytes (TRACELLM_MAX_BODY_BYTES)
 # max-body-bytes = 10485760
 
+# Ingest requests that may wait for the store's writer (TRACELLM_INGEST_QUEUE_REQUESTS)
+# ingest-queue-requests = 1024
+
+# Memory ingest may hold at once, in MiB; beyond it ingest answers 503 (TRACELLM_INGEST_MEMORY_MB)
+# ingest-memory-mb = 256
+
 # TOML file of model prices, USD per million tokens, extending the built-in table (TRACELLM_PRICES)
 # prices = "/path/to/prices.toml"
 

@@ -69,6 +69,17 @@ pub struct StartArgs {
     #[arg(long, env = "TRACELLM_MAX_BODY_BYTES", value_name = "BYTES")]
     max_body_bytes: Option<usize>,
 
+    /// Ingest requests that may wait for the store's writer; beyond it, ingest answers 503 with
+    /// Retry-After [default: 1024]
+    #[arg(long, env = "TRACELLM_INGEST_QUEUE_REQUESTS", value_name = "N")]
+    ingest_queue_requests: Option<usize>,
+
+    /// Memory ingest may hold at once, in MiB: requests in flight (bodies read, decoded, waiting
+    /// for the commit) and, as much again, data queued for the writer. Beyond it, ingest answers
+    /// 503 with Retry-After [default: 256]
+    #[arg(long, env = "TRACELLM_INGEST_MEMORY_MB", value_name = "MIB")]
+    ingest_memory_mb: Option<usize>,
+
     /// TOML file of model prices (USD per million tokens) that extends the built-in table.
     #[arg(long, env = "TRACELLM_PRICES", value_name = "FILE")]
     prices: Option<PathBuf>,
@@ -105,6 +116,20 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
     let no_dashboard = args.no_dashboard || file.no_dashboard.unwrap_or(false);
     let no_grpc = args.no_otlp_grpc || file.no_otlp_grpc.unwrap_or(false);
     let grpc_port = args.otlp_grpc_port.or(file.otlp_grpc_port);
+    let ingest_memory = args
+        .ingest_memory_mb
+        .or(file.ingest_memory_mb)
+        .unwrap_or(256)
+        .max(1)
+        .saturating_mul(1 << 20);
+    let sqlite = SqliteOptions {
+        queue_requests: args
+            .ingest_queue_requests
+            .or(file.ingest_queue_requests)
+            .unwrap_or(SqliteOptions::default().queue_requests),
+        queue_bytes: ingest_memory,
+        ..SqliteOptions::default()
+    };
     let cfg = ServerConfig {
         host: args.host.or(file.host).unwrap_or_else(|| "127.0.0.1".into()),
         port: args.port.or(file.port).unwrap_or(8000),
@@ -117,6 +142,7 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
         otlp_grpc_optional: grpc_port.is_none(),
         limits: Limits {
             body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(10 * 1024 * 1024),
+            ingest_memory_bytes: ingest_memory,
             ..Limits::default()
         },
         normalize: NormalizeOptions::default(),
@@ -134,7 +160,7 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let store = tracellm_store::open(&store_url, SqliteOptions::default())
+        let store = tracellm_store::open(&store_url, sqlite)
             .await
             .with_context(|| format!("cannot open store {store_url}"))?;
         let url = store_url.clone();

@@ -157,6 +157,8 @@ fn help_explains_every_flag() {
         "--data-dir",
         "--store",
         "--max-body-bytes",
+        "--ingest-queue-requests",
+        "--ingest-memory-mb",
         "--prices",
         "--log",
     ] {

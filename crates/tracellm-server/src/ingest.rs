@@ -205,7 +205,8 @@ fn normalize_docs(state: &AppState, doc: Value, project: &str) -> Result<Vec<Tra
         (status = 413, description = "Body over the limit", body = crate::error::ErrorBody),
         (status = 415, description = "Not JSON", body = crate::error::ErrorBody),
         (status = 422, description = "A field is invalid; the message names it", body = crate::error::ErrorBody),
-        (status = 503, description = "Store busy or unavailable; retry after Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "Overloaded, store busy, or data directory read-only; retry after Retry-After", body = crate::error::ErrorBody),
+        (status = 507, description = "The server's disk is full; retry after Retry-After", body = crate::error::ErrorBody),
     )
 )]
 pub async fn post_traces(
@@ -216,6 +217,9 @@ pub async fn post_traces(
 ) -> Result<impl IntoResponse, ApiError> {
     check_scope_headers(&access, &headers)?;
     require_json(&headers)?;
+    // held until the answer: the body, what it becomes and its wait for the writer
+    let mut body = body;
+    let _reserved = state.budget.reserve(&headers, &mut body, state.limits.body_bytes).await?;
     let bytes = read_body(body, &headers, state.limits.body_bytes).await?;
     let traces = if bytes.len() <= INLINE_NORMALIZE_BYTES {
         normalize_all(&state, parse_json(&bytes)?, &access)?

@@ -3,6 +3,7 @@
 
 mod admin;
 pub mod auth;
+pub mod budget;
 mod dashboard;
 pub mod error;
 mod ingest;
@@ -41,11 +42,18 @@ pub struct Limits {
     pub body_bytes: usize,
     /// Most traces in one `{"traces": [...]}` request.
     pub max_traces_per_request: usize,
+    /// Working memory of ingest requests in flight, bodies read to answers sent
+    /// (`--ingest-memory-mb`); beyond it, ingest answers 503 with Retry-After.
+    pub ingest_memory_bytes: usize,
 }
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { body_bytes: 10 * 1024 * 1024, max_traces_per_request: 10_000 }
+        Limits {
+            body_bytes: 10 * 1024 * 1024,
+            max_traces_per_request: 10_000,
+            ingest_memory_bytes: 256 * 1024 * 1024,
+        }
     }
 }
 
@@ -58,6 +66,8 @@ pub struct AppState {
     pub otel: Arc<OtelLimits>,
     pub auth: Arc<auth::AuthState>,
     pub redactor: Arc<Redactor>,
+    /// Shared by every ingest route (HTTP and gRPC).
+    pub budget: Arc<budget::IngestBudget>,
     /// Flips to true when the server begins shutting down (long-lived WebSockets end).
     pub shutdown: watch::Receiver<bool>,
 }
@@ -294,6 +304,7 @@ pub async fn serve(
         otel: Arc::new(OtelLimits::default()),
         auth: Arc::new(auth_state),
         redactor: Arc::new(redactor),
+        budget: Arc::new(budget::IngestBudget::new(cfg.limits.ingest_memory_bytes)),
         shutdown: stop_rx.clone(),
     };
     let api_app = api_router(state.clone()).layer(cors(bound.dashboard));

@@ -24,6 +24,7 @@ use tracellm_core::otel::{self, Mapped};
 
 use crate::AppState;
 use crate::auth::Access;
+use crate::budget::Reservation;
 use crate::error::ApiError;
 use crate::ingest::{parse_json, read_body};
 
@@ -223,24 +224,27 @@ async fn export_logs(
 
 const BIG: usize = 64 * 1024;
 
-/// The request of an OTLP/HTTP route, in whichever encoding it came, and whether it is big
-/// enough to map off the async workers.
+/// The request of an OTLP/HTTP route, in whichever encoding it came, whether it is big enough to
+/// map off the async workers, and its share of the ingest budget (held until the answer).
 async fn decode<M: Message + Default>(
     state: &AppState,
     access: &Access,
     headers: &HeaderMap,
     body: Body,
     from_json: fn(&serde_json::Value) -> Result<M, tracellm_core::ValidationError>,
-) -> Result<(Encoding, M, bool), ApiError> {
+) -> Result<(Encoding, M, bool, Reservation), ApiError> {
     crate::ingest::check_scope_headers(access, headers)?;
     let enc = encoding(headers)?;
+    let mut body = body;
+    let mut reserved = state.budget.reserve(headers, &mut body, state.limits.body_bytes).await?;
     let bytes = otlp_body(body, headers, state.limits.body_bytes).await?;
+    state.budget.grow(&mut reserved, bytes.len())?;
     let big = bytes.len() > BIG;
     let req = match enc {
         Encoding::Protobuf => M::decode(bytes).map_err(|e| decode_error("protobuf", e))?,
         Encoding::Json => from_json(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?,
     };
-    Ok((enc, req, big))
+    Ok((enc, req, big, reserved))
 }
 
 #[utoipa::path(
@@ -251,7 +255,8 @@ async fn decode<M: Message + Default>(
         (status = 400, description = "Undecodable, or every span refused", body = crate::error::ErrorBody),
         (status = 413, description = "Body (before or after decompression) over the limit", body = crate::error::ErrorBody),
         (status = 415, description = "Not OTLP protobuf or JSON", body = crate::error::ErrorBody),
-        (status = 503, description = "Busy; retry after Retry-After", body = crate::error::ErrorBody),
+        (status = 503, description = "Overloaded, store busy, or data directory read-only; retry after Retry-After", body = crate::error::ErrorBody),
+        (status = 507, description = "The server's disk is full; retry after Retry-After", body = crate::error::ErrorBody),
     )
 )]
 pub async fn post_traces(
@@ -260,7 +265,7 @@ pub async fn post_traces(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (enc, req, big) =
+    let (enc, req, big, _reserved) =
         decode(&state, &access, &headers, body, otel::json::trace_request).await?;
     Ok(respond(enc, export_traces(&state, &access, req, big).await?))
 }
@@ -276,7 +281,8 @@ pub async fn post_logs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (enc, req, big) = decode(&state, &access, &headers, body, otel::json::logs_request).await?;
+    let (enc, req, big, _reserved) =
+        decode(&state, &access, &headers, body, otel::json::logs_request).await?;
     Ok(respond(enc, export_logs(&state, &access, req, big).await?))
 }
 
@@ -285,9 +291,10 @@ pub async fn post_logs(
 
 fn grpc_status(e: ApiError) -> tonic::Status {
     match e.status {
-        StatusCode::SERVICE_UNAVAILABLE | StatusCode::TOO_MANY_REQUESTS => {
-            tonic::Status::unavailable(e.message)
-        }
+        // UNAVAILABLE is the code OTLP exporters retry on
+        StatusCode::SERVICE_UNAVAILABLE
+        | StatusCode::TOO_MANY_REQUESTS
+        | StatusCode::INSUFFICIENT_STORAGE => tonic::Status::unavailable(e.message),
         StatusCode::INTERNAL_SERVER_ERROR => tonic::Status::internal(e.message),
         StatusCode::PAYLOAD_TOO_LARGE => tonic::Status::resource_exhausted(e.message),
         _ => tonic::Status::invalid_argument(e.message),
@@ -325,6 +332,9 @@ impl TraceService for Grpc {
     ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
         let access = grpc_access(&self.0, request.metadata()).await?;
         let req = request.into_inner();
+        // tonic has decoded the message already; its size is what the request holds from here
+        let _reserved =
+            self.0.budget.reserve_bytes(req.encoded_len()).await.map_err(grpc_status)?;
         let big = req
             .resource_spans
             .iter()
@@ -346,7 +356,10 @@ impl LogsService for Grpc {
         request: tonic::Request<ExportLogsServiceRequest>,
     ) -> Result<tonic::Response<ExportLogsServiceResponse>, tonic::Status> {
         let access = grpc_access(&self.0, request.metadata()).await?;
-        export_logs(&self.0, &access, request.into_inner(), true)
+        let req = request.into_inner();
+        let _reserved =
+            self.0.budget.reserve_bytes(req.encoded_len()).await.map_err(grpc_status)?;
+        export_logs(&self.0, &access, req, true)
             .await
             .map(tonic::Response::new)
             .map_err(grpc_status)
