@@ -204,3 +204,57 @@ fn kill_9_under_load_loses_no_acknowledged_span() {
         started.elapsed()
     );
 }
+
+/// Runs the crash test's clients against a fresh server, stops it with `signals` (sent
+/// `between` apart) after `after`, and checks what a restart finds. Returns the exit status.
+fn stop_under_load(
+    signals: &[&str],
+    after: Duration,
+    between: Duration,
+) -> std::process::ExitStatus {
+    let dir = tempfile::tempdir().unwrap();
+    let rt = support::runtime();
+    let mut server = Server::start(dir.path(), &[]);
+    let log: Log = Arc::new(Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|n| rt.spawn(client(server.api.clone(), 0, n, n as u64 + 1, Arc::clone(&log))))
+        .collect();
+    std::thread::sleep(after);
+    for (i, sig) in signals.iter().enumerate() {
+        if i > 0 {
+            std::thread::sleep(between);
+        }
+        server.signal(sig);
+    }
+    let status = server.wait_exit(Duration::from_secs(60));
+    for c in clients {
+        rt.block_on(async { tokio::time::timeout(Duration::from_secs(60), c).await })
+            .expect("clients end once the server is gone")
+            .unwrap();
+    }
+    check_integrity(&dir.path().join("traces.db"));
+    let server = Server::start(dir.path(), &[]);
+    let sent = std::mem::take(&mut *log.lock().unwrap());
+    assert!(sent.iter().any(|s| s.acked), "the load reached the server");
+    let (traces, _, spans) = rt.block_on(verify(&server.api, &sent));
+    println!(
+        "{signals:?}: exit {status}; {} requests acknowledged, {traces} traces and {spans} spans \
+         checked after restart",
+        sent.iter().filter(|s| s.acked).count()
+    );
+    status
+}
+
+#[test]
+fn sigterm_under_load_drains_everything_acknowledged() {
+    let status = stop_under_load(&["-TERM"], Duration::from_millis(800), Duration::ZERO);
+    assert!(status.success(), "SIGTERM is a clean stop: {status}");
+}
+
+#[test]
+fn a_second_signal_exits_at_once_and_leaves_the_store_intact() {
+    // the second signal lands while the first one's drain is under way
+    let status =
+        stop_under_load(&["-TERM", "-INT"], Duration::from_millis(800), Duration::from_millis(5));
+    assert!(status.success() || status.code() == Some(130), "{status}");
+}
