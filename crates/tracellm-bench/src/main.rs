@@ -50,7 +50,24 @@ enum Cmd {
     },
     /// Resident memory of --pid.
     Rss,
+    /// Hours of steady use in minutes: OTLP/JSON ingest at a fixed rate, a query loop and
+    /// WebSocket clients together, sampling the server's RSS, open file descriptors and query
+    /// latencies; prints the drift from start to end (needs --pid).
+    Soak {
+        #[arg(long, default_value_t = 3600)]
+        seconds: u64,
+        /// Traces per second (6 spans each, ~8 KB of OTLP/JSON).
+        #[arg(long, default_value_t = 20)]
+        rate: u32,
+        #[arg(long, default_value_t = 4)]
+        ws_clients: usize,
+        /// Seconds between samples.
+        #[arg(long, default_value_t = 120)]
+        sample_every: u64,
+    },
 }
+
+mod soak;
 
 fn rss_mib(pid: u32) -> Option<f64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -410,6 +427,17 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Query { iterations } => query(&cli, *iterations).await,
         Cmd::Visibility { iterations } => visibility(&cli, *iterations).await,
+        Cmd::Soak { seconds, rate, ws_clients, sample_every } => {
+            soak::run(
+                &cli.url,
+                cli.pid.context("--pid is required")?,
+                *seconds,
+                *rate,
+                *ws_clients,
+                *sample_every,
+            )
+            .await
+        }
         Cmd::Rss => {
             let pid = cli.pid.context("--pid is required")?;
             println!("server RSS: {:.1} MiB", rss_mib(pid).context("no such process")?);
