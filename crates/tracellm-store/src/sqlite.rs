@@ -583,10 +583,12 @@ fn clone_err(e: &StoreError) -> StoreError {
 /// What each op did, and the summary to announce (none when nothing became visible).
 type Written = Vec<(Ingested, Option<TraceSummary>)>;
 
-/// One transaction for the whole batch; each request in its own savepoint so that one bad
-/// request cannot fail the others. A refused write (disk full, read-only, I/O error) fails the
-/// whole batch instead: SQLite may already have rolled the transaction back, and nothing of it
-/// may then be acknowledged.
+/// One transaction for the whole batch. A request that fails (an invalid merge) must not fail
+/// the others, but savepoints cost every page a copy into the sub-journal, so the batch is first
+/// written without them; only when a request fails is that transaction rolled back and the
+/// batch written again with each request in its own savepoint. A refused write (disk full,
+/// read-only, I/O error) fails the whole batch instead: SQLite may already have rolled the
+/// transaction back, and nothing of it may then be acknowledged.
 fn write_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
@@ -596,6 +598,35 @@ fn write_batch(
         // left open by an earlier failure whose rollback failed too: never build on it
         conn.execute_batch("ROLLBACK")?;
     }
+    {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut out = Vec::with_capacity(batch.len());
+        let mut failed = None;
+        'requests: for req in batch {
+            let mut written = Vec::with_capacity(req.ops.len());
+            for op in &req.ops {
+                match write_op(&tx, op, asm, now) {
+                    Ok(w) => written.push(w),
+                    Err(e @ StoreError::Storage(_)) => return Err(e),
+                    Err(e) => {
+                        failed = Some(e);
+                        break 'requests;
+                    }
+                }
+            }
+            out.push(Ok(written));
+        }
+        match failed {
+            None => {
+                tx.commit()?;
+                return Ok(out);
+            }
+            // the batch was this one request: its error is the answer
+            Some(e) if batch.len() == 1 => return Ok(vec![Err(e)]),
+            Some(_) => {} // dropping `tx` rolls the batch back
+        }
+    }
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::with_capacity(batch.len());
@@ -604,15 +635,7 @@ fn write_batch(
         let mut written = Vec::with_capacity(req.ops.len());
         let mut result = Ok(());
         for op in &req.ops {
-            let outcome = match op {
-                Op::Replace(t) => write_trace(&sp, t, now).map(|created| {
-                    (Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone()))
-                }),
-                Op::Merge { project_id, batch, fresh } => {
-                    merge_trace(&sp, project_id, batch, fresh.as_deref(), asm, now)
-                }
-            };
-            match outcome {
+            match write_op(&sp, op, asm, now) {
                 Ok(w) => written.push(w),
                 Err(e @ StoreError::Storage(_)) => return Err(e),
                 Err(e) => {
@@ -634,6 +657,22 @@ fn write_batch(
     }
     tx.commit()?;
     Ok(out)
+}
+
+fn write_op(
+    conn: &Connection,
+    op: &Op,
+    asm: &Assembler,
+    now: i64,
+) -> Result<(Ingested, Option<TraceSummary>)> {
+    match op {
+        Op::Replace(t) => write_trace(conn, t, now).map(|created| {
+            (Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone()))
+        }),
+        Op::Merge { project_id, batch, fresh } => {
+            merge_trace(conn, project_id, batch, fresh.as_deref(), asm, now)
+        }
+    }
 }
 
 fn fts_body(t: &Trace) -> String {

@@ -360,6 +360,44 @@ pub async fn spans_arriving_in_any_order_assemble_one_trace(store: Arc<dyn Store
     assert_eq!(found.traces.len(), 1, "merged spans are searchable");
 }
 
+/// A request whose merge fails (its spans would close a cycle with stored ones) is refused
+/// alone: requests committed beside it are stored, and the stored trace it touched is unchanged.
+pub async fn a_failing_merge_fails_only_its_own_request(store: Arc<dyn Store>) {
+    store
+        .ingest_spans(
+            "default",
+            vec![batch("loop", vec![otel_span("a", Some("b"), 1, SpanKind::Llm)])],
+        )
+        .await
+        .unwrap();
+    let mut calls = Vec::new();
+    for i in 0..16 {
+        let store = Arc::clone(&store);
+        calls.push(tokio::spawn(async move {
+            let b = if i == 8 {
+                batch("loop", vec![otel_span("b", Some("a"), 0, SpanKind::Agent)])
+            } else {
+                batch(&format!("ok{i}"), vec![otel_span("root", None, 0, SpanKind::Agent)])
+            };
+            (i, store.ingest_spans("default", vec![b]).await)
+        }));
+    }
+    for call in calls {
+        let (i, outcome) = call.await.unwrap();
+        if i == 8 {
+            let e = outcome.expect_err("a parent cycle is refused");
+            assert!(matches!(e, StoreError::Invalid(_)), "{e:?}");
+        } else {
+            outcome.unwrap();
+            let t = store.get_trace("default", &format!("ok{i}")).await.unwrap();
+            assert_eq!(t.map(|t| t.span_count), Some(1), "request {i} is stored");
+        }
+    }
+    let t = store.get_trace("default", "loop").await.unwrap().unwrap();
+    assert_eq!(t.span_count, 1, "the stored trace is as it was");
+    assert_eq!(store.list_traces(query("default")).await.unwrap().traces.len(), 16);
+}
+
 pub async fn log_events_wait_for_their_span(store: Arc<dyn Store>) {
     let event = SpanEvent {
         name: "gen_ai.choice".into(),
@@ -526,6 +564,7 @@ macro_rules! store_suite {
             case!(events_follow_commits);
             case!(concurrent_ingest_is_all_stored);
             case!(spans_arriving_in_any_order_assemble_one_trace);
+            case!(a_failing_merge_fails_only_its_own_request);
             case!(log_events_wait_for_their_span);
             case!(environments_are_kept_apart);
             case!(projects_and_keys);
