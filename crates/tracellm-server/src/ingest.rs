@@ -7,12 +7,12 @@ use axum::response::IntoResponse;
 use serde::Serialize;
 use serde_json::Value;
 use tracellm_core::normalize::ValidationError;
-use tracellm_core::{Trace, normalize_trace};
+use tracellm_core::{NormalizeOptions, PriceTable, Trace, normalize_trace};
 use utoipa::ToSchema;
 
-use crate::AppState;
 use crate::auth::Access;
 use crate::error::ApiError;
+use crate::{AppState, Limits};
 
 /// Bodies larger than this are normalized off the async workers.
 const INLINE_NORMALIZE_BYTES: usize = 64 * 1024;
@@ -96,26 +96,64 @@ fn require_json(headers: &HeaderMap) -> Result<(), ApiError> {
     }
 }
 
-/// Parses JSON with errors a user can act on.
-pub fn parse_json(bytes: &[u8]) -> Result<Value, ApiError> {
+/// Parses JSON with errors a user can act on; nesting deeper than `max_depth` (arrays and
+/// objects; serde_json stops at 128 whatever the limit) is refused before parsing.
+pub fn parse_json(bytes: &[u8], max_depth: usize) -> Result<Value, ApiError> {
     if let Err(e) = std::str::from_utf8(bytes) {
         return Err(ApiError::bad_request(
             "invalid_utf8",
             format!("request body is not valid UTF-8 (at byte {})", e.valid_up_to()),
         ));
     }
+    let too_deep = |max: usize, at: String| {
+        ApiError::bad_request(
+            "invalid_json",
+            format!("JSON is nested too deeply (more than {max} levels, --max-json-depth) at {at}"),
+        )
+    };
+    if let Some(at) = tracellm_core::json_depth_exceeded(bytes, max_depth) {
+        return Err(too_deep(max_depth, format!("byte {at}")));
+    }
     serde_json::from_slice(bytes).map_err(|e| {
-        let what = if e.to_string().contains("recursion limit") {
-            format!(
-                "JSON is nested too deeply (more than 128 levels) at line {} column {}",
-                e.line(),
-                e.column()
-            )
+        if e.to_string().contains("recursion limit") {
+            too_deep(max_depth.min(128), format!("line {} column {}", e.line(), e.column()))
         } else {
-            format!("invalid JSON: {e}")
-        };
-        ApiError::bad_request("invalid_json", what)
+            ApiError::bad_request("invalid_json", format!("invalid JSON: {e}"))
+        }
     })
+}
+
+/// The refusal of a request carrying more than `limit` spans.
+pub fn too_many_spans(count: usize, limit: usize, what: &str) -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "too_many_spans",
+        format!(
+            "request carries {count} {what}, more than the limit of {limit} per request (--max-spans-per-request); send smaller batches"
+        ),
+    )
+}
+
+/// The spans a native trace document will have: its span array, or the one span made for a
+/// trace sent as prompt and response.
+fn span_count(doc: &Value) -> usize {
+    ["spans", "steps", "observations"]
+        .iter()
+        .find_map(|k| doc.get(*k).and_then(Value::as_array).map(Vec::len))
+        .unwrap_or(0)
+        .max(1)
+}
+
+/// What `POST /traces` does between reading the body and storing: parses a body that is one
+/// trace document or `{"traces": [...]}` and normalizes each trace of `project`, within `limits`.
+pub fn normalize_body(
+    bytes: &[u8],
+    project: &str,
+    prices: &PriceTable,
+    opts: &NormalizeOptions,
+    limits: &Limits,
+) -> Result<Vec<Trace>, ApiError> {
+    normalize_docs(parse_json(bytes, limits.max_json_depth)?, project, prices, opts, limits)
 }
 
 fn prefixed(e: ValidationError, prefix: &str) -> ValidationError {
@@ -123,8 +161,9 @@ fn prefixed(e: ValidationError, prefix: &str) -> ValidationError {
 }
 
 /// Normalizes a document that is one trace or `{"traces": [...]}`.
-fn normalize_all(state: &AppState, doc: Value, access: &Access) -> Result<Vec<Trace>, ApiError> {
-    let mut traces = normalize_docs(state, doc, &access.project_id)?;
+fn normalize_all(state: &AppState, bytes: &[u8], access: &Access) -> Result<Vec<Trace>, ApiError> {
+    let mut traces =
+        normalize_body(bytes, &access.project_id, &state.prices, &state.normalize, &state.limits)?;
     for t in &mut traces {
         t.environment = access.environment.clone();
         state.redactor.trace(t);
@@ -132,7 +171,13 @@ fn normalize_all(state: &AppState, doc: Value, access: &Access) -> Result<Vec<Tr
     Ok(traces)
 }
 
-fn normalize_docs(state: &AppState, doc: Value, project: &str) -> Result<Vec<Trace>, ApiError> {
+fn normalize_docs(
+    doc: Value,
+    project: &str,
+    prices: &PriceTable,
+    opts: &NormalizeOptions,
+    limits: &Limits,
+) -> Result<Vec<Trace>, ApiError> {
     let batch = match doc {
         Value::Object(mut o)
             if o.contains_key("traces") && !o.contains_key("spans") && !o.contains_key("steps") =>
@@ -160,7 +205,11 @@ fn normalize_docs(state: &AppState, doc: Value, project: &str) -> Result<Vec<Tra
             .into());
         }
         other => {
-            let t = normalize_trace(other, project, &state.prices, &state.normalize)?;
+            let spans = span_count(&other);
+            if spans > limits.max_spans_per_request {
+                return Err(too_many_spans(spans, limits.max_spans_per_request, "spans"));
+            }
+            let t = normalize_trace(other, project, prices, opts)?;
             return Ok(vec![t]);
         }
     };
@@ -168,21 +217,25 @@ fn normalize_docs(state: &AppState, doc: Value, project: &str) -> Result<Vec<Tra
     if items.is_empty() {
         return Err(ValidationError { field: "traces".into(), message: "is empty".into() }.into());
     }
-    if items.len() > state.limits.max_traces_per_request {
+    if items.len() > limits.max_traces_per_request {
         return Err(ValidationError {
             field: "traces".into(),
             message: format!(
                 "{} traces exceed the limit of {} per request",
                 items.len(),
-                state.limits.max_traces_per_request
+                limits.max_traces_per_request
             ),
         }
         .into());
     }
+    let spans = items.iter().map(span_count).fold(0usize, usize::saturating_add);
+    if spans > limits.max_spans_per_request {
+        return Err(too_many_spans(spans, limits.max_spans_per_request, "spans"));
+    }
     let mut out = Vec::with_capacity(items.len());
     let mut seen = std::collections::HashSet::with_capacity(items.len());
     for (i, item) in items.into_iter().enumerate() {
-        let t = normalize_trace(item, project, &state.prices, &state.normalize)
+        let t = normalize_trace(item, project, prices, opts)
             .map_err(|e| prefixed(e, &format!("traces[{i}].")))?;
         if !seen.insert(t.id.clone()) {
             return Err(ValidationError {
@@ -222,14 +275,12 @@ pub async fn post_traces(
     let _reserved = state.budget.reserve(&headers, &mut body, state.limits.body_bytes).await?;
     let bytes = read_body(body, &headers, state.limits.body_bytes).await?;
     let traces = if bytes.len() <= INLINE_NORMALIZE_BYTES {
-        normalize_all(&state, parse_json(&bytes)?, &access)?
+        normalize_all(&state, &bytes, &access)?
     } else {
         let st = state.clone();
-        tokio::task::spawn_blocking(move || normalize_all(&st, parse_json(&bytes)?, &access))
-            .await
-            .map_err(|e| {
-                ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
-            })??
+        tokio::task::spawn_blocking(move || normalize_all(&st, &bytes, &access)).await.map_err(
+            |e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()),
+        )??
     };
     let stored = state.store.ingest(traces).await?;
     let ids: Vec<String> = stored.into_iter().map(|i| i.id).collect();

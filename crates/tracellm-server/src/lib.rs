@@ -28,18 +28,29 @@ use tracellm_core::redact::{RedactConfig, Redactor};
 use tracellm_core::{NormalizeOptions, PriceTable};
 use tracellm_store::Store;
 
+pub use ingest::normalize_body;
 pub use openapi::ApiDoc;
+pub use otlp::{Encoding as OtlpEncoding, decode_logs_request, decode_trace_request};
+pub use params::{analytics_query, trace_query};
 
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// Project of requests that carry no API key.
 pub const DEFAULT_PROJECT: &str = "default";
 
-/// Sizes the server refuses beyond.
+/// Sizes the server refuses beyond (the table is in docs/SECURITY.md).
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// Largest request body, in bytes.
+    /// Largest request body, in bytes, before and after gzip inflation (`--max-body-bytes`).
     pub body_bytes: usize,
+    /// Most spans in one request: OTLP spans or log records, or the spans of all traces of a
+    /// native batch (`--max-spans-per-request`); more is 413.
+    pub max_spans_per_request: usize,
+    /// Deepest nesting of arrays and objects in a JSON body (`--max-json-depth`, at most 128:
+    /// serde_json's own limit); deeper is 400.
+    pub max_json_depth: usize,
+    /// What one OTLP span may carry; beyond, it is trimmed with a warning.
+    pub otel: OtelLimits,
     /// Most traces in one `{"traces": [...]}` request.
     pub max_traces_per_request: usize,
     /// Working memory of ingest requests in flight, bodies read to answers sent
@@ -52,6 +63,9 @@ impl Default for Limits {
         Limits {
             body_bytes: 10 * 1024 * 1024,
             max_traces_per_request: 10_000,
+            max_spans_per_request: 100_000,
+            max_json_depth: 64,
+            otel: OtelLimits::default(),
             ingest_memory_bytes: 256 * 1024 * 1024,
         }
     }
@@ -301,7 +315,7 @@ pub async fn serve(
         prices: Arc::new(prices),
         normalize: Arc::new(cfg.normalize.clone()),
         limits: Arc::new(cfg.limits.clone()),
-        otel: Arc::new(OtelLimits::default()),
+        otel: Arc::new(cfg.limits.otel.clone()),
         auth: Arc::new(auth_state),
         redactor: Arc::new(redactor),
         budget: Arc::new(budget::IngestBudget::new(cfg.limits.ingest_memory_bytes)),

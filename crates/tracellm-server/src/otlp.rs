@@ -22,14 +22,16 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use prost::Message;
 use tracellm_core::otel::{self, Mapped};
 
-use crate::AppState;
 use crate::auth::Access;
 use crate::budget::Reservation;
 use crate::error::ApiError;
+use crate::ingest::too_many_spans;
 use crate::ingest::{parse_json, read_body};
+use crate::{AppState, Limits};
 
-#[derive(Clone, Copy, PartialEq)]
-enum Encoding {
+/// The two encodings of OTLP/HTTP bodies.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Encoding {
     Protobuf,
     Json,
 }
@@ -83,6 +85,59 @@ async fn otlp_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Byte
 
 fn decode_error(what: &str, e: impl std::fmt::Display) -> ApiError {
     ApiError::bad_request("invalid_otlp", format!("invalid OTLP {what}: {e}"))
+}
+
+/// An OTLP message from its (inflated) body: protobuf, or OTLP/JSON within the JSON depth limit.
+/// prost's own recursion limit (100 nested messages) makes deeper protobuf a 400 too.
+fn decode_body<M: Message + Default>(
+    enc: Encoding,
+    bytes: &[u8],
+    limits: &Limits,
+    from_json: fn(&serde_json::Value) -> Result<M, tracellm_core::ValidationError>,
+) -> Result<M, ApiError> {
+    match enc {
+        Encoding::Protobuf => M::decode(bytes).map_err(|e| decode_error("protobuf", e)),
+        Encoding::Json => from_json(&parse_json(bytes, limits.max_json_depth)?)
+            .map_err(|e| decode_error("JSON", e)),
+    }
+}
+
+/// Decodes the body of `POST /v1/traces` and checks the span count, as the route does.
+pub fn decode_trace_request(
+    enc: Encoding,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<ExportTraceServiceRequest, ApiError> {
+    let req = decode_body(enc, bytes, limits, otel::json::trace_request)?;
+    check_trace_count(&req, limits)?;
+    Ok(req)
+}
+
+/// Decodes the body of `POST /v1/logs` and checks the record count, as the route does.
+pub fn decode_logs_request(
+    enc: Encoding,
+    bytes: &[u8],
+    limits: &Limits,
+) -> Result<ExportLogsServiceRequest, ApiError> {
+    let req = decode_body(enc, bytes, limits, otel::json::logs_request)?;
+    check_logs_count(&req, limits)?;
+    Ok(req)
+}
+
+fn check_trace_count(req: &ExportTraceServiceRequest, limits: &Limits) -> Result<(), ApiError> {
+    let n = req.resource_spans.iter().flat_map(|r| &r.scope_spans).map(|s| s.spans.len()).sum();
+    if n > limits.max_spans_per_request {
+        return Err(too_many_spans(n, limits.max_spans_per_request, "spans"));
+    }
+    Ok(())
+}
+
+fn check_logs_count(req: &ExportLogsServiceRequest, limits: &Limits) -> Result<(), ApiError> {
+    let n = req.resource_logs.iter().flat_map(|r| &r.scope_logs).map(|s| s.log_records.len()).sum();
+    if n > limits.max_spans_per_request {
+        return Err(too_many_spans(n, limits.max_spans_per_request, "log records"));
+    }
+    Ok(())
 }
 
 /// Refuses a request whose every item was refused; otherwise the refusals are partial success.
@@ -177,6 +232,7 @@ async fn export_traces(
     req: ExportTraceServiceRequest,
     big: bool,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
+    check_trace_count(&req, &state.limits)?;
     let limits = state.otel.clone();
     let redactor = state.redactor.clone();
     let env = access.environment.clone();
@@ -201,6 +257,7 @@ async fn export_logs(
     req: ExportLogsServiceRequest,
     big: bool,
 ) -> Result<ExportLogsServiceResponse, ApiError> {
+    check_logs_count(&req, &state.limits)?;
     let limits = state.otel.clone();
     let redactor = state.redactor.clone();
     let env = access.environment.clone();
@@ -240,10 +297,7 @@ async fn decode<M: Message + Default>(
     let bytes = otlp_body(body, headers, state.limits.body_bytes).await?;
     state.budget.grow(&mut reserved, bytes.len())?;
     let big = bytes.len() > BIG;
-    let req = match enc {
-        Encoding::Protobuf => M::decode(bytes).map_err(|e| decode_error("protobuf", e))?,
-        Encoding::Json => from_json(&parse_json(&bytes)?).map_err(|e| decode_error("JSON", e))?,
-    };
+    let req = decode_body(enc, &bytes, &state.limits, from_json)?;
     Ok((enc, req, big, reserved))
 }
 
@@ -366,6 +420,22 @@ impl LogsService for Grpc {
     }
 }
 
+/// tonic answers a message prost cannot decode (one nested past prost's recursion limit too)
+/// with INTERNAL; the fault is the client's, so it becomes INVALID_ARGUMENT, HTTP's 400.
+fn undecodable_is_invalid_argument<B>(
+    mut resp: axum::http::Response<B>,
+) -> axum::http::Response<B> {
+    let h = resp.headers_mut();
+    let undecodable = h.get("grpc-status").is_some_and(|v| v == "13")
+        && h.get("grpc-message").and_then(|v| v.to_str().ok()).is_some_and(|m| {
+            m.starts_with("failed%20to%20decode") || m.starts_with("failed to decode")
+        });
+    if undecodable {
+        h.insert("grpc-status", HeaderValue::from_static("3"));
+    }
+    resp
+}
+
 /// Serves OTLP/gRPC on `listener` until `shutdown` resolves.
 pub async fn serve_grpc(
     listener: tokio::net::TcpListener,
@@ -376,6 +446,7 @@ pub async fn serve_grpc(
     let limit = state.limits.body_bytes;
     let svc = Grpc(state);
     tonic::transport::Server::builder()
+        .layer(tower::util::MapResponseLayer::new(undecodable_is_invalid_argument))
         .add_service(
             TraceServiceServer::new(svc.clone())
                 .accept_compressed(Gzip)

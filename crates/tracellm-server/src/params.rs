@@ -2,7 +2,7 @@
 
 use chrono::{DateTime, Duration, Utc};
 use tracellm_core::Status;
-use tracellm_core::api::{self, Cursor, TraceQuery};
+use tracellm_core::api::{self, AnalyticsQuery, Cursor, MAX_BUCKET_SECS, MAX_BUCKETS, TraceQuery};
 
 use crate::auth::Access;
 use crate::error::ApiError;
@@ -183,6 +183,51 @@ pub fn trace_query(raw: Option<&str>, access: &Access) -> Result<TraceQuery, Api
     }
     p.finish(TRACE_PARAMS)?;
     Ok(q)
+}
+
+/// The range and bucket of `GET /analytics`.
+pub fn analytics_query(raw: Option<&str>, access: &Access) -> Result<AnalyticsQuery, ApiError> {
+    let mut p = Params::parse(raw);
+    let (project_id, environment) = scope(&mut p, access)?;
+    let since = p.time("since")?;
+    let until = p.time("until")?;
+    let bucket_secs = match p.take("bucket")? {
+        None => None,
+        Some(b) => Some(
+            parse_duration(&b)
+                .map(|d| d.num_seconds())
+                .or_else(|| b.parse::<i64>().ok().filter(|s| *s > 0))
+                .filter(|s| *s <= MAX_BUCKET_SECS)
+                .ok_or_else(|| {
+                    ApiError::bad_request(
+                        "invalid_parameter",
+                        format!(
+                            "parameter \"bucket\": {b:?} is not a duration from 1s to 100 years such as 1m, 1h or 1d"
+                        ),
+                    )
+                })?,
+        ),
+    };
+    p.finish(&["since", "until", "bucket", "project", "environment"])?;
+    if let (Some(s), Some(u)) = (since, until) {
+        if s >= u {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                "parameter \"since\" must be before \"until\"",
+            ));
+        }
+        if let Some(b) = bucket_secs
+            && (u - s).num_seconds() / b > MAX_BUCKETS
+        {
+            return Err(ApiError::bad_request(
+                "invalid_parameter",
+                format!(
+                    "parameter \"bucket\": more than {MAX_BUCKETS} buckets over this range; choose a wider bucket"
+                ),
+            ));
+        }
+    }
+    Ok(AnalyticsQuery { project_id, environment, since, until, bucket_secs })
 }
 
 /// The project and environment a request reaches: its access, narrowed by `environment=` when

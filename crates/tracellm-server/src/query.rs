@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use serde::Serialize;
-use tracellm_core::api::{Analytics, AnalyticsQuery, FailurePage, MAX_BUCKETS, TracePage};
+use tracellm_core::api::{Analytics, FailurePage, TracePage};
 use tracellm_core::{Span, Trace};
 use utoipa::ToSchema;
 
@@ -173,45 +173,6 @@ pub async fn analytics(
     access: Access,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<Analytics>, ApiError> {
-    let mut p = Params::parse(raw.as_deref());
-    let (project_id, environment) = params::scope(&mut p, &access)?;
-    let since = p.time("since")?;
-    let until = p.time("until")?;
-    let bucket_secs = match p.take("bucket")? {
-        None => None,
-        Some(b) => Some(
-            params::parse_duration(&b)
-                .map(|d| d.num_seconds())
-                .or_else(|| b.parse::<i64>().ok().filter(|s| *s > 0))
-                .ok_or_else(|| {
-                    ApiError::bad_request(
-                        "invalid_parameter",
-                        format!(
-                            "parameter \"bucket\": {b:?} is not a duration such as 1m, 1h or 1d"
-                        ),
-                    )
-                })?,
-        ),
-    };
-    p.finish(&["since", "until", "bucket", "project", "environment"])?;
-    if let (Some(s), Some(u)) = (since, until) {
-        if s >= u {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                "parameter \"since\" must be before \"until\"",
-            ));
-        }
-        if let Some(b) = bucket_secs
-            && (u - s).num_seconds() / b > MAX_BUCKETS
-        {
-            return Err(ApiError::bad_request(
-                "invalid_parameter",
-                format!(
-                    "parameter \"bucket\": more than {MAX_BUCKETS} buckets over this range; choose a wider bucket"
-                ),
-            ));
-        }
-    }
-    let q = AnalyticsQuery { project_id, environment, since, until, bucket_secs };
+    let q = params::analytics_query(raw.as_deref(), &access)?;
     Ok(Json(state.store.analytics(q).await?))
 }

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use tracellm_client::Client;
-use tracellm_core::{NormalizeOptions, PriceTable};
+use tracellm_core::{Assembler, NormalizeOptions, PriceTable};
 use tracellm_server::{Bound, Limits, ServerConfig};
 use tracellm_store::{SqliteOptions, SqliteStore, Store};
 
@@ -24,9 +24,6 @@ impl TestServer {
         dir: &std::path::Path,
         tweak: impl FnOnce(&mut ServerConfig),
     ) -> TestServer {
-        let store: Arc<dyn Store> = Arc::new(
-            SqliteStore::open(&dir.join("traces.db"), SqliteOptions::default()).await.unwrap(),
-        );
         let cfg = ServerConfig {
             host: "127.0.0.1".into(),
             port: 0,
@@ -43,6 +40,17 @@ impl TestServer {
         };
         let mut cfg = cfg;
         tweak(&mut cfg);
+        // The store re-assembles OTLP traces with the server's limits, as `tracellm start` does.
+        let assembler =
+            Arc::new(Assembler { prices: PriceTable::builtin(), opts: cfg.normalize.clone() });
+        let store: Arc<dyn Store> = Arc::new(
+            SqliteStore::open(
+                &dir.join("traces.db"),
+                SqliteOptions { assembler, ..Default::default() },
+            )
+            .await
+            .unwrap(),
+        );
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
         let task = tokio::spawn(tracellm_server::serve(
