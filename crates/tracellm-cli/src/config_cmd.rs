@@ -75,6 +75,14 @@ pub const TEMPLATE: &str = r#"# TraceLLM configuration. Environment variables (T
 # Largest request body in bytes (TRACELLM_MAX_BODY_BYTES)
 # max-body-bytes = 10485760
 
+# Limits on what one request may carry (TRACELLM_MAX_SPANS_PER_REQUEST, …; docs/SECURITY.md)
+# max-spans-per-request = 100000
+# max-spans-per-trace = 100000
+# max-attributes = 1000
+# max-events = 1000
+# max-json-depth = 64
+# max-value-depth = 32
+
 # Ingest requests that may wait for the store's writer (TRACELLM_INGEST_QUEUE_REQUESTS)
 # ingest-queue-requests = 1024
 

@@ -1,11 +1,13 @@
 //! `tracellm start`.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context;
 use clap::Args;
-use tracellm_core::{NormalizeOptions, PriceTable};
+use tracellm_core::otel::OtelLimits;
+use tracellm_core::{Assembler, NormalizeOptions, PriceTable};
 use tracellm_server::{Limits, ServerConfig};
 use tracellm_store::SqliteOptions;
 
@@ -69,6 +71,37 @@ pub struct StartArgs {
     #[arg(long, env = "TRACELLM_MAX_BODY_BYTES", value_name = "BYTES")]
     max_body_bytes: Option<usize>,
 
+    /// Most spans in one request (OTLP spans or log records, or all spans of a native batch);
+    /// more gets 413 [default: 100000]
+    #[arg(long, env = "TRACELLM_MAX_SPANS_PER_REQUEST", value_name = "N")]
+    max_spans_per_request: Option<usize>,
+
+    /// Most spans one trace may have, over all the requests that bring them; more gets 422
+    /// (native) or 400 (OTLP) [default: 100000]
+    #[arg(long, env = "TRACELLM_MAX_SPANS_PER_TRACE", value_name = "N")]
+    max_spans_per_trace: Option<usize>,
+
+    /// Most attributes per span: a native span with more gets 422, an OTLP span keeps the first N
+    /// and the answer's partialSuccess says how many were dropped [default: 1000]
+    #[arg(long, env = "TRACELLM_MAX_ATTRIBUTES", value_name = "N")]
+    max_attributes: Option<usize>,
+
+    /// Most events per span, with the same treatment as attributes [default: 1000]
+    #[arg(long, env = "TRACELLM_MAX_EVENTS", value_name = "N")]
+    max_events: Option<usize>,
+
+    /// Deepest nesting of arrays and objects in a JSON body, 1 to 128; deeper gets 400
+    /// [default: 64]
+    #[arg(long, env = "TRACELLM_MAX_JSON_DEPTH", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=128))]
+    max_json_depth: Option<u16>,
+
+    /// Deepest nesting kept in an OTLP attribute value, 1 to 64; deeper parts are replaced by
+    /// "[nested too deeply]" [default: 32]
+    #[arg(long, env = "TRACELLM_MAX_VALUE_DEPTH", value_name = "N",
+          value_parser = clap::value_parser!(u16).range(1..=64))]
+    max_value_depth: Option<u16>,
+
     /// Ingest requests that may wait for the store's writer; beyond it, ingest answers 503 with
     /// Retry-After [default: 1024]
     #[arg(long, env = "TRACELLM_INGEST_QUEUE_REQUESTS", value_name = "N")]
@@ -95,6 +128,7 @@ fn home_dir() -> PathBuf {
 
 pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
     let started = Instant::now();
+    let (limits, normalize) = input_limits(&args, &file);
     let log = args.log.or(file.log).unwrap_or_else(|| "info".into());
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -113,6 +147,9 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
         Some(p) => PriceTable::with_file(&p)?,
         None => PriceTable::builtin(),
     };
+    // OTLP spans arriving over many requests are re-assembled by the store: same prices, same
+    // limits as the server's.
+    let assembler = Arc::new(Assembler { prices: prices.clone(), opts: normalize.clone() });
     let no_dashboard = args.no_dashboard || file.no_dashboard.unwrap_or(false);
     let no_grpc = args.no_otlp_grpc || file.no_otlp_grpc.unwrap_or(false);
     let grpc_port = args.otlp_grpc_port.or(file.otlp_grpc_port);
@@ -142,10 +179,13 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
         otlp_grpc_optional: grpc_port.is_none(),
         limits: Limits {
             body_bytes: args.max_body_bytes.or(file.max_body_bytes).unwrap_or(10 * 1024 * 1024),
+            max_spans_per_request: limits.max_spans_per_request,
+            max_json_depth: limits.max_json_depth,
+            otel: limits.otel,
             ingest_memory_bytes: ingest_memory,
             ..Limits::default()
         },
-        normalize: NormalizeOptions::default(),
+        normalize,
         require_auth: args.require_auth || file.require_auth.unwrap_or(false),
         insecure_no_auth: args.insecure_no_auth || file.insecure_no_auth.unwrap_or(false),
         allowed_hosts: if args.allowed_hosts.is_empty() {
@@ -160,7 +200,7 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async move {
-        let store = tracellm_store::open(&store_url, sqlite)
+        let store = tracellm_store::open(&store_url, SqliteOptions { assembler, ..sqlite })
             .await
             .with_context(|| format!("cannot open store {store_url}"))?;
         let url = store_url.clone();
@@ -187,6 +227,44 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("cannot serve on {}:{}", cfg.host, cfg.port))
     })
+}
+
+/// The limits on what one request may carry: flag, else environment, else config file, else the
+/// default (one table in docs/SECURITY.md).
+fn input_limits(args: &StartArgs, file: &FileConfig) -> (Limits, NormalizeOptions) {
+    let (l, n, o) = (Limits::default(), NormalizeOptions::default(), OtelLimits::default());
+    let max_attributes = args.max_attributes.or(file.max_attributes).unwrap_or(n.max_attributes);
+    let max_events = args.max_events.or(file.max_events).unwrap_or(n.max_events);
+    let limits = Limits {
+        max_spans_per_request: args
+            .max_spans_per_request
+            .or(file.max_spans_per_request)
+            .unwrap_or(l.max_spans_per_request),
+        max_json_depth: args
+            .max_json_depth
+            .map(usize::from)
+            .or(file.max_json_depth)
+            .unwrap_or(l.max_json_depth)
+            .clamp(1, 128),
+        otel: OtelLimits {
+            max_attributes,
+            max_events,
+            max_value_depth: args
+                .max_value_depth
+                .map(usize::from)
+                .or(file.max_value_depth)
+                .unwrap_or(o.max_value_depth)
+                .clamp(1, 64),
+        },
+        ..l
+    };
+    let normalize = NormalizeOptions {
+        max_spans: args.max_spans_per_trace.or(file.max_spans_per_trace).unwrap_or(n.max_spans),
+        max_attributes,
+        max_events,
+        ..n
+    };
+    (limits, normalize)
 }
 
 /// Resolves on Ctrl-C or SIGTERM; a second signal exits at once (the store stays consistent:

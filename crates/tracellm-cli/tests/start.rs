@@ -10,6 +10,10 @@ struct Server {
 }
 
 fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
+    start_with_env(data_dir, extra, &[])
+}
+
+fn start_with_env(data_dir: &std::path::Path, extra: &[&str], env: &[(&str, &str)]) -> Server {
     let mut child = Command::new(env!("CARGO_BIN_EXE_tracellm"))
         .args([
             "start",
@@ -25,6 +29,7 @@ fn start(data_dir: &std::path::Path, extra: &[&str]) -> Server {
         .args(extra)
         .env_remove("TRACELLM_STORE")
         .env("HOME", data_dir)
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -146,6 +151,44 @@ fn flags_env_and_config_file_layer() {
 }
 
 #[test]
+fn limits_come_from_flags_and_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut srv = start_with_env(
+        dir.path(),
+        &["--max-json-depth", "4", "--max-spans-per-trace", "3"],
+        &[("TRACELLM_MAX_SPANS_PER_REQUEST", "4"), ("TRACELLM_MAX_ATTRIBUTES", "1")],
+    );
+    let post = |doc: &str| http("POST", &format!("{}/traces", srv.api), Some(doc));
+    let spans = |n: usize| {
+        let s: Vec<String> = (0..n).map(|i| format!(r#"{{"id": "s{i}"}}"#)).collect();
+        format!(r#"{{"spans": [{}]}}"#, s.join(","))
+    };
+    assert_eq!(post(&spans(3)).0, 202);
+    let (code, v) = post(&spans(4));
+    assert_eq!(code, 422, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("limit of 3 per trace"), "{v}");
+    let (code, v) = post(&spans(5));
+    assert_eq!(code, 413, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("limit of 4 per request"), "{v}");
+    let (code, v) = post(r#"{"spans": [{"id": "a", "x": [[1]]}]}"#);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("more than 4 levels"), "{v}");
+    let (code, v) = post(r#"{"spans": [{"id": "a", "x": 1, "y": 2}]}"#);
+    assert_eq!(code, 422, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("limit of 1 per span"), "{v}");
+    signal(&srv.child, "-TERM");
+    assert!(wait_exit(&mut srv.child).success());
+    // serde_json stops at 128 levels whatever the flag says: more is refused at start
+    let out = Command::new(env!("CARGO_BIN_EXE_tracellm"))
+        .args(["start", "--max-json-depth", "200"])
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("200 is not in 1..=128"));
+}
+
+#[test]
 fn help_explains_every_flag() {
     let out =
         Command::new(env!("CARGO_BIN_EXE_tracellm")).args(["start", "--help"]).output().unwrap();
@@ -157,6 +200,12 @@ fn help_explains_every_flag() {
         "--data-dir",
         "--store",
         "--max-body-bytes",
+        "--max-spans-per-request",
+        "--max-spans-per-trace",
+        "--max-attributes",
+        "--max-events",
+        "--max-json-depth",
+        "--max-value-depth",
         "--ingest-queue-requests",
         "--ingest-memory-mb",
         "--prices",
