@@ -2,6 +2,7 @@
 //! `--store`: `sqlite://PATH` (embedded, the default) or, later, `postgres://…`. Every backend
 //! runs the same conformance suite (`tests/conformance.rs`).
 
+mod doc;
 pub mod postgres;
 mod sqlite;
 

@@ -22,6 +22,7 @@ use tracellm_core::{
     Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
 };
 
+use crate::doc;
 use crate::{
     ApiKey, EventKind, Ingested, NewApiKey, Project, Result, StorageFault, Store, StoreError,
     StoreEvent, StoreInfo,
@@ -231,7 +232,7 @@ struct Prepared {
     metadata: String,
     prompt: Option<String>,
     response: Option<String>,
-    spans: Vec<(String, i64, String)>,
+    spans: Vec<(String, i64, doc::Packed)>,
     fts: String,
 }
 
@@ -239,7 +240,7 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
     let spans = t
         .spans
         .iter()
-        .map(|s| Ok((s.id.clone(), time::to_micros(s.start_time), json(s)?)))
+        .map(|s| Ok((s.id.clone(), time::to_micros(s.start_time), doc::pack(s)?)))
         .collect::<Result<Vec<_>>>()?;
     Ok(Prepared {
         input: input.map(json).transpose()?,
@@ -885,12 +886,7 @@ fn merge_trace(
     };
     // The batch's spans: as sent, or as assembled off-thread when it could stand alone.
     let arrived: Vec<Span> = match fresh {
-        Some(p) => p
-            .spans
-            .iter()
-            .map(|(_, _, doc)| serde_json::from_str(doc))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| StoreError::Internal(e.to_string()))?,
+        Some(p) => p.spans.iter().map(|(_, _, d)| doc::unpack_packed(d)).collect::<Result<_>>()?,
         None => batch.spans.clone(),
     };
     for s in arrived {
@@ -921,11 +917,7 @@ fn load_spans(conn: &Connection, pk: i64) -> Result<Vec<Span>> {
     let mut rows = stmt.query([pk])?;
     let mut spans = Vec::new();
     while let Some(r) = rows.next()? {
-        let doc: String = r.get(0)?;
-        spans.push(
-            serde_json::from_str(&doc)
-                .map_err(|e| StoreError::Internal(format!("stored span is unreadable: {e}")))?,
-        );
+        spans.push(doc::unpack(r.get_ref(0)?)?);
     }
     Ok(spans)
 }
@@ -1179,10 +1171,7 @@ fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Tra
     let mut spans = Vec::with_capacity(s.span_count as usize);
     let mut rows = stmt.query([pk])?;
     while let Some(r) = rows.next()? {
-        let doc: String = r.get(0)?;
-        let span: Span = serde_json::from_str(&doc)
-            .map_err(|e| StoreError::Internal(format!("span of trace {id} is unreadable: {e}")))?;
-        spans.push(span);
+        spans.push(doc::unpack(r.get_ref(0)?)?);
     }
     Ok(Some(Trace {
         id: s.id,
@@ -1296,19 +1285,15 @@ impl Store for SqliteStore {
         let (p, t, s) = (project_id.to_string(), trace_id.to_string(), span_id.to_string());
         self.readers
             .run(move |c| {
-                let row: Option<(String, Option<String>)> = c
-                    .prepare_cached(
-                        "SELECT s.doc, t.environment FROM traces t JOIN spans s ON s.trace_pk = t.pk
-                         WHERE t.project_id = ?1 AND t.id = ?2 AND s.id = ?3",
-                    )?
-                    .query_row(params![p, t, s], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?;
-                row.map(|(d, env)| {
-                    serde_json::from_str(&d)
-                        .map(|span| (span, env))
-                        .map_err(|e| StoreError::Internal(e.to_string()))
-                })
-                .transpose()
+                let mut stmt = c.prepare_cached(
+                    "SELECT s.doc, t.environment FROM traces t JOIN spans s ON s.trace_pk = t.pk
+                     WHERE t.project_id = ?1 AND t.id = ?2 AND s.id = ?3",
+                )?;
+                let mut rows = stmt.query(params![p, t, s])?;
+                match rows.next()? {
+                    Some(r) => Ok(Some((doc::unpack(r.get_ref(0)?)?, r.get(1)?))),
+                    None => Ok(None),
+                }
             })
             .await
     }
