@@ -35,8 +35,8 @@ use tracellm_core::{
 };
 
 use crate::{
-    ApiKey, EventKind, Ingested, NewApiKey, Project, Result, Store, StoreError, StoreEvent,
-    StoreInfo,
+    ApiKey, EventKind, Ingested, NewApiKey, Project, Result, StorageFault, Store, StoreError,
+    StoreEvent, StoreInfo,
 };
 
 /// Tuning of the PostgreSQL backend.
@@ -195,6 +195,10 @@ impl From<tokio_postgres::Error> for StoreError {
     fn from(e: tokio_postgres::Error) -> Self {
         if let Some(db) = e.as_db_error() {
             let code = db.code();
+            // the server's disk is full: 507, as with SQLite, until space is freed
+            if *code == SqlState::DISK_FULL {
+                return StoreError::Storage(StorageFault::Full);
+            }
             let unavailable = code.code().starts_with("08") // connection exceptions
                 || code.code().starts_with("53") // insufficient resources (disk full, …)
                 || code.code().starts_with("57P") // shutdown, cannot connect now
