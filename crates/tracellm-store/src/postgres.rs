@@ -14,7 +14,7 @@
 //! by other instances and publishes it to its subscribers.
 
 use std::str::FromStr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -702,6 +702,9 @@ pub struct PostgresStore {
     assembler: Arc<Assembler>,
     events: broadcast::Sender<StoreEvent>,
     closed: AtomicBool,
+    /// Traces this instance created, and that count when it last analyzed the tables.
+    created: AtomicU64,
+    analyzed_at: AtomicU64,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
@@ -787,6 +790,8 @@ impl PostgresStore {
             assembler: Arc::clone(&opts.assembler),
             events: events.clone(),
             closed: AtomicBool::new(false),
+            created: AtomicU64::new(0),
+            analyzed_at: AtomicU64::new(0),
             listener: Mutex::new(None),
         };
         // Listen before returning, so no event committed after open() is missed.
@@ -825,6 +830,8 @@ impl PostgresStore {
                     tracing::warn!("retrying a write after a deadlock");
                 }
                 Ok(written) => {
+                    let new = written.iter().filter(|(i, _)| i.created).count() as u64;
+                    self.analyze_if_grown(new);
                     let mut out = Vec::with_capacity(written.len());
                     for (ingested, summary) in written {
                         let kind =
@@ -839,6 +846,40 @@ impl PostgresStore {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Autovacuum analyzes a table once a share of it changed, checking once a minute: a store
+    /// that grows from empty is planned as nearly empty for that minute, and a search then
+    /// reads every row instead of the full-text index. This instance analyzes the trace tables
+    /// itself whenever the traces it created doubled, up to a million (beyond that, the table
+    /// is large enough for autovacuum's own thresholds).
+    fn analyze_if_grown(&self, new: u64) {
+        const FIRST: u64 = 1000;
+        const LAST: u64 = 1_000_000;
+        let total = self.created.fetch_add(new, Ordering::Relaxed) + new;
+        let at = self.analyzed_at.load(Ordering::Relaxed);
+        if total < FIRST.max(at * 2) || at >= LAST {
+            return;
+        }
+        if self
+            .analyzed_at
+            .compare_exchange(at, total, Ordering::Relaxed, Ordering::Relaxed)
+            .is_err()
+        {
+            return; // another write just started one
+        }
+        let pool = self.pool.clone();
+        tokio::spawn(async move {
+            let outcome = async {
+                let client = pool.get().await?;
+                client.batch_execute("ANALYZE traces; ANALYZE trace_tags").await?;
+                Ok::<_, StoreError>(())
+            }
+            .await;
+            if let Err(e) = outcome {
+                tracing::debug!(error = %e, "analyzing the trace tables failed");
+            }
+        });
     }
 
     async fn write_once(
