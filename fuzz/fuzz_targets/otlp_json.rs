@@ -4,39 +4,10 @@
 
 #[path = "common.rs"]
 mod common;
+#[path = "otlp.rs"]
+mod otlp;
 
 use libfuzzer_sys::fuzz_target;
-use tracellm_core::otel::{map_logs, map_traces};
-use tracellm_core::{Assembler, NormalizeOptions, PriceTable};
-use tracellm_server::{Limits, OtlpEncoding, decode_logs_request, decode_trace_request};
+use tracellm_server::OtlpEncoding;
 
-thread_local! {
-    // Token estimation loads the tokenizer tables; the counts are not what is fuzzed here.
-    static ASM: Assembler = Assembler {
-        prices: PriceTable::builtin(),
-        opts: NormalizeOptions { estimate_tokens: false, ..Default::default() },
-    };
-}
-
-fuzz_target!(|data: &[u8]| {
-    let limits = Limits::default();
-    ASM.with(|asm| run(asm, &limits, data));
-});
-
-fn run(asm: &Assembler, limits: &Limits, data: &[u8]) {
-    if let Ok(req) = decode_trace_request(OtlpEncoding::Json, data, limits) {
-        let mapped = map_traces(&req, &limits.otel);
-        for b in mapped.batches {
-            let mut input = b.input;
-            input.id = Some(b.trace_id.clone());
-            if !b.spans.is_empty()
-                && let Ok(t) = asm.partial("default", input, b.spans)
-            {
-                common::check_trace(&t);
-            }
-        }
-    }
-    if let Ok(req) = decode_logs_request(OtlpEncoding::Json, data, limits) {
-        let _ = map_logs(&req, &limits.otel);
-    }
-}
+fuzz_target!(|data: &[u8]| otlp::run(OtlpEncoding::Json, data));

@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::io::Write;
-
-use common::TestServer;
+use common::{TestServer, post};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
@@ -72,35 +70,13 @@ fn native(id: &str, n: usize, chain: bool) -> Value {
     json!({"id": id, "spans": spans})
 }
 
-async fn send(
-    url: &str,
-    path: &str,
-    ct: &str,
-    gzip: bool,
-    body: Vec<u8>,
-) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let mut req = reqwest::Client::new().post(format!("{url}{path}")).header("content-type", ct);
-    let body = if gzip {
-        req = req.header("content-encoding", "gzip");
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
-        e.write_all(&body).unwrap();
-        e.finish().unwrap()
-    } else {
-        body
-    };
-    let resp = req.body(body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, resp.bytes().await.unwrap().to_vec())
-}
-
 async fn post_json(url: &str, path: &str, body: impl Into<Vec<u8>>) -> (u16, Value) {
-    let (status, _, bytes) = send(url, path, "application/json", false, body.into()).await;
+    let (status, _, bytes) = post(url, path, "application/json", false, body.into()).await;
     (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
 async fn post_pb(url: &str, body: Vec<u8>) -> (u16, Vec<u8>) {
-    let (status, _, bytes) = send(url, "/v1/traces", "application/x-protobuf", false, body).await;
+    let (status, _, bytes) = post(url, "/v1/traces", "application/x-protobuf", false, body).await;
     (status, bytes)
 }
 
@@ -168,9 +144,9 @@ async fn request_size_limits() {
         otlp_span(9, 1, None, vec![kv("input.value", V::StringValue("x".repeat(1 << 20)))]);
     big.name = "big".into();
     let (status, _, bytes) =
-        send(&url, "/v1/traces", "application/x-protobuf", true, otlp(vec![big])).await;
+        post(&url, "/v1/traces", "application/x-protobuf", true, otlp(vec![big])).await;
     refused((status, error_of(&bytes)), 413, "payload_too_large", "decompressed body exceeds");
-    let (status, _, _) = send(
+    let (status, _, _) = post(
         &url,
         "/v1/traces",
         "application/x-protobuf",

@@ -2,10 +2,9 @@
 
 mod common;
 
-use std::io::Write;
 use std::time::Duration;
 
-use common::TestServer;
+use common::{TestServer, post};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::{
@@ -88,28 +87,6 @@ fn request(spans: Vec<Span>) -> ExportTraceServiceRequest {
             ..Default::default()
         }],
     }
-}
-
-async fn post(
-    url: &str,
-    path: &str,
-    ct: &str,
-    gzip: bool,
-    body: Vec<u8>,
-) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
-    let mut req = reqwest::Client::new().post(format!("{url}{path}")).header("content-type", ct);
-    let body = if gzip {
-        req = req.header("content-encoding", "gzip");
-        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        e.write_all(&body).unwrap();
-        e.finish().unwrap()
-    } else {
-        body
-    };
-    let resp = req.body(body).send().await.unwrap();
-    let status = resp.status().as_u16();
-    let headers = resp.headers().clone();
-    (status, headers, resp.bytes().await.unwrap().to_vec())
 }
 
 async fn get(url: &str, path: &str) -> (u16, Value) {

@@ -81,3 +81,27 @@ impl TestServer {
         self.task.take().unwrap().await.unwrap().unwrap();
     }
 }
+
+/// POSTs `body` to `path` with a content type, gzipped when asked; the status, headers and body.
+pub async fn post(
+    url: &str,
+    path: &str,
+    ct: &str,
+    gzip: bool,
+    body: Vec<u8>,
+) -> (u16, reqwest::header::HeaderMap, Vec<u8>) {
+    use std::io::Write;
+    let mut req = reqwest::Client::new().post(format!("{url}{path}")).header("content-type", ct);
+    let body = if gzip {
+        req = req.header("content-encoding", "gzip");
+        let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        e.write_all(&body).unwrap();
+        e.finish().unwrap()
+    } else {
+        body
+    };
+    let resp = req.body(body).send().await.unwrap();
+    let status = resp.status().as_u16();
+    let headers = resp.headers().clone();
+    (status, headers, resp.bytes().await.unwrap().to_vec())
+}
