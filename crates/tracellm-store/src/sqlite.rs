@@ -322,8 +322,6 @@ impl SqliteStore {
             }
             configure(&conn, o.sync_full)?;
             migrate(&mut conn)?;
-            // The checkpointer thread copies the WAL into the database, not the writer.
-            conn.pragma_update(None, "wal_autocheckpoint", 0)?;
             Ok(conn)
         })
         .await
@@ -450,11 +448,7 @@ impl Writer {
         self.readers.idle.lock().expect("reader pool lock").clear();
         let placeholder = Connection::open_in_memory().expect("in-memory connection");
         drop(std::mem::replace(&mut self.conn, placeholder));
-        match Connection::open(&self.path).and_then(|c| {
-            configure(&c, self.sync_full)?;
-            c.pragma_update(None, "wal_autocheckpoint", 0)?;
-            Ok(c)
-        }) {
+        match Connection::open(&self.path).and_then(|c| configure(&c, self.sync_full).map(|()| c)) {
             Ok(c) => {
                 self.stale = c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
                 if !self.stale {
@@ -501,7 +495,6 @@ fn writer_loop(
     asm: Arc<Assembler>,
 ) {
     let mut held: Option<Job> = None;
-    let checkpoints = Checkpointer::start(w.path.clone());
     loop {
         let first = match held.take() {
             Some(j) => j,
@@ -535,7 +528,6 @@ fn writer_loop(
         }
         match write_batch(&mut w.conn, &batch, &asm) {
             Ok(outcomes) => {
-                checkpoints.after_commit(&w.conn);
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
                     let reply = outcome.map(|written| {
                         let mut ids = Vec::with_capacity(written.len());
@@ -564,92 +556,10 @@ fn writer_loop(
             }
         }
     }
-    drop(checkpoints);
     if let Err(e) = w.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "checkpoint at shutdown failed");
     }
     tracing::debug!("sqlite writer stopped");
-}
-
-/// Copies committed WAL frames into the database file on a thread of its own. SQLite's automatic
-/// checkpoint runs inside the committing connection, and at ingest speed it was 8 % of the
-/// writer thread's time, the one thread every write waits for. PASSIVE checkpoints never block
-/// the writer or readers; SQLite starts the WAL over once a checkpoint has caught up.
-struct Checkpointer {
-    wake: Option<std::sync::mpsc::SyncSender<()>>,
-    /// WAL frames not yet copied at the last checkpoint; past a bound, the writer checkpoints
-    /// itself.
-    wal_frames: Arc<std::sync::atomic::AtomicI64>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-/// Past this many WAL frames (16 KB pages: 512 MiB) the checkpointer is behind, and the writer
-/// checkpoints in its own turn so that the WAL cannot grow without bound.
-const WAL_FRAMES_BOUND: i64 = 32 * 1024;
-
-impl Checkpointer {
-    fn start(path: PathBuf) -> Checkpointer {
-        use std::sync::atomic::{AtomicI64, Ordering};
-        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
-        let wal_frames = Arc::new(AtomicI64::new(0));
-        let frames = Arc::clone(&wal_frames);
-        let thread = std::thread::Builder::new()
-            .name("sqlite-checkpoint".into())
-            .spawn(move || {
-                // Woken after commits; at most every 100 ms, so a checkpoint covers many.
-                while woken.recv().is_ok() {
-                    // A connection per checkpoint: none stays open across a change of the data
-                    // directory (a read-only directory becoming writable needs every connection
-                    // of the process closed).
-                    let outcome = Connection::open(&path).and_then(|c| {
-                        c.busy_timeout(Duration::from_secs(1))?;
-                        c.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], backlog)
-                    });
-                    match outcome {
-                        Ok(log) => frames.store(log, Ordering::Relaxed),
-                        Err(e) => tracing::debug!(error = %e, "background checkpoint failed"),
-                    }
-                    std::thread::sleep(Duration::from_millis(100));
-                }
-            })
-            .ok();
-        if thread.is_none() {
-            tracing::warn!("no checkpoint thread: the writer checkpoints itself");
-        }
-        Checkpointer { wake: thread.is_some().then_some(wake), wal_frames, thread }
-    }
-
-    fn after_commit(&self, conn: &Connection) {
-        use std::sync::atomic::Ordering;
-        match &self.wake {
-            Some(wake) if self.wal_frames.load(Ordering::Relaxed) < WAL_FRAMES_BOUND => {
-                let _ = wake.try_send(());
-            }
-            _ => {
-                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], backlog) {
-                    Ok(log) => self.wal_frames.store(log, Ordering::Relaxed),
-                    Err(e) => tracing::debug!(error = %e, "checkpoint failed"),
-                }
-                if let Some(wake) = &self.wake {
-                    let _ = wake.try_send(());
-                }
-            }
-        }
-    }
-}
-
-/// Of `wal_checkpoint`'s row (busy, frames in the WAL, frames copied): the frames left to copy.
-fn backlog(r: &rusqlite::Row<'_>) -> rusqlite::Result<i64> {
-    Ok(r.get::<_, i64>(1)? - r.get::<_, i64>(2)?)
-}
-
-impl Drop for Checkpointer {
-    fn drop(&mut self) {
-        drop(self.wake.take());
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
 }
 
 fn run_admin(conn: &mut Connection, job: AdminJob) -> Result<serde_json::Value> {
