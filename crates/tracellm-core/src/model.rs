@@ -264,6 +264,44 @@ pub fn preview(s: &str, max: usize) -> String {
     }
 }
 
+impl TraceSummary {
+    /// The whole trace again, from its summary and what a store keeps beside it.
+    pub fn into_trace(
+        self,
+        prompt: Option<String>,
+        response: Option<String>,
+        metadata: Map<String, Value>,
+        spans: Vec<Span>,
+    ) -> Trace {
+        let s = self;
+        Trace {
+            id: s.id,
+            project_id: s.project_id,
+            environment: s.environment,
+            name: s.name,
+            status: s.status,
+            timestamp: s.timestamp,
+            end_time: s.end_time,
+            latency_ms: s.latency_ms,
+            prompt,
+            response,
+            model: s.model,
+            provider: s.provider,
+            tokens: s.tokens,
+            cost_usd: s.cost_usd,
+            retries: s.retries,
+            failure_reason: s.failure_reason,
+            session_id: s.session_id,
+            user_id: s.user_id,
+            tags: s.tags,
+            metadata,
+            span_count: s.span_count,
+            error_count: s.error_count,
+            spans,
+        }
+    }
+}
+
 impl Trace {
     pub fn summary(&self) -> TraceSummary {
         TraceSummary {

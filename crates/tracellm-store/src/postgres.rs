@@ -1320,31 +1320,12 @@ impl Store for PostgresStore {
                 })
             })
             .collect::<Result<Vec<Span>>>()?;
-        Ok(Some(Trace {
-            id: s.id,
-            project_id: s.project_id,
-            environment: s.environment,
-            name: s.name,
-            status: s.status,
-            timestamp: s.timestamp,
-            end_time: s.end_time,
-            latency_ms: s.latency_ms,
+        Ok(Some(s.into_trace(
             prompt,
             response,
-            model: s.model,
-            provider: s.provider,
-            tokens: s.tokens,
-            cost_usd: s.cost_usd,
-            retries: s.retries,
-            failure_reason: s.failure_reason,
-            session_id: s.session_id,
-            user_id: s.user_id,
-            tags: s.tags,
-            metadata: serde_json::from_str(metadata).unwrap_or_default(),
-            span_count: s.span_count,
-            error_count: s.error_count,
+            serde_json::from_str(metadata).unwrap_or_default(),
             spans,
-        }))
+        )))
     }
 
     async fn get_span(

@@ -1173,31 +1173,12 @@ fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Tra
     while let Some(r) = rows.next()? {
         spans.push(doc::unpack(r.get_ref(0)?)?);
     }
-    Ok(Some(Trace {
-        id: s.id,
-        project_id: s.project_id,
-        environment: s.environment,
-        name: s.name,
-        status: s.status,
-        timestamp: s.timestamp,
-        end_time: s.end_time,
-        latency_ms: s.latency_ms,
+    Ok(Some(s.into_trace(
         prompt,
         response,
-        model: s.model,
-        provider: s.provider,
-        tokens: s.tokens,
-        cost_usd: s.cost_usd,
-        retries: s.retries,
-        failure_reason: s.failure_reason,
-        session_id: s.session_id,
-        user_id: s.user_id,
-        tags: s.tags,
-        metadata: serde_json::from_str(&metadata).unwrap_or_default(),
-        span_count: s.span_count,
-        error_count: s.error_count,
+        serde_json::from_str(&metadata).unwrap_or_default(),
         spans,
-    }))
+    )))
 }
 
 fn analytics_rows(conn: &Connection, q: &AnalyticsQuery) -> Result<Vec<AnalyticsRow>> {
