@@ -1,7 +1,10 @@
 //! Read routes: list, get, analytics, failures, health.
 
 use axum::Json;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, RawQuery, State};
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use tracellm_core::api::{Analytics, FailurePage, TracePage};
 use tracellm_core::{Span, Trace};
@@ -89,7 +92,7 @@ pub async fn get_trace(
     access: Access,
     Path(id): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<Trace>, ApiError> {
+) -> Result<Response, ApiError> {
     let mut p = Params::parse(raw.as_deref());
     let (project, environment) = params::scope(&mut p, &access)?;
     let payloads = match p.take("payloads")?.as_deref() {
@@ -104,22 +107,74 @@ pub async fn get_trace(
     };
     p.finish(&["project", "environment", "payloads"])?;
     let in_scope = |t: &Trace| environment.is_none() || t.environment == environment;
-    match state.store.get_trace(&project, &id).await?.filter(in_scope) {
-        Some(mut t) => {
-            if !payloads {
-                for s in &mut t.spans {
-                    s.input = serde_json::Value::Null;
-                    s.output = serde_json::Value::Null;
-                    s.events.clear();
-                    if let Some(tool) = &mut s.tool {
-                        tool.arguments = serde_json::Value::Null;
-                        tool.result = serde_json::Value::Null;
-                    }
-                }
-            }
-            Ok(Json(t))
+    let Some((head, ids)) =
+        state.store.get_trace_outline(&project, &id).await?.filter(|(t, _)| in_scope(t))
+    else {
+        return Err(ApiError::not_found(format!("no trace with id {id:?}")));
+    };
+    if ids.len() <= SPANS_PER_PAGE {
+        let mut spans = state.store.get_spans(&project, &id, ids).await?;
+        if !payloads {
+            spans.iter_mut().for_each(strip_payloads);
         }
-        None => Err(ApiError::not_found(format!("no trace with id {id:?}"))),
+        return Ok(Json(Trace { spans, ..head }).into_response());
+    }
+    // A big trace streams: the head, then the spans a page at a time, so that neither the
+    // server's memory nor the time to the first byte grows with the trace.
+    let mut opening = serde_json::to_vec(&head).expect("a trace serializes");
+    if !opening.ends_with(b"\"spans\":[]}") {
+        let e = "a trace did not serialize with its spans last".to_string();
+        return Err(tracellm_store::StoreError::Internal(e).into());
+    }
+    opening.truncate(opening.len() - 2);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(2);
+    let store = state.store.clone();
+    tokio::spawn(async move {
+        if tx.send(Ok(opening.into())).await.is_err() {
+            return;
+        }
+        let mut first = true;
+        for page in ids.chunks(SPANS_PER_PAGE) {
+            let spans = match store.get_spans(&project, &id, page.to_vec()).await {
+                Ok(spans) => spans,
+                Err(e) => {
+                    // the status is sent: a broken body is how the client learns of the failure
+                    tracing::warn!(trace = %id, "streaming a trace failed: {e}");
+                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    return;
+                }
+            };
+            let mut buf = Vec::with_capacity(spans.len() * 1600);
+            for mut span in spans {
+                if !payloads {
+                    strip_payloads(&mut span);
+                }
+                if !std::mem::take(&mut first) {
+                    buf.push(b',');
+                }
+                serde_json::to_writer(&mut buf, &span).expect("a span serializes");
+            }
+            if tx.send(Ok(buf.into())).await.is_err() {
+                return; // the client went away
+            }
+        }
+        let _ = tx.send(Ok(Bytes::from_static(b"]}"))).await;
+    });
+    let chunks = futures::stream::unfold(rx, |mut rx| async move { Some((rx.recv().await?, rx)) });
+    Ok(([(header::CONTENT_TYPE, "application/json")], Body::from_stream(chunks)).into_response())
+}
+
+/// Spans read per store call: traces up to this size are answered in one piece, bigger ones
+/// stream a page at a time.
+const SPANS_PER_PAGE: usize = 500;
+
+fn strip_payloads(s: &mut Span) {
+    s.input = serde_json::Value::Null;
+    s.output = serde_json::Value::Null;
+    s.events.clear();
+    if let Some(tool) = &mut s.tool {
+        tool.arguments = serde_json::Value::Null;
+        tool.result = serde_json::Value::Null;
     }
 }
 

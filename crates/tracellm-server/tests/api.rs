@@ -409,3 +409,63 @@ async fn dashboard_port_serves_the_bundle_and_the_api() {
     assert_eq!(r.status().as_u16(), 404);
     srv.stop().await;
 }
+
+/// A trace bigger than one page of spans is streamed: the same JSON document, every span once,
+/// in start order, with or without payloads.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_big_trace_streams_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(dir.path()).await;
+    let n = 1_234;
+    // listed out of start order: the answer orders them
+    let spans: Vec<Value> = (0..n)
+        .map(|i| {
+            let ms = (i * 7919) % n;
+            let parent = if i == 0 { Value::Null } else { json!("s0") };
+            json!({"id": format!("s{i}"), "parent_id": parent, "name": format!("step {i}"),
+                "kind": if i == 0 { "agent" } else { "tool" },
+                "start_time": 1_780_000_000_000i64 + if i == 0 { -1 } else { ms as i64 },
+                "end_time": 1_780_000_002_000i64, "input": {"q": format!("question {i}")},
+                "output": format!("answer {i}")})
+        })
+        .collect();
+    let c = srv.client();
+    c.ingest(&json!({"id": "big", "name": "crawl", "spans": spans})).await.unwrap();
+
+    let resp = reqwest::get(format!("{}/traces/big", srv.url())).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resp.headers()["content-type"], "application/json");
+    let t: Value = resp.json().await.unwrap();
+    assert_eq!(t["id"], "big");
+    assert_eq!(t["span_count"], n);
+    let got = t["spans"].as_array().unwrap();
+    assert_eq!(got.len(), n);
+    let starts: Vec<_> = got
+        .iter()
+        .map(|s| chrono::DateTime::parse_from_rfc3339(s["start_time"].as_str().unwrap()).unwrap())
+        .collect();
+    assert!(starts.windows(2).all(|w| w[0] <= w[1]), "spans are in start order");
+    let mut ids: Vec<&str> = got.iter().map(|s| s["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), n, "every span once");
+    let s7 = got.iter().find(|s| s["id"] == "s7").unwrap();
+    assert_eq!(s7["output"], "answer 7");
+    assert_eq!(s7["input"]["q"], "question 7");
+    // the streamed document is the one the typed client reads
+    let typed = c.get_trace("big").await.unwrap();
+    assert_eq!(typed.spans.len(), n);
+    assert_eq!(serde_json::to_value(&typed).unwrap(), t);
+
+    let lean: Value = reqwest::get(format!("{}/traces/big?payloads=false", srv.url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let lean_spans = lean["spans"].as_array().unwrap();
+    assert_eq!(lean_spans.len(), n);
+    assert!(lean_spans.iter().all(|s| s["input"].is_null() && s["output"].is_null()));
+    assert_eq!(lean_spans[0]["id"], got[0]["id"]);
+    srv.stop().await;
+}

@@ -181,6 +181,22 @@ pub trait Store: Send + Sync + 'static {
     /// The whole trace, spans ordered by start time.
     async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>>;
 
+    /// The trace without its spans (`spans` empty), and the ids of its spans ordered as
+    /// [`Store::get_trace`] orders them: the outline from which a big trace is read in pages.
+    async fn get_trace_outline(
+        &self,
+        project_id: &str,
+        id: &str,
+    ) -> Result<Option<(Trace, Vec<String>)>>;
+
+    /// Spans of one trace by id, in the order of `span_ids`; ids not stored are skipped.
+    async fn get_spans(
+        &self,
+        project_id: &str,
+        trace_id: &str,
+        span_ids: Vec<String>,
+    ) -> Result<Vec<Span>>;
+
     /// One span of a trace, whole (for clients that fetched the trace without payloads).
     /// Returns the span and its trace's environment.
     async fn get_span(

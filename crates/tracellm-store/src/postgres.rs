@@ -1328,6 +1328,65 @@ impl Store for PostgresStore {
         )))
     }
 
+    async fn get_trace_outline(
+        &self,
+        project_id: &str,
+        id: &str,
+    ) -> Result<Option<(Trace, Vec<String>)>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!(
+                "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
+                 WHERE t.project_id = $1 AND t.id = $2"
+            ))
+            .await?;
+        let Some(row) = client.query_opt(&stmt, &[&project_id, &id]).await? else {
+            return Ok(None);
+        };
+        let (s, pk) = summary_from_row(&row);
+        let prompt: Option<String> = row.get(26);
+        let response: Option<String> = row.get(27);
+        let metadata: &str = row.get(28);
+        let stmt = client
+            .prepare_cached("SELECT id FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
+            .await?;
+        let ids = client.query(&stmt, &[&pk]).await?.iter().map(|r| r.get(0)).collect();
+        let head = s.into_trace(
+            prompt,
+            response,
+            serde_json::from_str(metadata).unwrap_or_default(),
+            vec![],
+        );
+        Ok(Some((head, ids)))
+    }
+
+    async fn get_spans(
+        &self,
+        project_id: &str,
+        trace_id: &str,
+        span_ids: Vec<String>,
+    ) -> Result<Vec<Span>> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "SELECT s.id, s.doc FROM traces t JOIN spans s ON s.trace_pk = t.pk
+                 WHERE t.project_id = $1 AND t.id = $2 AND s.id = ANY($3)",
+            )
+            .await?;
+        let rows = client.query(&stmt, &[&project_id, &trace_id, &span_ids]).await?;
+        let mut by_id: std::collections::HashMap<&str, &str> =
+            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        span_ids
+            .iter()
+            .filter_map(|id| by_id.remove(id.as_str()))
+            .map(|doc| {
+                serde_json::from_str(doc).map_err(|e| {
+                    StoreError::Internal(format!("span of trace {trace_id} is unreadable: {e}"))
+                })
+            })
+            .collect()
+    }
+
     async fn get_span(
         &self,
         project_id: &str,

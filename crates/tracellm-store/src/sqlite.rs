@@ -1146,39 +1146,78 @@ fn list_summaries(
     Ok(page_of(rows, limit))
 }
 
-fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Trace>> {
-    let row = conn
+/// A trace's row: its summary, row key, and the columns a whole trace adds to the summary.
+type TraceHead = (TraceSummary, i64, Option<String>, Option<String>, String);
+
+fn trace_head(conn: &Connection, project_id: &str, id: &str) -> Result<Option<TraceHead>> {
+    Ok(conn
         .prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
              WHERE t.project_id = ?1 AND t.id = ?2"
         ))?
         .query_row(params![project_id, id], |r| {
             let (s, pk) = summary_from_row(r)?;
-            Ok((
-                s,
-                pk,
-                r.get::<_, Option<String>>(26)?,
-                r.get::<_, Option<String>>(27)?,
-                r.get::<_, String>(28)?,
-            ))
+            Ok((s, pk, r.get(26)?, r.get(27)?, r.get(28)?))
         })
-        .optional()?;
-    let Some((s, pk, prompt, response, metadata)) = row else {
+        .optional()?)
+}
+
+fn head_into_trace(head: TraceHead, spans: Vec<Span>) -> Trace {
+    let (s, _, prompt, response, metadata) = head;
+    s.into_trace(prompt, response, serde_json::from_str(&metadata).unwrap_or_default(), spans)
+}
+
+fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Trace>> {
+    let Some(head) = trace_head(conn, project_id, id)? else {
         return Ok(None);
     };
     let mut stmt =
         conn.prepare_cached("SELECT doc FROM spans WHERE trace_pk = ?1 ORDER BY start_us, id")?;
-    let mut spans = Vec::with_capacity(s.span_count as usize);
-    let mut rows = stmt.query([pk])?;
+    let mut spans = Vec::with_capacity(head.0.span_count as usize);
+    let mut rows = stmt.query([head.1])?;
     while let Some(r) = rows.next()? {
         spans.push(doc::unpack(r.get_ref(0)?)?);
     }
-    Ok(Some(s.into_trace(
-        prompt,
-        response,
-        serde_json::from_str(&metadata).unwrap_or_default(),
-        spans,
-    )))
+    Ok(Some(head_into_trace(head, spans)))
+}
+
+fn get_trace_outline(
+    conn: &Connection,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<(Trace, Vec<String>)>> {
+    let Some(head) = trace_head(conn, project_id, id)? else {
+        return Ok(None);
+    };
+    // ordered from the (trace_pk, id) index alone: sorting keys, not documents
+    let mut keys = conn
+        .prepare_cached("SELECT start_us, id FROM spans WHERE trace_pk = ?1")?
+        .query_map([head.1], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    keys.sort_unstable();
+    Ok(Some((head_into_trace(head, Vec::new()), keys.into_iter().map(|(_, id)| id).collect())))
+}
+
+fn get_spans(
+    conn: &Connection,
+    project_id: &str,
+    trace_id: &str,
+    span_ids: &[String],
+) -> Result<Vec<Span>> {
+    let pk: Option<i64> = conn
+        .prepare_cached("SELECT pk FROM traces WHERE project_id = ?1 AND id = ?2")?
+        .query_row(params![project_id, trace_id], |r| r.get(0))
+        .optional()?;
+    let Some(pk) = pk else { return Ok(Vec::new()) };
+    let mut stmt = conn.prepare_cached("SELECT doc FROM spans WHERE trace_pk = ?1 AND id = ?2")?;
+    let mut spans = Vec::with_capacity(span_ids.len());
+    for id in span_ids {
+        let mut rows = stmt.query(params![pk, id])?;
+        if let Some(r) = rows.next()? {
+            spans.push(doc::unpack(r.get_ref(0)?)?);
+        }
+    }
+    Ok(spans)
 }
 
 fn analytics_rows(conn: &Connection, q: &AnalyticsQuery) -> Result<Vec<AnalyticsRow>> {
@@ -1255,6 +1294,25 @@ impl Store for SqliteStore {
     async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
         let (p, i) = (project_id.to_string(), id.to_string());
         self.readers.run(move |c| get_trace(c, &p, &i)).await
+    }
+
+    async fn get_trace_outline(
+        &self,
+        project_id: &str,
+        id: &str,
+    ) -> Result<Option<(Trace, Vec<String>)>> {
+        let (p, i) = (project_id.to_string(), id.to_string());
+        self.readers.run(move |c| get_trace_outline(c, &p, &i)).await
+    }
+
+    async fn get_spans(
+        &self,
+        project_id: &str,
+        trace_id: &str,
+        span_ids: Vec<String>,
+    ) -> Result<Vec<Span>> {
+        let (p, t) = (project_id.to_string(), trace_id.to_string());
+        self.readers.run(move |c| get_spans(c, &p, &t, &span_ids)).await
     }
 
     async fn get_span(

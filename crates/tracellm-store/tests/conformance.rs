@@ -541,6 +541,41 @@ pub async fn search_splits_and_folds_words_alike(store: Arc<dyn Store>) {
     assert!(found("'\"&|!():*").await.is_empty(), "operators are only punctuation");
 }
 
+/// A big trace read in pages: the outline lists every span in the order of the whole trace, and
+/// pages of it read back the same spans as the whole trace does.
+pub async fn a_trace_reads_back_in_pages_as_whole(store: Arc<dyn Store>) {
+    // spans arrive in three requests, their start times out of order
+    for part in 0..3u32 {
+        let spans = (0..40u32)
+            .map(|i| {
+                let n = part * 40 + i;
+                let parent = (n != 0).then_some("s000");
+                let kind = if n % 2 == 0 { SpanKind::Llm } else { SpanKind::Tool };
+                otel_span(&format!("s{n:03}"), parent, (n * 7) % 59, kind)
+            })
+            .collect();
+        store.ingest_spans("default", vec![batch("big", spans)]).await.unwrap();
+    }
+    let whole = store.get_trace("default", "big").await.unwrap().unwrap();
+    let (head, ids) = store.get_trace_outline("default", "big").await.unwrap().unwrap();
+    assert_eq!(ids.len(), 120);
+    assert_eq!(ids, whole.spans.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
+    assert!(head.spans.is_empty());
+    assert_eq!(Trace { spans: whole.spans.clone(), ..head }, whole, "the outline is the trace");
+    let mut paged = Vec::new();
+    for page in ids.chunks(50) {
+        paged.extend(store.get_spans("default", "big", page.to_vec()).await.unwrap());
+    }
+    assert_eq!(paged, whole.spans);
+    // the order asked for is the order given; ids not stored are skipped
+    let asked = vec!["s007".to_string(), "nope".into(), "s001".into()];
+    let got = store.get_spans("default", "big", asked).await.unwrap();
+    assert_eq!(got.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s007", "s001"]);
+    // projects are isolated
+    assert!(store.get_trace_outline("other", "big").await.unwrap().is_none());
+    assert!(store.get_spans("other", "big", ids).await.unwrap().is_empty());
+}
+
 macro_rules! store_suite {
     ($backend:ident, $open:expr) => {
         mod $backend {
@@ -568,6 +603,7 @@ macro_rules! store_suite {
             case!(log_events_wait_for_their_span);
             case!(environments_are_kept_apart);
             case!(projects_and_keys);
+            case!(a_trace_reads_back_in_pages_as_whole);
         }
     };
 }
