@@ -111,20 +111,21 @@ pub struct LatencyStats {
 }
 
 impl LatencyStats {
-    /// Statistics of `values` (sorted in place), nearest-rank percentiles.
+    /// Statistics of `values` (reordered in place), nearest-rank percentiles. Each percentile
+    /// is a selection, not a sort: linear in the number of values.
     pub fn of(values: &mut [f64]) -> LatencyStats {
         if values.is_empty() {
             return LatencyStats::default();
         }
-        values.sort_by(f64::total_cmp);
         let n = values.len();
-        let rank = |p: f64| values[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
-        LatencyStats {
-            avg: Some(values.iter().sum::<f64>() / n as f64),
-            p50: Some(rank(0.50)),
-            p95: Some(rank(0.95)),
-            p99: Some(rank(0.99)),
-        }
+        let avg = values.iter().sum::<f64>() / n as f64;
+        let rank = |p: f64| ((p * n as f64).ceil() as usize).clamp(1, n) - 1;
+        // each selection leaves the larger values after the rank, where the next one looks
+        let (r50, r95, r99) = (rank(0.50), rank(0.95), rank(0.99));
+        let p50 = *values.select_nth_unstable_by(r50, f64::total_cmp).1;
+        let p95 = *values[r50..].select_nth_unstable_by(r95 - r50, f64::total_cmp).1;
+        let p99 = *values[r95..].select_nth_unstable_by(r99 - r95, f64::total_cmp).1;
+        LatencyStats { avg: Some(avg), p50: Some(p50), p95: Some(p95), p99: Some(p99) }
     }
 }
 
@@ -263,9 +264,12 @@ pub fn aggregate(
         if let Some(l) = r.latency_ms {
             latencies.push(l);
         }
-        let key = r.model.clone().unwrap_or_else(|| "(none)".to_string());
+        let key = r.model.as_deref().unwrap_or("(none)");
+        if !models.contains_key(key) {
+            models.insert(key.to_string(), new_acc());
+        }
         for acc in [
-            models.entry(key).or_insert_with(new_acc),
+            models.get_mut(key).expect("inserted above"),
             buckets.entry(r.ts_micros.div_euclid(bucket_us) * bucket_us).or_insert_with(new_acc),
         ] {
             acc.traces += 1;
@@ -314,6 +318,29 @@ pub fn aggregate(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn percentiles_by_selection_match_a_sort() {
+        let mut state = 7u64;
+        for n in [1usize, 2, 3, 19, 20, 21, 100, 101, 1000, 4097] {
+            let mut v: Vec<f64> = (0..n)
+                .map(|_| {
+                    state ^= state << 13;
+                    state ^= state >> 7;
+                    state ^= state << 17;
+                    (state % 5000) as f64 / 10.0
+                })
+                .collect();
+            let mut sorted = v.clone();
+            sorted.sort_by(f64::total_cmp);
+            let rank = |p: f64| sorted[((p * n as f64).ceil() as usize).clamp(1, n) - 1];
+            let s = LatencyStats::of(&mut v);
+            assert_eq!(
+                (s.p50, s.p95, s.p99),
+                (Some(rank(0.5)), Some(rank(0.95)), Some(rank(0.99)))
+            );
+        }
+    }
 
     #[test]
     fn nearest_rank_percentiles() {
