@@ -48,6 +48,27 @@ enum Cmd {
         #[arg(long, default_value_t = 200)]
         iterations: usize,
     },
+    /// OTLP/HTTP protobuf agent traces at a fixed rate (open loop): answer latency and RSS.
+    Paced {
+        /// Spans per second.
+        #[arg(long, default_value_t = 10_000)]
+        rate: u32,
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+        /// Spans per request (rounded up to whole 6-span traces).
+        #[arg(long, default_value_t = 60)]
+        batch: usize,
+    },
+    /// One trace of --spans LLM spans sent over OTLP in requests of --batch, then GET
+    /// /traces/{id}: time to first byte, to the whole answer, and the server's peak RSS.
+    BigTrace {
+        #[arg(long, default_value_t = 1_000)]
+        spans: usize,
+        #[arg(long, default_value_t = 1_000)]
+        batch: usize,
+        #[arg(long, default_value_t = 50)]
+        iterations: usize,
+    },
     /// Resident memory of --pid.
     Rss,
     /// Hours of steady use in minutes: OTLP/JSON ingest at a fixed rate, a query loop and
@@ -67,6 +88,7 @@ enum Cmd {
     },
 }
 
+mod otlp;
 mod soak;
 
 fn rss_mib(pid: u32) -> Option<f64> {
@@ -305,11 +327,12 @@ async fn query(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
             format!("{}/traces?q={word}", cli.url),
         ),
         ("GET /traces/{id} (6 spans)".into(), format!("{}/traces/{id}", cli.url)),
+        ("GET /analytics?since=24h".into(), format!("{}/analytics?since=24h", cli.url)),
         ("GET /analytics (all time)".into(), format!("{}/analytics", cli.url)),
     ];
     for (name, url) in cases {
         let mut lat = Vec::with_capacity(iterations);
-        let n = if name.starts_with("GET /analytics") { iterations.min(30) } else { iterations };
+        let n = if name.starts_with("GET /analytics") { iterations.min(100) } else { iterations };
         for _ in 0..n {
             let t0 = Instant::now();
             let resp = http.get(&url).send().await?;
@@ -427,6 +450,12 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Query { iterations } => query(&cli, *iterations).await,
         Cmd::Visibility { iterations } => visibility(&cli, *iterations).await,
+        Cmd::Paced { rate, seconds, batch } => {
+            otlp::paced(&cli.url, cli.pid, *rate, *seconds, *batch).await
+        }
+        Cmd::BigTrace { spans, batch, iterations } => {
+            otlp::big_trace(&cli.url, cli.pid, *spans, *batch, *iterations).await
+        }
         Cmd::Soak { seconds, rate, ws_clients, sample_every } => {
             soak::run(
                 &cli.url,

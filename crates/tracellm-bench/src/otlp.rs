@@ -1,0 +1,340 @@
+//! OTLP/HTTP protobuf workloads that the shared generator (`../shared/bench/otlp_load.py`, which
+//! sends as fast as it can) does not cover: ingest at a fixed rate, to read answer latency and
+//! memory at a given load, and one very big trace, to read how it is stored and served.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::common::v1::{AnyValue, InstrumentationScope, KeyValue, any_value};
+use opentelemetry_proto::tonic::resource::v1::Resource;
+use opentelemetry_proto::tonic::trace::v1::{ResourceSpans, ScopeSpans, Span, Status, status};
+use prost::Message;
+
+use crate::{Words, percentile, rss_mib};
+
+fn kv(key: &str, value: any_value::Value) -> KeyValue {
+    KeyValue { key: key.into(), value: Some(AnyValue { value: Some(value) }), ..Default::default() }
+}
+
+fn s(key: &str, value: String) -> KeyValue {
+    kv(key, any_value::Value::StringValue(value))
+}
+
+fn i(key: &str, value: i64) -> KeyValue {
+    kv(key, any_value::Value::IntValue(value))
+}
+
+fn span(
+    trace_id: [u8; 16],
+    id: u64,
+    parent: u64,
+    name: &str,
+    start_ns: u64,
+    end_ns: u64,
+    attributes: Vec<KeyValue>,
+) -> Span {
+    Span {
+        trace_id: trace_id.to_vec(),
+        span_id: id.to_be_bytes().to_vec(),
+        parent_span_id: if parent == 0 { Vec::new() } else { parent.to_be_bytes().to_vec() },
+        name: name.into(),
+        kind: 1,
+        start_time_unix_nano: start_ns,
+        end_time_unix_nano: end_ns,
+        attributes,
+        status: Some(Status { code: status::StatusCode::Ok as i32, ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// An LLM call in the OpenInference convention, as `otlp_load.py` sends them (~1.4 KB).
+fn llm_span(w: &mut Words, trace_id: [u8; 16], id: u64, parent: u64, start_ns: u64) -> Span {
+    let prompt = 100 + (w.next() % 60) as i64;
+    let completion = 50 + (w.next() % 40) as i64;
+    span(
+        trace_id,
+        id,
+        parent,
+        "ChatCompletion",
+        start_ns,
+        start_ns + 400_000_000,
+        vec![
+            s("openinference.span.kind", "LLM".into()),
+            s("llm.model_name", "gpt-4o-mini".into()),
+            s("llm.provider", "openai".into()),
+            s("llm.input_messages.0.message.role", "user".into()),
+            s("llm.input_messages.0.message.content", w.text(700)),
+            s("llm.output_messages.0.message.role", "assistant".into()),
+            s("llm.output_messages.0.message.content", w.text(400)),
+            i("llm.token_count.prompt", prompt),
+            i("llm.token_count.completion", completion),
+            i("llm.token_count.total", prompt + completion),
+        ],
+    )
+}
+
+fn request(spans: Vec<Span>) -> Vec<u8> {
+    ExportTraceServiceRequest {
+        resource_spans: vec![ResourceSpans {
+            resource: Some(Resource {
+                attributes: vec![s("service.name", "tracellm-bench".into())],
+                ..Default::default()
+            }),
+            scope_spans: vec![ScopeSpans {
+                scope: Some(InstrumentationScope { name: "bench".into(), ..Default::default() }),
+                spans,
+                ..Default::default()
+            }],
+            ..Default::default()
+        }],
+    }
+    .encode_to_vec()
+}
+
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_nanos() as u64
+}
+
+/// Samples the RSS of `pid` every 10 ms until dropped; `peak()` is the highest seen.
+struct RssPeak {
+    peak: Arc<Mutex<f64>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RssPeak {
+    fn start(pid: Option<u32>) -> RssPeak {
+        let peak = Arc::new(Mutex::new(0f64));
+        let p = Arc::clone(&peak);
+        let task = tokio::spawn(async move {
+            let Some(pid) = pid else { return };
+            loop {
+                if let Some(r) = rss_mib(pid) {
+                    let mut m = p.lock().unwrap();
+                    *m = m.max(r);
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        });
+        RssPeak { peak, task }
+    }
+
+    fn peak(self) -> f64 {
+        self.task.abort();
+        *self.peak.lock().unwrap()
+    }
+}
+
+/// Agent traces (a root and five LLM calls) at `rate` spans per second for `seconds`, in
+/// requests of `batch` spans sent on schedule whatever the answers take (an open loop, as many
+/// independent exporters would): the answer latency at that load, and the server's RSS.
+pub async fn paced(
+    url: &str,
+    pid: Option<u32>,
+    rate: u32,
+    seconds: u64,
+    batch: usize,
+) -> anyhow::Result<()> {
+    let endpoint = format!("{url}/v1/traces");
+    let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let interval = Duration::from_secs_f64(batch as f64 / f64::from(rate.max(1)));
+    let total = (u64::from(rate) * seconds).div_ceil(batch as u64);
+    let rss = RssPeak::start(pid);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(u16, f64, usize)>();
+    let mut w = Words::new(u64::from(rate) ^ seconds);
+    let mut trace_no: u64 = 1;
+    let mut late = 0usize;
+    let started = Instant::now();
+    for k in 0..total {
+        let due = started + interval.mul_f64(k as f64);
+        // bodies are built just before they are due (a few hundred microseconds each)
+        let mut spans = Vec::with_capacity(batch);
+        while spans.len() < batch {
+            let tid = (u128::from(trace_no) | (u128::from(now_ns()) << 64)).to_be_bytes();
+            let root = trace_no << 8;
+            let start = now_ns() - 3_000_000_000;
+            spans.push(span(
+                tid,
+                root,
+                0,
+                "agent.run",
+                start,
+                start + 2_500_000_000,
+                vec![
+                    s("openinference.span.kind", "AGENT".into()),
+                    s("input.value", w.text(300)),
+                    s("output.value", w.text(300)),
+                ],
+            ));
+            for c in 1..6u64 {
+                spans.push(llm_span(&mut w, tid, root + c, root, start + c * 400_000_000));
+            }
+            trace_no += 1;
+        }
+        let n = spans.len();
+        let body = request(spans);
+        let now = Instant::now();
+        if now < due {
+            tokio::time::sleep_until(due.into()).await;
+        } else if now - due > Duration::from_millis(5) {
+            late += 1;
+        }
+        let (http, endpoint, tx) = (http.clone(), endpoint.clone(), tx.clone());
+        tokio::spawn(async move {
+            let t0 = Instant::now();
+            let status = match http
+                .post(&endpoint)
+                .header("content-type", "application/x-protobuf")
+                .body(body)
+                .send()
+                .await
+            {
+                Ok(r) => {
+                    let st = r.status().as_u16();
+                    let _ = r.bytes().await;
+                    st
+                }
+                Err(_) => 0,
+            };
+            let _ = tx.send((status, t0.elapsed().as_secs_f64() * 1000.0, n));
+        });
+    }
+    drop(tx);
+    let mut lat = Vec::with_capacity(total as usize);
+    let mut refused = 0usize;
+    let mut spans = 0usize;
+    while let Some((status, ms, n)) = rx.recv().await {
+        if (200..300).contains(&status) {
+            lat.push(ms);
+            spans += n;
+        } else {
+            refused += 1;
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let peak = rss.peak();
+    lat.sort_by(f64::total_cmp);
+    println!(
+        "paced OTLP/HTTP protobuf: {rate} spans/s asked, {:.0} spans/s acknowledged over {secs:.1} s \
+         ({} requests of ~{batch} spans, {refused} not 2xx, {late} sent over 5 ms late)",
+        spans as f64 / secs,
+        lat.len()
+    );
+    println!(
+        "answer latency: p50 {:.2} ms, p99 {:.2} ms, p99.9 {:.2} ms, max {:.2} ms",
+        percentile(&lat, 0.5),
+        percentile(&lat, 0.99),
+        percentile(&lat, 0.999),
+        lat.last().copied().unwrap_or(f64::NAN)
+    );
+    if pid.is_some() {
+        println!("server peak RSS at this load: {peak:.1} MiB");
+    }
+    if refused > 0 {
+        bail!("{refused} requests were not acknowledged");
+    }
+    Ok(())
+}
+
+/// One trace of `spans` LLM spans under one root, sent in requests of `batch` spans as a
+/// long-running agent's exporter would; then how fast `GET /traces/{id}` serves it.
+pub async fn big_trace(
+    url: &str,
+    pid: Option<u32>,
+    spans: usize,
+    batch: usize,
+    iterations: usize,
+) -> anyhow::Result<()> {
+    let http = reqwest::Client::new();
+    let mut w = Words::new(spans as u64);
+    let t = now_ns();
+    let tid = (u128::from(t) << 32 | spans as u128).to_be_bytes();
+    let id: String = tid.iter().map(|b| format!("{b:02x}")).collect();
+    let start = t - 3_600_000_000_000;
+    let started = Instant::now();
+    let mut sent = 0usize;
+    while sent < spans {
+        let n = batch.min(spans - sent);
+        let mut part = Vec::with_capacity(n);
+        for k in sent..sent + n {
+            part.push(if k == 0 {
+                span(
+                    tid,
+                    1,
+                    0,
+                    "agent.run",
+                    start,
+                    start + 3_000_000_000_000,
+                    vec![
+                        s("openinference.span.kind", "AGENT".into()),
+                        s("input.value", w.text(300)),
+                    ],
+                )
+            } else {
+                llm_span(&mut w, tid, 1 + k as u64, 1, start + k as u64 * 1_000_000)
+            });
+        }
+        let resp = http
+            .post(format!("{url}/v1/traces"))
+            .header("content-type", "application/x-protobuf")
+            .body(request(part))
+            .send()
+            .await?;
+        if !resp.status().is_success() {
+            bail!("ingest answered {}: {}", resp.status(), resp.text().await?);
+        }
+        sent += n;
+    }
+    println!(
+        "big trace: {spans} spans in requests of {batch} stored in {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    let get = format!("{url}/traces/{id}");
+    let mut first = Vec::with_capacity(iterations);
+    let mut whole = Vec::with_capacity(iterations);
+    let mut bytes = 0usize;
+    let rss = RssPeak::start(pid);
+    for _ in 0..iterations {
+        let t0 = Instant::now();
+        let mut resp = http.get(&get).send().await?;
+        if !resp.status().is_success() {
+            bail!("GET /traces/{id} answered {}", resp.status());
+        }
+        let mut n = 0usize;
+        let mut seen_first = false;
+        while let Some(chunk) = resp.chunk().await? {
+            if !seen_first {
+                first.push(t0.elapsed().as_secs_f64() * 1000.0);
+                seen_first = true;
+            }
+            n += chunk.len();
+        }
+        whole.push(t0.elapsed().as_secs_f64() * 1000.0);
+        bytes = n;
+    }
+    let peak = rss.peak();
+    first.sort_by(f64::total_cmp);
+    whole.sort_by(f64::total_cmp);
+    println!(
+        "GET /traces/{{id}} of {spans} spans ({:.1} MB): first byte p50 {:.2} ms, p95 {:.2} ms; \
+         whole p50 {:.2} ms, p95 {:.2} ms ({iterations} requests)",
+        bytes as f64 / 1e6,
+        percentile(&first, 0.5),
+        percentile(&first, 0.95),
+        percentile(&whole, 0.5),
+        percentile(&whole, 0.95)
+    );
+    if pid.is_some() {
+        println!("server peak RSS while serving it: {peak:.1} MiB");
+    }
+    let check: serde_json::Value = http.get(&get).send().await?.json().await?;
+    let n = check["spans"].as_array().map_or(0, Vec::len);
+    if n != spans {
+        bail!("GET /traces/{id} gave {n} spans, not {spans}");
+    }
+    Ok(())
+}
