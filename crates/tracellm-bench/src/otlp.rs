@@ -297,20 +297,20 @@ pub async fn big_trace(
     let mut first = Vec::with_capacity(iterations);
     let mut whole = Vec::with_capacity(iterations);
     let mut bytes = 0usize;
+    if let Some(before) = pid.and_then(rss_mib) {
+        println!("server RSS before serving it: {before:.1} MiB");
+    }
     let rss = RssPeak::start(pid);
     for _ in 0..iterations {
         let t0 = Instant::now();
-        let mut resp = http.get(&get).send().await?;
+        let mut resp = http.get(&get).send().await?; // returns once the headers are in
         if !resp.status().is_success() {
             bail!("GET /traces/{id} answered {}", resp.status());
         }
+        // the status line and headers leave with the first chunk of the body
+        first.push(t0.elapsed().as_secs_f64() * 1000.0);
         let mut n = 0usize;
-        let mut seen_first = false;
         while let Some(chunk) = resp.chunk().await? {
-            if !seen_first {
-                first.push(t0.elapsed().as_secs_f64() * 1000.0);
-                seen_first = true;
-            }
             n += chunk.len();
         }
         whole.push(t0.elapsed().as_secs_f64() * 1000.0);

@@ -107,20 +107,20 @@ pub async fn get_trace(
     };
     p.finish(&["project", "environment", "payloads"])?;
     let in_scope = |t: &Trace| environment.is_none() || t.environment == environment;
-    let Some((head, ids)) =
-        state.store.get_trace_outline(&project, &id).await?.filter(|(t, _)| in_scope(t))
-    else {
+    let Some(head) = state.store.get_trace_head(&project, &id).await?.filter(in_scope) else {
         return Err(ApiError::not_found(format!("no trace with id {id:?}")));
     };
-    if ids.len() <= SPANS_PER_PAGE {
-        let mut spans = state.store.get_spans(&project, &id, ids).await?;
+    if head.span_count as usize <= SPANS_PER_PAGE {
+        let Some(mut t) = state.store.get_trace(&project, &id).await? else {
+            return Err(ApiError::not_found(format!("no trace with id {id:?}")));
+        };
         if !payloads {
-            spans.iter_mut().for_each(strip_payloads);
+            t.spans.iter_mut().for_each(strip_payloads);
         }
-        return Ok(Json(Trace { spans, ..head }).into_response());
+        return Ok(Json(t).into_response());
     }
-    // A big trace streams: the head, then the spans a page at a time, so that neither the
-    // server's memory nor the time to the first byte grows with the trace.
+    // A big trace streams: the head at once, then the spans a page at a time, so that neither
+    // the server's memory nor the time to the first byte grows with the trace.
     let mut opening = serde_json::to_vec(&head).expect("a trace serializes");
     if !opening.ends_with(b"\"spans\":[]}") {
         let e = "a trace did not serialize with its spans last".to_string();
@@ -133,14 +133,24 @@ pub async fn get_trace(
         if tx.send(Ok(opening.into())).await.is_err() {
             return;
         }
+        let fail = |e: tracellm_store::StoreError| {
+            // the status is sent: a broken body is how the client learns of the failure
+            tracing::warn!(trace = %id, "streaming a trace failed: {e}");
+            Err(std::io::Error::other(e.to_string()))
+        };
+        let ids = match store.get_span_ids(&project, &id).await {
+            Ok(ids) => ids,
+            Err(e) => {
+                let _ = tx.send(fail(e)).await;
+                return;
+            }
+        };
         let mut first = true;
         for page in ids.chunks(SPANS_PER_PAGE) {
             let spans = match store.get_spans(&project, &id, page.to_vec()).await {
                 Ok(spans) => spans,
                 Err(e) => {
-                    // the status is sent: a broken body is how the client learns of the failure
-                    tracing::warn!(trace = %id, "streaming a trace failed: {e}");
-                    let _ = tx.send(Err(std::io::Error::other(e.to_string()))).await;
+                    let _ = tx.send(fail(e)).await;
                     return;
                 }
             };

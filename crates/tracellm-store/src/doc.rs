@@ -70,6 +70,28 @@ pub fn unpack<T: DeserializeOwned>(v: ValueRef<'_>) -> Result<T> {
     }
 }
 
+/// A fingerprint of a stored document's bytes: a merge rewrites only the spans whose packed
+/// form changed (packing is deterministic, so the same span packs to the same bytes).
+pub fn digest(v: ValueRef<'_>) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::hash::DefaultHasher::new();
+    match v {
+        ValueRef::Text(s) => (0u8, s).hash(&mut h),
+        ValueRef::Blob(b) => (1u8, b).hash(&mut h),
+        _ => 2u8.hash(&mut h),
+    }
+    h.finish()
+}
+
+impl Packed {
+    pub fn digest(&self) -> u64 {
+        match self {
+            Packed::Json(s) => digest(ValueRef::Text(s.as_bytes())),
+            Packed::Lz4(b) => digest(ValueRef::Blob(b)),
+        }
+    }
+}
+
 /// Reads back a document packed in this process (a merge reusing what it just prepared).
 pub fn unpack_packed<T: DeserializeOwned>(p: &Packed) -> Result<T> {
     match p {
@@ -90,6 +112,22 @@ mod tests {
         assert!(matches!(packed, Packed::Lz4(_)));
         assert!(packed.len() < serde_json::to_string(&doc).unwrap().len() / 4);
         assert_eq!(unpack_packed::<Value>(&packed).unwrap(), doc);
+    }
+
+    #[test]
+    fn a_document_packs_to_the_digest_it_is_stored_under() {
+        let long = json!({"input": "the agent should retrieve relevant context ".repeat(40)});
+        let short = json!({"id": "a"});
+        for doc in [&long, &short] {
+            let stored = pack(doc).unwrap();
+            let again = pack(doc).unwrap();
+            let raw = match &stored {
+                Packed::Json(s) => ValueRef::Text(s.as_bytes()),
+                Packed::Lz4(b) => ValueRef::Blob(b),
+            };
+            assert_eq!(digest(raw), again.digest());
+        }
+        assert_ne!(pack(&long).unwrap().digest(), pack(&short).unwrap().digest());
     }
 
     #[test]

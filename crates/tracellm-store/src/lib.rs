@@ -156,6 +156,22 @@ pub struct StoreInfo {
     pub spans: u64,
 }
 
+/// Puts each arrived span in place of the stored one with its id, or adds it: what both stores
+/// do when a batch of spans merges into a trace (one pass, however big the trace).
+pub(crate) fn upsert_spans(spans: &mut Vec<Span>, arrived: Vec<Span>) {
+    let mut at: std::collections::HashMap<String, usize> =
+        spans.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
+    for s in arrived {
+        match at.get(&s.id) {
+            Some(&i) => spans[i] = s,
+            None => {
+                at.insert(s.id.clone(), spans.len());
+                spans.push(s);
+            }
+        }
+    }
+}
+
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
     /// `sqlite` or `postgres`.
@@ -181,13 +197,12 @@ pub trait Store: Send + Sync + 'static {
     /// The whole trace, spans ordered by start time.
     async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>>;
 
-    /// The trace without its spans (`spans` empty), and the ids of its spans ordered as
-    /// [`Store::get_trace`] orders them: the outline from which a big trace is read in pages.
-    async fn get_trace_outline(
-        &self,
-        project_id: &str,
-        id: &str,
-    ) -> Result<Option<(Trace, Vec<String>)>>;
+    /// The trace without its spans (`spans` empty, `span_count` says how many it has): the
+    /// head from which a big trace is read in pages.
+    async fn get_trace_head(&self, project_id: &str, id: &str) -> Result<Option<Trace>>;
+
+    /// The ids of a trace's spans, ordered as [`Store::get_trace`] orders the spans.
+    async fn get_span_ids(&self, project_id: &str, trace_id: &str) -> Result<Vec<String>>;
 
     /// Spans of one trace by id, in the order of `span_ids`; ids not stored are skipped.
     async fn get_spans(

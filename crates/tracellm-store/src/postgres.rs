@@ -657,12 +657,7 @@ async fn merge_trace(
             .map_err(|e| StoreError::Internal(e.to_string()))?,
         None => batch.spans.clone(),
     };
-    for s in arrived {
-        match spans.iter_mut().find(|x| x.id == s.id) {
-            Some(old) => *old = s,
-            None => spans.push(s),
-        }
-    }
+    crate::upsert_spans(&mut spans, arrived);
     let left = fold_events(&mut spans, events);
     if !pending.is_empty() {
         let del = tx
@@ -1328,11 +1323,7 @@ impl Store for PostgresStore {
         )))
     }
 
-    async fn get_trace_outline(
-        &self,
-        project_id: &str,
-        id: &str,
-    ) -> Result<Option<(Trace, Vec<String>)>> {
+    async fn get_trace_head(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(&format!(
@@ -1343,21 +1334,23 @@ impl Store for PostgresStore {
         let Some(row) = client.query_opt(&stmt, &[&project_id, &id]).await? else {
             return Ok(None);
         };
-        let (s, pk) = summary_from_row(&row);
+        let (s, _) = summary_from_row(&row);
         let prompt: Option<String> = row.get(26);
         let response: Option<String> = row.get(27);
         let metadata: &str = row.get(28);
+        let metadata = serde_json::from_str(metadata).unwrap_or_default();
+        Ok(Some(s.into_trace(prompt, response, metadata, Vec::new())))
+    }
+
+    async fn get_span_ids(&self, project_id: &str, trace_id: &str) -> Result<Vec<String>> {
+        let client = self.client().await?;
         let stmt = client
-            .prepare_cached("SELECT id FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
+            .prepare_cached(
+                "SELECT s.id FROM traces t JOIN spans s ON s.trace_pk = t.pk
+                 WHERE t.project_id = $1 AND t.id = $2 ORDER BY s.start_us, s.id",
+            )
             .await?;
-        let ids = client.query(&stmt, &[&pk]).await?.iter().map(|r| r.get(0)).collect();
-        let head = s.into_trace(
-            prompt,
-            response,
-            serde_json::from_str(metadata).unwrap_or_default(),
-            vec![],
-        );
-        Ok(Some((head, ids)))
+        Ok(client.query(&stmt, &[&project_id, &trace_id]).await?.iter().map(|r| r.get(0)).collect())
     }
 
     async fn get_spans(

@@ -6,6 +6,7 @@
 //! ingest therefore means committed. Reads go to a small pool of read-only connections, which
 //! WAL lets run beside the writer.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -234,6 +235,8 @@ struct Prepared {
     response: Option<String>,
     spans: Vec<(String, i64, doc::Packed)>,
     fts: String,
+    /// `spans` holds only what a merge added or changed: the trace's other spans stay stored.
+    merged: bool,
 }
 
 fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
@@ -251,6 +254,7 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
         summary: t.summary(),
         prompt: t.prompt,
         response: t.response,
+        merged: false,
     })
 }
 
@@ -755,7 +759,9 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
             for tag in &old {
                 del.execute(params![t.project_id, tag, old_ts, pk])?;
             }
-            conn.prepare_cached("DELETE FROM spans WHERE trace_pk = ?1")?.execute([pk])?;
+            if !p.merged {
+                conn.prepare_cached("DELETE FROM spans WHERE trace_pk = ?1")?.execute([pk])?;
+            }
             conn.prepare_cached("DELETE FROM trace_fts WHERE rowid = ?1")?.execute([pk])?;
             let mut v: Vec<&dyn ToSql> = values[2..].to_vec();
             v.push(&pk);
@@ -778,9 +784,12 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
     for tag in &t.tags {
         tag_stmt.execute(params![t.project_id, tag, ts, pk])?;
     }
-    let mut span_stmt = conn.prepare_cached(
-        "INSERT INTO spans (trace_pk, id, start_us, doc) VALUES (?1, ?2, ?3, ?4)",
-    )?;
+    let mut span_stmt = conn.prepare_cached(if p.merged {
+        "INSERT INTO spans (trace_pk, id, start_us, doc) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (trace_pk, id) DO UPDATE SET start_us = excluded.start_us, doc = excluded.doc"
+    } else {
+        "INSERT INTO spans (trace_pk, id, start_us, doc) VALUES (?1, ?2, ?3, ?4)"
+    })?;
     for (id, start_us, doc) in &p.spans {
         span_stmt.execute(params![pk, id, start_us, doc])?;
     }
@@ -876,11 +885,14 @@ fn merge_trace(
     let mut events =
         if has_pending { load_pending(conn, project_id, &batch.trace_id)? } else { Vec::new() };
     events.extend(batch.log_events.iter().cloned());
+    let mut stored_digests = HashMap::new();
     let (mut spans, input) = match &existing {
         Some((pk, input)) => {
             let stored: TraceInput =
                 input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-            (load_spans(conn, *pk)?, stored.merge(batch.input.clone()))
+            let (spans, digests) = load_spans(conn, *pk)?;
+            stored_digests = digests;
+            (spans, stored.merge(batch.input.clone()))
         }
         None => (Vec::new(), batch.input.clone()),
     };
@@ -889,12 +901,7 @@ fn merge_trace(
         Some(p) => p.spans.iter().map(|(_, _, d)| doc::unpack_packed(d)).collect::<Result<_>>()?,
         None => batch.spans.clone(),
     };
-    for s in arrived {
-        match spans.iter_mut().find(|x| x.id == s.id) {
-            Some(old) => *old = s,
-            None => spans.push(s),
-        }
-    }
+    crate::upsert_spans(&mut spans, arrived);
     let left = fold_events(&mut spans, events);
     save_pending(conn, project_id, &batch.trace_id, &left, now)?;
     if spans.is_empty() {
@@ -906,20 +913,29 @@ fn merge_trace(
     let trace = asm
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
-    let p = prepare(trace, Some(&input))?;
+    let mut p = prepare(trace, Some(&input))?;
+    if existing.is_some() {
+        // spans the merge left as they were are not written again: a batch joining a big trace
+        // costs what it adds, not the size of the trace
+        p.spans.retain(|(id, _, d)| stored_digests.get(id) != Some(&d.digest()));
+        p.merged = true;
+    }
     let created = write_trace(conn, &p, now)?;
     Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
 }
 
-fn load_spans(conn: &Connection, pk: i64) -> Result<Vec<Span>> {
+/// A trace's stored spans, and the digest of each one's stored document by span id.
+fn load_spans(conn: &Connection, pk: i64) -> Result<(Vec<Span>, HashMap<String, u64>)> {
     let mut stmt =
-        conn.prepare_cached("SELECT doc FROM spans WHERE trace_pk = ?1 ORDER BY start_us, id")?;
+        conn.prepare_cached("SELECT id, doc FROM spans WHERE trace_pk = ?1 ORDER BY start_us, id")?;
     let mut rows = stmt.query([pk])?;
-    let mut spans = Vec::new();
+    let (mut spans, mut digests) = (Vec::new(), HashMap::new());
     while let Some(r) = rows.next()? {
-        spans.push(doc::unpack(r.get_ref(0)?)?);
+        let d = r.get_ref(1)?;
+        digests.insert(r.get(0)?, doc::digest(d));
+        spans.push(doc::unpack(d)?);
     }
-    Ok(spans)
+    Ok((spans, digests))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1181,21 +1197,19 @@ fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Tra
     Ok(Some(head_into_trace(head, spans)))
 }
 
-fn get_trace_outline(
-    conn: &Connection,
-    project_id: &str,
-    id: &str,
-) -> Result<Option<(Trace, Vec<String>)>> {
-    let Some(head) = trace_head(conn, project_id, id)? else {
-        return Ok(None);
-    };
-    // ordered from the (trace_pk, id) index alone: sorting keys, not documents
+fn get_span_ids(conn: &Connection, project_id: &str, trace_id: &str) -> Result<Vec<String>> {
+    // sorted here from the keys alone, not by SQLite with the documents
     let mut keys = conn
-        .prepare_cached("SELECT start_us, id FROM spans WHERE trace_pk = ?1")?
-        .query_map([head.1], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
+        .prepare_cached(
+            "SELECT s.start_us, s.id FROM traces t JOIN spans s ON s.trace_pk = t.pk
+             WHERE t.project_id = ?1 AND t.id = ?2",
+        )?
+        .query_map(params![project_id, trace_id], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+        })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     keys.sort_unstable();
-    Ok(Some((head_into_trace(head, Vec::new()), keys.into_iter().map(|(_, id)| id).collect())))
+    Ok(keys.into_iter().map(|(_, id)| id).collect())
 }
 
 fn get_spans(
@@ -1296,13 +1310,16 @@ impl Store for SqliteStore {
         self.readers.run(move |c| get_trace(c, &p, &i)).await
     }
 
-    async fn get_trace_outline(
-        &self,
-        project_id: &str,
-        id: &str,
-    ) -> Result<Option<(Trace, Vec<String>)>> {
+    async fn get_trace_head(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
         let (p, i) = (project_id.to_string(), id.to_string());
-        self.readers.run(move |c| get_trace_outline(c, &p, &i)).await
+        self.readers
+            .run(move |c| Ok(trace_head(c, &p, &i)?.map(|h| head_into_trace(h, Vec::new()))))
+            .await
+    }
+
+    async fn get_span_ids(&self, project_id: &str, trace_id: &str) -> Result<Vec<String>> {
+        let (p, t) = (project_id.to_string(), trace_id.to_string());
+        self.readers.run(move |c| get_span_ids(c, &p, &t)).await
     }
 
     async fn get_spans(

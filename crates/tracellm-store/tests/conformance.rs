@@ -541,8 +541,8 @@ pub async fn search_splits_and_folds_words_alike(store: Arc<dyn Store>) {
     assert!(found("'\"&|!():*").await.is_empty(), "operators are only punctuation");
 }
 
-/// A big trace read in pages: the outline lists every span in the order of the whole trace, and
-/// pages of it read back the same spans as the whole trace does.
+/// A big trace read in pages: the head is the trace without spans, the span ids list every span
+/// in the order of the whole trace, and pages of them read back the same spans as the whole does.
 pub async fn a_trace_reads_back_in_pages_as_whole(store: Arc<dyn Store>) {
     // spans arrive in three requests, their start times out of order
     for part in 0..3u32 {
@@ -557,11 +557,13 @@ pub async fn a_trace_reads_back_in_pages_as_whole(store: Arc<dyn Store>) {
         store.ingest_spans("default", vec![batch("big", spans)]).await.unwrap();
     }
     let whole = store.get_trace("default", "big").await.unwrap().unwrap();
-    let (head, ids) = store.get_trace_outline("default", "big").await.unwrap().unwrap();
+    let head = store.get_trace_head("default", "big").await.unwrap().unwrap();
+    let ids = store.get_span_ids("default", "big").await.unwrap();
     assert_eq!(ids.len(), 120);
+    assert_eq!(head.span_count, 120);
     assert_eq!(ids, whole.spans.iter().map(|s| s.id.clone()).collect::<Vec<_>>());
     assert!(head.spans.is_empty());
-    assert_eq!(Trace { spans: whole.spans.clone(), ..head }, whole, "the outline is the trace");
+    assert_eq!(Trace { spans: whole.spans.clone(), ..head }, whole, "the head is the trace");
     let mut paged = Vec::new();
     for page in ids.chunks(50) {
         paged.extend(store.get_spans("default", "big", page.to_vec()).await.unwrap());
@@ -571,8 +573,22 @@ pub async fn a_trace_reads_back_in_pages_as_whole(store: Arc<dyn Store>) {
     let asked = vec!["s007".to_string(), "nope".into(), "s001".into()];
     let got = store.get_spans("default", "big", asked).await.unwrap();
     assert_eq!(got.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), ["s007", "s001"]);
+    // a span sent again with a change replaces the stored one; the others stay as they were
+    let mut changed = otel_span("s005", Some("s000"), 35, SpanKind::Tool);
+    changed.name = "renamed".into();
+    store.ingest_spans("default", vec![batch("big", vec![changed])]).await.unwrap();
+    let after = store.get_trace("default", "big").await.unwrap().unwrap();
+    assert_eq!(after.span_count, 120);
+    for (a, b) in after.spans.iter().zip(&whole.spans) {
+        if a.id == "s005" {
+            assert_eq!(a.name, "renamed");
+        } else {
+            assert_eq!(a, b);
+        }
+    }
     // projects are isolated
-    assert!(store.get_trace_outline("other", "big").await.unwrap().is_none());
+    assert!(store.get_trace_head("other", "big").await.unwrap().is_none());
+    assert!(store.get_span_ids("other", "big").await.unwrap().is_empty());
     assert!(store.get_spans("other", "big", ids).await.unwrap().is_empty());
 }
 
