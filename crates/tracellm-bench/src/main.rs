@@ -59,6 +59,19 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         batch: usize,
     },
+    /// OTLP/HTTP protobuf agent traces as fast as the server takes them, built while sent (no
+    /// memory for a pre-built load): fills a store to millions of spans.
+    Flood {
+        #[arg(long, default_value_t = 1_000_000)]
+        spans: usize,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        #[arg(long, default_value_t = 3)]
+        concurrency: usize,
+        /// Varies trace ids and texts between runs adding to one store.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// One trace of --spans LLM spans sent over OTLP in requests of --batch, then GET
     /// /traces/{id}: time to first byte, to the whole answer, and the server's peak RSS.
     BigTrace {
@@ -452,6 +465,9 @@ async fn main() -> anyhow::Result<()> {
         Cmd::Visibility { iterations } => visibility(&cli, *iterations).await,
         Cmd::Paced { rate, seconds, batch } => {
             otlp::paced(&cli.url, cli.pid, *rate, *seconds, *batch).await
+        }
+        Cmd::Flood { spans, batch, concurrency, seed } => {
+            otlp::flood(&cli.url, *spans, *batch, *concurrency, *seed).await
         }
         Cmd::BigTrace { spans, batch, iterations } => {
             otlp::big_trace(&cli.url, cli.pid, *spans, *batch, *iterations).await

@@ -132,6 +132,90 @@ impl RssPeak {
 /// Agent traces (a root and five LLM calls) at `rate` spans per second for `seconds`, in
 /// requests of `batch` spans sent on schedule whatever the answers take (an open loop, as many
 /// independent exporters would): the answer latency at that load, and the server's RSS.
+/// `batch` spans of 6-span agent traces, as one OTLP request.
+fn agent_request(w: &mut Words, trace_no: &mut u64, batch: usize) -> (Vec<u8>, usize) {
+    let mut spans = Vec::with_capacity(batch + 6);
+    while spans.len() < batch {
+        let tid = (u128::from(*trace_no) | (u128::from(now_ns()) << 64)).to_be_bytes();
+        let root = *trace_no << 8;
+        let start = now_ns() - 3_000_000_000;
+        spans.push(span(
+            tid,
+            root,
+            0,
+            "agent.run",
+            start,
+            start + 2_500_000_000,
+            vec![
+                s("openinference.span.kind", "AGENT".into()),
+                s("input.value", w.text(300)),
+                s("output.value", w.text(300)),
+            ],
+        ));
+        for c in 1..6u64 {
+            spans.push(llm_span(w, tid, root + c, root, start + c * 400_000_000));
+        }
+        *trace_no += 1;
+    }
+    let n = spans.len();
+    (request(spans), n)
+}
+
+/// As fast as the server takes them: `concurrency` senders, each building its next request
+/// while the others wait for answers, until `total` spans are acknowledged.
+pub async fn flood(
+    url: &str,
+    total: usize,
+    batch: usize,
+    concurrency: usize,
+    seed: u64,
+) -> anyhow::Result<()> {
+    let endpoint = format!("{url}/v1/traces");
+    let http = reqwest::Client::new();
+    let left = Arc::new(std::sync::atomic::AtomicI64::new(total as i64));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for k in 0..concurrency {
+        let (http, endpoint, left) = (http.clone(), endpoint.clone(), Arc::clone(&left));
+        workers.push(tokio::spawn(async move {
+            let mut w = Words::new(seed ^ ((k as u64 + 1) * 0x9e37_79b9));
+            let mut trace_no = (seed << 24) | ((k as u64) << 40);
+            let mut retried = 0usize;
+            while left.fetch_sub(batch as i64, std::sync::atomic::Ordering::Relaxed) > 0 {
+                let (body, _) = agent_request(&mut w, &mut trace_no, batch);
+                loop {
+                    let r = http
+                        .post(&endpoint)
+                        .header("content-type", "application/x-protobuf")
+                        .body(body.clone())
+                        .send()
+                        .await?;
+                    match r.status().as_u16() {
+                        200..=299 => break,
+                        429 | 503 => {
+                            retried += 1;
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                        }
+                        st => bail!("ingest answered {st}: {}", r.text().await?),
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(retried)
+        }));
+    }
+    let mut retried = 0;
+    for w in workers {
+        retried += w.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "flood OTLP/HTTP protobuf: {total} spans in {secs:.1} s = {:.0} spans/s \
+         ({concurrency} senders, ~{batch} spans/request, {retried} retried after 429/503)",
+        total as f64 / secs
+    );
+    Ok(())
+}
+
 pub async fn paced(
     url: &str,
     pid: Option<u32>,
@@ -152,31 +236,7 @@ pub async fn paced(
     for k in 0..total {
         let due = started + interval.mul_f64(k as f64);
         // bodies are built just before they are due (a few hundred microseconds each)
-        let mut spans = Vec::with_capacity(batch);
-        while spans.len() < batch {
-            let tid = (u128::from(trace_no) | (u128::from(now_ns()) << 64)).to_be_bytes();
-            let root = trace_no << 8;
-            let start = now_ns() - 3_000_000_000;
-            spans.push(span(
-                tid,
-                root,
-                0,
-                "agent.run",
-                start,
-                start + 2_500_000_000,
-                vec![
-                    s("openinference.span.kind", "AGENT".into()),
-                    s("input.value", w.text(300)),
-                    s("output.value", w.text(300)),
-                ],
-            ));
-            for c in 1..6u64 {
-                spans.push(llm_span(&mut w, tid, root + c, root, start + c * 400_000_000));
-            }
-            trace_no += 1;
-        }
-        let n = spans.len();
-        let body = request(spans);
+        let (body, n) = agent_request(&mut w, &mut trace_no, batch);
         let now = Instant::now();
         if now < due {
             tokio::time::sleep_until(due.into()).await;
