@@ -601,18 +601,11 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
     Ok(created)
 }
 
-async fn load_spans(tx: &Tx<'_>, pk: i64) -> Result<Vec<Span>> {
+async fn load_spans(tx: &Tx<'_>, pk: i64, trace_id: &str) -> Result<Vec<Span>> {
     let stmt = tx
         .prepare_cached("SELECT doc FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
         .await?;
-    tx.query(&stmt, &[&pk])
-        .await?
-        .iter()
-        .map(|r| {
-            serde_json::from_str(r.get::<_, &str>(0))
-                .map_err(|e| StoreError::Internal(format!("stored span is unreadable: {e}")))
-        })
-        .collect()
+    tx.query(&stmt, &[&pk]).await?.iter().map(|r| parse_span(r.get(0), trace_id)).collect()
 }
 
 /// Mirrors SQLite's `merge_trace`; the caller holds the trace's advisory lock.
@@ -650,7 +643,7 @@ async fn merge_trace(
         Some((pk, input)) => {
             let stored: TraceInput =
                 input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-            (load_spans(tx, *pk).await?, stored.merge(batch.input.clone()))
+            (load_spans(tx, *pk, &batch.trace_id).await?, stored.merge(batch.input.clone()))
         }
         None => (Vec::new(), batch.input.clone()),
     };
@@ -1240,6 +1233,31 @@ impl PostgresStore {
     }
 }
 
+/// A trace's row as the trace without spans (`span_count` says how many), and its row key.
+async fn trace_head(
+    client: &deadpool_postgres::Client,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<(Trace, i64)>> {
+    let stmt = client
+        .prepare_cached(&format!(
+            "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
+             WHERE t.project_id = $1 AND t.id = $2"
+        ))
+        .await?;
+    let Some(row) = client.query_opt(&stmt, &[&project_id, &id]).await? else {
+        return Ok(None);
+    };
+    let (s, pk) = summary_from_row(&row);
+    let metadata = serde_json::from_str(row.get::<_, &str>(28)).unwrap_or_default();
+    Ok(Some((s.into_trace(row.get(26), row.get(27), metadata, Vec::new()), pk)))
+}
+
+fn parse_span(doc: &str, trace_id: &str) -> Result<Span> {
+    serde_json::from_str(doc)
+        .map_err(|e| StoreError::Internal(format!("span of trace {trace_id} is unreadable: {e}")))
+}
+
 #[async_trait]
 impl Store for PostgresStore {
     fn backend(&self) -> &'static str {
@@ -1295,57 +1313,24 @@ impl Store for PostgresStore {
 
     async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
-                 WHERE t.project_id = $1 AND t.id = $2"
-            ))
-            .await?;
-        let Some(row) = client.query_opt(&stmt, &[&project_id, &id]).await? else {
+        let Some((mut trace, pk)) = trace_head(&client, project_id, id).await? else {
             return Ok(None);
         };
-        let (s, pk) = summary_from_row(&row);
-        let prompt: Option<String> = row.get(26);
-        let response: Option<String> = row.get(27);
-        let metadata: &str = row.get(28);
         let stmt = client
             .prepare_cached("SELECT doc FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
             .await?;
-        let spans = client
+        trace.spans = client
             .query(&stmt, &[&pk])
             .await?
             .iter()
-            .map(|r| {
-                serde_json::from_str(r.get::<_, &str>(0)).map_err(|e| {
-                    StoreError::Internal(format!("span of trace {id} is unreadable: {e}"))
-                })
-            })
+            .map(|r| parse_span(r.get(0), id))
             .collect::<Result<Vec<Span>>>()?;
-        Ok(Some(s.into_trace(
-            prompt,
-            response,
-            serde_json::from_str(metadata).unwrap_or_default(),
-            spans,
-        )))
+        Ok(Some(trace))
     }
 
     async fn get_trace_head(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
         let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!(
-                "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
-                 WHERE t.project_id = $1 AND t.id = $2"
-            ))
-            .await?;
-        let Some(row) = client.query_opt(&stmt, &[&project_id, &id]).await? else {
-            return Ok(None);
-        };
-        let (s, _) = summary_from_row(&row);
-        let prompt: Option<String> = row.get(26);
-        let response: Option<String> = row.get(27);
-        let metadata: &str = row.get(28);
-        let metadata = serde_json::from_str(metadata).unwrap_or_default();
-        Ok(Some(s.into_trace(prompt, response, metadata, Vec::new())))
+        Ok(trace_head(&client, project_id, id).await?.map(|(head, _)| head))
     }
 
     async fn get_span_ids(&self, project_id: &str, trace_id: &str) -> Result<Vec<String>> {
@@ -1378,11 +1363,7 @@ impl Store for PostgresStore {
         span_ids
             .iter()
             .filter_map(|id| by_id.remove(id.as_str()))
-            .map(|doc| {
-                serde_json::from_str(doc).map_err(|e| {
-                    StoreError::Internal(format!("span of trace {trace_id} is unreadable: {e}"))
-                })
-            })
+            .map(|doc| parse_span(doc, trace_id))
             .collect()
     }
 
@@ -1400,12 +1381,7 @@ impl Store for PostgresStore {
             )
             .await?;
         let row = client.query_opt(&stmt, &[&project_id, &trace_id, &span_id]).await?;
-        row.map(|r| {
-            serde_json::from_str(r.get::<_, &str>(0))
-                .map(|span| (span, r.get(1)))
-                .map_err(|e| StoreError::Internal(e.to_string()))
-        })
-        .transpose()
+        row.map(|r| Ok((parse_span(r.get(0), trace_id)?, r.get(1)))).transpose()
     }
 
     async fn failures(&self, q: TraceQuery) -> Result<FailurePage> {
