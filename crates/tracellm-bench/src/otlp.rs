@@ -75,6 +75,28 @@ fn llm_span(w: &mut Words, trace_id: [u8; 16], id: u64, parent: u64, start_ns: u
     )
 }
 
+/// The root of an agent run in the OpenInference convention.
+fn agent_span(w: &mut Words, trace_id: [u8; 16], id: u64, start_ns: u64, dur_ns: u64) -> Span {
+    span(
+        trace_id,
+        id,
+        0,
+        "agent.run",
+        start_ns,
+        start_ns + dur_ns,
+        vec![
+            s("openinference.span.kind", "AGENT".into()),
+            s("input.value", w.text(300)),
+            s("output.value", w.text(300)),
+        ],
+    )
+}
+
+/// An OTLP/HTTP protobuf export of `body` to `endpoint`.
+fn post(http: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> reqwest::RequestBuilder {
+    http.post(endpoint).header("content-type", "application/x-protobuf").body(body)
+}
+
 fn request(spans: Vec<Span>) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -139,19 +161,7 @@ fn agent_request(w: &mut Words, trace_no: &mut u64, batch: usize) -> (Vec<u8>, u
         let tid = (u128::from(*trace_no) | (u128::from(now_ns()) << 64)).to_be_bytes();
         let root = *trace_no << 8;
         let start = now_ns() - 3_000_000_000;
-        spans.push(span(
-            tid,
-            root,
-            0,
-            "agent.run",
-            start,
-            start + 2_500_000_000,
-            vec![
-                s("openinference.span.kind", "AGENT".into()),
-                s("input.value", w.text(300)),
-                s("output.value", w.text(300)),
-            ],
-        ));
+        spans.push(agent_span(w, tid, root, start, 2_500_000_000));
         for c in 1..6u64 {
             spans.push(llm_span(w, tid, root + c, root, start + c * 400_000_000));
         }
@@ -184,12 +194,7 @@ pub async fn flood(
             while left.fetch_sub(batch as i64, std::sync::atomic::Ordering::Relaxed) > 0 {
                 let (body, _) = agent_request(&mut w, &mut trace_no, batch);
                 loop {
-                    let r = http
-                        .post(&endpoint)
-                        .header("content-type", "application/x-protobuf")
-                        .body(body.clone())
-                        .send()
-                        .await?;
+                    let r = post(&http, &endpoint, body.clone()).send().await?;
                     match r.status().as_u16() {
                         200..=299 => break,
                         429 | 503 => {
@@ -246,13 +251,7 @@ pub async fn paced(
         let (http, endpoint, tx) = (http.clone(), endpoint.clone(), tx.clone());
         tokio::spawn(async move {
             let t0 = Instant::now();
-            let status = match http
-                .post(&endpoint)
-                .header("content-type", "application/x-protobuf")
-                .body(body)
-                .send()
-                .await
-            {
+            let status = match post(&http, &endpoint, body).send().await {
                 Ok(r) => {
                     let st = r.status().as_u16();
                     let _ = r.bytes().await;
@@ -322,28 +321,12 @@ pub async fn big_trace(
         let mut part = Vec::with_capacity(n);
         for k in sent..sent + n {
             part.push(if k == 0 {
-                span(
-                    tid,
-                    1,
-                    0,
-                    "agent.run",
-                    start,
-                    start + 3_000_000_000_000,
-                    vec![
-                        s("openinference.span.kind", "AGENT".into()),
-                        s("input.value", w.text(300)),
-                    ],
-                )
+                agent_span(&mut w, tid, 1, start, 3_000_000_000_000)
             } else {
                 llm_span(&mut w, tid, 1 + k as u64, 1, start + k as u64 * 1_000_000)
             });
         }
-        let resp = http
-            .post(format!("{url}/v1/traces"))
-            .header("content-type", "application/x-protobuf")
-            .body(request(part))
-            .send()
-            .await?;
+        let resp = post(&http, &format!("{url}/v1/traces"), request(part)).send().await?;
         if !resp.status().is_success() {
             bail!("ingest answered {}: {}", resp.status(), resp.text().await?);
         }
