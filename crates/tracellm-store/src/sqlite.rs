@@ -892,16 +892,14 @@ fn merge_trace(
     let mut events =
         if has_pending { load_pending(conn, project_id, &batch.trace_id)? } else { Vec::new() };
     events.extend(batch.log_events.iter().cloned());
-    let mut stored_digests = HashMap::new();
-    let (mut spans, input) = match &existing {
+    let (mut spans, stored_digests, input) = match &existing {
         Some((pk, input)) => {
             let stored: TraceInput =
                 input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
             let (spans, digests) = load_spans(conn, *pk)?;
-            stored_digests = digests;
-            (spans, stored.merge(batch.input.clone()))
+            (spans, digests, stored.merge(batch.input.clone()))
         }
-        None => (Vec::new(), batch.input.clone()),
+        None => (Vec::new(), HashMap::new(), batch.input.clone()),
     };
     // The batch's spans: as sent, or as assembled off-thread when it could stand alone.
     let arrived: Vec<Span> = match fresh {
@@ -1169,10 +1167,8 @@ fn list_summaries(
     Ok(page_of(rows, limit))
 }
 
-/// A trace's row: its summary, row key, and the columns a whole trace adds to the summary.
-type TraceHead = (TraceSummary, i64, Option<String>, Option<String>, String);
-
-fn trace_head(conn: &Connection, project_id: &str, id: &str) -> Result<Option<TraceHead>> {
+/// A trace's row as the trace without spans (`span_count` says how many), and its row key.
+fn trace_head(conn: &Connection, project_id: &str, id: &str) -> Result<Option<(Trace, i64)>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
@@ -1180,28 +1176,24 @@ fn trace_head(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Tr
         ))?
         .query_row(params![project_id, id], |r| {
             let (s, pk) = summary_from_row(r)?;
-            Ok((s, pk, r.get(26)?, r.get(27)?, r.get(28)?))
+            let metadata = serde_json::from_str(&r.get::<_, String>(28)?).unwrap_or_default();
+            Ok((s.into_trace(r.get(26)?, r.get(27)?, metadata, Vec::new()), pk))
         })
         .optional()?)
 }
 
-fn head_into_trace(head: TraceHead, spans: Vec<Span>) -> Trace {
-    let (s, _, prompt, response, metadata) = head;
-    s.into_trace(prompt, response, serde_json::from_str(&metadata).unwrap_or_default(), spans)
-}
-
 fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Trace>> {
-    let Some(head) = trace_head(conn, project_id, id)? else {
+    let Some((mut trace, pk)) = trace_head(conn, project_id, id)? else {
         return Ok(None);
     };
     let mut stmt =
         conn.prepare_cached("SELECT doc FROM spans WHERE trace_pk = ?1 ORDER BY start_us, id")?;
-    let mut spans = Vec::with_capacity(head.0.span_count as usize);
-    let mut rows = stmt.query([head.1])?;
+    trace.spans.reserve(trace.span_count as usize);
+    let mut rows = stmt.query([pk])?;
     while let Some(r) = rows.next()? {
-        spans.push(doc::unpack(r.get_ref(0)?)?);
+        trace.spans.push(doc::unpack(r.get_ref(0)?)?);
     }
-    Ok(Some(head_into_trace(head, spans)))
+    Ok(Some(trace))
 }
 
 fn get_span_ids(conn: &Connection, project_id: &str, trace_id: &str) -> Result<Vec<String>> {
@@ -1324,9 +1316,7 @@ impl Store for SqliteStore {
 
     async fn get_trace_head(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
         let (p, i) = (project_id.to_string(), id.to_string());
-        self.readers
-            .run(move |c| Ok(trace_head(c, &p, &i)?.map(|h| head_into_trace(h, Vec::new()))))
-            .await
+        self.readers.run(move |c| Ok(trace_head(c, &p, &i)?.map(|(head, _)| head))).await
     }
 
     async fn get_span_ids(&self, project_id: &str, trace_id: &str) -> Result<Vec<String>> {
