@@ -173,11 +173,12 @@ pub struct Analytics {
     pub timeseries: Vec<TimeBucket>,
 }
 
-/// One row of analytics input: what the aggregation needs of a trace.
+/// One row of analytics input: what the aggregation needs of a trace. The model is borrowed
+/// from the database row, so reading a row allocates nothing.
 #[derive(Debug, Clone, PartialEq)]
-pub struct AnalyticsRow {
+pub struct AnalyticsRow<'a> {
     pub ts_micros: i64,
-    pub model: Option<String>,
+    pub model: Option<&'a str>,
     pub status: Status,
     pub latency_ms: Option<f64>,
     pub tokens: TokenTotals,
@@ -206,113 +207,219 @@ fn add_opt(a: Option<f64>, b: Option<f64>) -> Option<f64> {
     }
 }
 
-/// Aggregates rows into the analytics answer; every backend feeds its rows through this so the
-/// figures are computed one way.
+/// Sums of one group of traces (a model or a time bucket); latencies are kept whole so the
+/// percentiles are exact.
+#[derive(Debug, Clone, Default)]
+struct Acc {
+    traces: u64,
+    errors: u64,
+    tokens: TokenTotals,
+    cost: Option<f64>,
+    lat: Vec<f64>,
+}
+
+impl Acc {
+    fn add(&mut self, r: &AnalyticsRow<'_>, is_err: bool) {
+        self.traces += 1;
+        self.errors += is_err as u64;
+        self.tokens.add(&r.tokens);
+        self.cost = add_opt(self.cost, r.cost_usd);
+        if let Some(l) = r.latency_ms {
+            self.lat.push(l);
+        }
+    }
+
+    fn merge(&mut self, o: Acc) {
+        self.traces += o.traces;
+        self.errors += o.errors;
+        self.tokens.add(&o.tokens);
+        self.cost = add_opt(self.cost, o.cost);
+        self.lat.extend(o.lat);
+    }
+}
+
+/// Builds the `GET /analytics` answer one trace at a time, so a store can feed it straight
+/// from its cursor (no row is kept beyond its latency), and several aggregators over disjoint
+/// parts of the range can be merged. Every backend goes through it: the figures are computed
+/// one way.
+#[derive(Debug, Clone)]
+pub struct Aggregator {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    bucket_secs: i64,
+    bucket_us: i64,
+    /// Start of `buckets[0]`; buckets run back to back up to the end of the range.
+    first_bucket: i64,
+    buckets: Vec<Acc>,
+    /// Buckets of rows outside that run (only when the range is cut at MAX_BUCKETS).
+    stray: std::collections::BTreeMap<i64, Acc>,
+    totals: Acc,
+    spans: u64,
+    models: Vec<(String, Acc)>,
+}
+
+impl Aggregator {
+    /// An aggregator for `since..until`, or where either is open, for the stored traces'
+    /// first and last start times `data` (both inclusive; `None` when there are none).
+    pub fn new(
+        since: Option<DateTime<Utc>>,
+        until: Option<DateTime<Utc>>,
+        bucket_secs: Option<i64>,
+        data: Option<(i64, i64)>,
+    ) -> Aggregator {
+        let start_us = since.map(|t| t.timestamp_micros()).or(data.map(|d| d.0)).unwrap_or(0);
+        let end_us = until
+            .map(|t| t.timestamp_micros())
+            .or(data.map(|d| d.1.saturating_add(1)))
+            .unwrap_or(start_us);
+        let range_secs = (end_us.saturating_sub(start_us) / 1_000_000).max(1);
+        let bucket =
+            bucket_secs.unwrap_or_else(|| auto_bucket(range_secs)).clamp(1, MAX_BUCKET_SECS);
+        let bucket_us = bucket * 1_000_000;
+        let first_bucket = start_us.div_euclid(bucket_us) * bucket_us;
+        // buckets from the first up to the end of the range, at most MAX_BUCKETS of them
+        let span = (end_us as i128 - first_bucket as i128).max(0);
+        let n =
+            ((span + bucket_us as i128 - 1) / bucket_us as i128).min(MAX_BUCKETS as i128) as usize;
+        Aggregator {
+            since,
+            until,
+            bucket_secs: bucket,
+            bucket_us,
+            first_bucket,
+            buckets: vec![Acc::default(); n],
+            stray: Default::default(),
+            totals: Acc::default(),
+            spans: 0,
+            models: Vec::new(),
+        }
+    }
+
+    /// Start times that split the range into `parts` pieces of equal length, for aggregating
+    /// them side by side (`parts - 1` cut points, in order).
+    pub fn cuts(start_us: i64, end_us: i64, parts: usize) -> Vec<i64> {
+        let len = (end_us as i128 - start_us as i128).max(0);
+        (1..parts).map(|k| (start_us as i128 + len * k as i128 / parts as i128) as i64).collect()
+    }
+
+    pub fn add(&mut self, r: &AnalyticsRow<'_>) {
+        let is_err = r.status == Status::Error;
+        self.totals.add(r, is_err);
+        self.spans = self.spans.saturating_add(r.span_count);
+        let key = r.model.unwrap_or("(none)");
+        // a handful of models per range: a scan beats hashing
+        match self.models.iter_mut().find(|(m, _)| m == key) {
+            Some((_, acc)) => acc.add(r, is_err),
+            None => {
+                let mut acc = Acc::default();
+                acc.add(r, is_err);
+                self.models.push((key.to_string(), acc));
+            }
+        }
+        let b = r.ts_micros.div_euclid(self.bucket_us) * self.bucket_us;
+        let ix = (b as i128 - self.first_bucket as i128) / self.bucket_us as i128;
+        match usize::try_from(ix).ok().and_then(|i| self.buckets.get_mut(i)) {
+            Some(acc) => acc.add(r, is_err),
+            None => self.stray.entry(b).or_default().add(r, is_err),
+        }
+    }
+
+    /// Folds in an aggregator built with the same range and bucket over other traces.
+    pub fn merge(&mut self, o: Aggregator) {
+        debug_assert_eq!((self.bucket_us, self.first_bucket), (o.bucket_us, o.first_bucket));
+        self.totals.merge(o.totals);
+        self.spans = self.spans.saturating_add(o.spans);
+        for (model, acc) in o.models {
+            match self.models.iter_mut().find(|(m, _)| *m == model) {
+                Some((_, mine)) => mine.merge(acc),
+                None => self.models.push((model, acc)),
+            }
+        }
+        for (mine, theirs) in self.buckets.iter_mut().zip(o.buckets) {
+            mine.merge(theirs);
+        }
+        for (b, acc) in o.stray {
+            self.stray.entry(b).or_default().merge(acc);
+        }
+    }
+
+    pub fn finish(self) -> Analytics {
+        let mut t = self.totals;
+        let totals = Totals {
+            traces: t.traces,
+            spans: self.spans,
+            errors: t.errors,
+            error_rate: if t.traces == 0 { 0.0 } else { t.errors as f64 / t.traces as f64 },
+            tokens: t.tokens,
+            cost_usd: t.cost,
+            latency_ms: LatencyStats::of(&mut t.lat),
+        };
+        let mut by_model: Vec<ModelBreakdown> = self
+            .models
+            .into_iter()
+            .map(|(model, mut a)| ModelBreakdown {
+                model,
+                traces: a.traces,
+                errors: a.errors,
+                tokens: a.tokens,
+                cost_usd: a.cost,
+                latency_ms: LatencyStats::of(&mut a.lat),
+            })
+            .collect();
+        by_model.sort_by(|a, b| b.traces.cmp(&a.traces).then(a.model.cmp(&b.model)));
+        // no traces, no time series; otherwise every bucket of the range, empty ones included
+        let mut all = self.stray;
+        if totals.traces > 0 {
+            let mut b = self.first_bucket;
+            for acc in self.buckets {
+                all.entry(b).or_default().merge(acc);
+                match b.checked_add(self.bucket_us) {
+                    Some(next) => b = next,
+                    None => break,
+                }
+            }
+        }
+        let timeseries = all
+            .into_iter()
+            .map(|(t, mut a)| {
+                let l = LatencyStats::of(&mut a.lat);
+                TimeBucket {
+                    t: crate::time::from_micros(t),
+                    traces: a.traces,
+                    errors: a.errors,
+                    tokens: a.tokens.total,
+                    cost_usd: a.cost,
+                    p50_ms: l.p50,
+                    p95_ms: l.p95,
+                    p99_ms: l.p99,
+                }
+            })
+            .collect();
+        Analytics {
+            since: self.since,
+            until: self.until,
+            bucket_secs: self.bucket_secs,
+            totals,
+            by_model,
+            timeseries,
+        }
+    }
+}
+
+/// Aggregates rows held in memory into the analytics answer.
 pub fn aggregate(
-    rows: Vec<AnalyticsRow>,
+    rows: Vec<AnalyticsRow<'_>>,
     since: Option<DateTime<Utc>>,
     until: Option<DateTime<Utc>>,
     bucket_secs: Option<i64>,
 ) -> Analytics {
-    use std::collections::BTreeMap;
-    let mut totals = Totals::default();
-    let mut latencies = Vec::with_capacity(rows.len());
-    struct Acc {
-        traces: u64,
-        errors: u64,
-        tokens: TokenTotals,
-        cost: Option<f64>,
-        lat: Vec<f64>,
+    let min = rows.iter().map(|r| r.ts_micros).min();
+    let max = rows.iter().map(|r| r.ts_micros).max();
+    let mut agg = Aggregator::new(since, until, bucket_secs, min.zip(max));
+    for r in &rows {
+        agg.add(r);
     }
-    let new_acc = || Acc {
-        traces: 0,
-        errors: 0,
-        tokens: TokenTotals::default(),
-        cost: None,
-        lat: Vec::new(),
-    };
-    let mut models: BTreeMap<String, Acc> = BTreeMap::new();
-    let min_ts = rows.iter().map(|r| r.ts_micros).min();
-    let max_ts = rows.iter().map(|r| r.ts_micros).max();
-    let start_us = since.map(|t| t.timestamp_micros()).or(min_ts).unwrap_or(0);
-    let end_us = until
-        .map(|t| t.timestamp_micros())
-        .or(max_ts.map(|m| m.saturating_add(1)))
-        .unwrap_or(start_us);
-    let range_secs = (end_us.saturating_sub(start_us) / 1_000_000).max(1);
-    let bucket = bucket_secs.unwrap_or_else(|| auto_bucket(range_secs)).clamp(1, MAX_BUCKET_SECS);
-    let bucket_us = bucket * 1_000_000;
-    let first_bucket = start_us.div_euclid(bucket_us) * bucket_us;
-    let mut buckets: BTreeMap<i64, Acc> = BTreeMap::new();
-    if !rows.is_empty() {
-        let mut b = first_bucket;
-        while b < end_us && buckets.len() < MAX_BUCKETS as usize {
-            buckets.insert(b, new_acc());
-            match b.checked_add(bucket_us) {
-                Some(next) => b = next,
-                None => break,
-            }
-        }
-    }
-    for r in rows {
-        let is_err = r.status == Status::Error;
-        totals.traces += 1;
-        totals.spans = totals.spans.saturating_add(r.span_count);
-        totals.errors += is_err as u64;
-        totals.tokens.add(&r.tokens);
-        totals.cost_usd = add_opt(totals.cost_usd, r.cost_usd);
-        if let Some(l) = r.latency_ms {
-            latencies.push(l);
-        }
-        let key = r.model.as_deref().unwrap_or("(none)");
-        if !models.contains_key(key) {
-            models.insert(key.to_string(), new_acc());
-        }
-        for acc in [
-            models.get_mut(key).expect("inserted above"),
-            buckets.entry(r.ts_micros.div_euclid(bucket_us) * bucket_us).or_insert_with(new_acc),
-        ] {
-            acc.traces += 1;
-            acc.errors += is_err as u64;
-            acc.tokens.add(&r.tokens);
-            acc.cost = add_opt(acc.cost, r.cost_usd);
-            if let Some(l) = r.latency_ms {
-                acc.lat.push(l);
-            }
-        }
-    }
-    totals.error_rate =
-        if totals.traces == 0 { 0.0 } else { totals.errors as f64 / totals.traces as f64 };
-    totals.latency_ms = LatencyStats::of(&mut latencies);
-    let mut by_model: Vec<ModelBreakdown> = models
-        .into_iter()
-        .map(|(model, mut a)| ModelBreakdown {
-            model,
-            traces: a.traces,
-            errors: a.errors,
-            tokens: a.tokens,
-            cost_usd: a.cost,
-            latency_ms: LatencyStats::of(&mut a.lat),
-        })
-        .collect();
-    by_model.sort_by(|a, b| b.traces.cmp(&a.traces).then(a.model.cmp(&b.model)));
-    let timeseries = buckets
-        .into_iter()
-        .map(|(t, mut a)| {
-            let l = LatencyStats::of(&mut a.lat);
-            TimeBucket {
-                t: crate::time::from_micros(t),
-                traces: a.traces,
-                errors: a.errors,
-                tokens: a.tokens.total,
-                cost_usd: a.cost,
-                p50_ms: l.p50,
-                p95_ms: l.p95,
-                p99_ms: l.p99,
-            }
-        })
-        .collect();
-    Analytics { since, until, bucket_secs: bucket, totals, by_model, timeseries }
+    agg.finish()
 }
 
 #[cfg(test)]
@@ -360,10 +467,50 @@ mod tests {
     }
 
     #[test]
+    fn halves_aggregated_apart_and_merged_give_the_whole_answer() {
+        let models = ["gpt-4o", "claude", "llama"];
+        let rows: Vec<AnalyticsRow> = (0..1000i64)
+            .map(|k| AnalyticsRow {
+                ts_micros: 1_700_000_000_000_000 + k * 7_919_000,
+                model: if k % 11 == 0 { None } else { Some(models[(k % 3) as usize]) },
+                status: if k % 13 == 0 { Status::Error } else { Status::Success },
+                latency_ms: (k % 17 != 0).then_some(((k * 37) % 1000) as f64),
+                tokens: TokenTotals { prompt: k as u64, completion: 2, total: k as u64 + 2 },
+                cost_usd: (k % 5 == 0).then_some(0.25),
+                span_count: (k % 7 + 1) as u64,
+            })
+            .collect();
+        let since = Some(crate::time::from_micros(1_700_000_000_000_000 - 3_600_000_000));
+        for (since, until, bucket) in [(None, None, None), (since, None, Some(600))] {
+            let whole = aggregate(rows.clone(), since, until, bucket);
+            let (first, last) = (rows[0].ts_micros, rows[999].ts_micros);
+            for parts in [2, 3] {
+                let cuts = Aggregator::cuts(first, last + 1, parts);
+                let mut aggs: Vec<Aggregator> = (0..parts)
+                    .map(|_| Aggregator::new(since, until, bucket, Some((first, last))))
+                    .collect();
+                for r in &rows {
+                    let part = cuts.iter().filter(|c| r.ts_micros >= **c).count();
+                    aggs[part].add(r);
+                }
+                assert!(aggs.iter().all(|a| a.totals.traces > 0), "every part holds rows");
+                let mut merged = aggs.remove(0);
+                for a in aggs {
+                    merged.merge(a);
+                }
+                assert_eq!(merged.finish(), whole, "{parts} parts");
+            }
+            assert_eq!(whole.totals.traces, 1000);
+            assert_eq!(whole.by_model.iter().map(|m| m.traces).sum::<u64>(), 1000);
+            assert_eq!(whole.timeseries.iter().map(|b| b.traces).sum::<u64>(), 1000);
+        }
+    }
+
+    #[test]
     fn buckets_cover_the_range_including_empty_ones() {
         let row = |ts_s: i64, status| AnalyticsRow {
             ts_micros: ts_s * 1_000_000,
-            model: Some("m".into()),
+            model: Some("m"),
             status,
             latency_ms: Some(10.0),
             tokens: TokenTotals { prompt: 1, completion: 2, total: 3 },

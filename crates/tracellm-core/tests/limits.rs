@@ -122,7 +122,7 @@ fn times_past_2200_refuse_the_span_not_the_request() {
     assert_eq!(assemble_and_read_back(m).span_count, 1);
 }
 
-fn row(ts_micros: i64) -> AnalyticsRow {
+fn row(ts_micros: i64) -> AnalyticsRow<'static> {
     AnalyticsRow {
         ts_micros,
         model: None,

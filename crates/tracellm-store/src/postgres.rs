@@ -1415,9 +1415,8 @@ impl Store for PostgresStore {
             .await?;
         let since = q.since.map(time::to_micros).unwrap_or(i64::MIN);
         let until = q.until.map(time::to_micros).unwrap_or(i64::MAX);
-        let rows = client
-            .query(&stmt, &[&q.project_id, &since, &until, &q.environment])
-            .await?
+        let rows = client.query(&stmt, &[&q.project_id, &since, &until, &q.environment]).await?;
+        let rows = rows
             .iter()
             .map(|r| AnalyticsRow {
                 ts_micros: r.get(0),
