@@ -127,13 +127,19 @@ pub fn keys(cmd: KeysCommand, g: Globals) -> anyhow::Result<()> {
                 println!("{v}");
             } else {
                 println!(
-                    "{:<18} {:<20} {:<12} {:<12} STATUS",
-                    "ID", "PROJECT", "ENVIRONMENT", "KEY"
+                    "{:<18} {:<20} {:<12} {:<12} {:<8} LAST USED",
+                    "ID", "PROJECT", "ENVIRONMENT", "KEY", "STATUS"
                 );
                 for k in v["api_keys"].as_array().map(Vec::as_slice).unwrap_or_default() {
                     let status = if k["revoked_at"].is_string() { "revoked" } else { "active" };
+                    let used = k["last_used_at"]
+                        .as_str()
+                        .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+                        .map_or("never".to_string(), |t| {
+                            t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+                        });
                     println!(
-                        "{:<18} {:<20} {:<12} {:<12} {status}",
+                        "{:<18} {:<20} {:<12} {:<12} {status:<8} {used}",
                         k["id"].as_str().unwrap_or(""),
                         k["project_id"].as_str().unwrap_or(""),
                         k["environment"].as_str().unwrap_or(""),

@@ -287,10 +287,15 @@ fn projects_and_keys_from_the_command_line() {
         "{listing}"
     );
     assert!(!listing.contains(&key[7..]), "secrets are never listed");
+    assert_eq!(listing.matches(" never").count(), 2, "no key used yet: {listing}");
 
     let doc = r#"{"id": "t1", "prompt": "hi", "response": "hello"}"#;
     let (code, _) = http_with_key("POST", &format!("{}/traces", srv.api), Some(doc), &key);
     assert_eq!(code, 202);
+    let out = tracellm(&srv.api, &["keys", "list", "--project", "my-app"]);
+    let listing = String::from_utf8(out.stdout).unwrap();
+    let used = listing.lines().find(|l| l.contains("production")).unwrap();
+    assert!(used.ends_with(" UTC") && !used.contains("never"), "the key's last use: {listing}");
     let out = tracellm(&srv.api, &["projects", "list"]);
     assert!(String::from_utf8(out.stdout).unwrap().contains("my-app"));
 

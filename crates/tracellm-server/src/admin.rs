@@ -146,6 +146,8 @@ pub async fn list_keys(
     let mut p = Params::parse(raw.as_deref());
     let project = p.take("project")?;
     p.finish(&["project"])?;
+    // uses recorded by this instance since the last housekeeping round, so `last_used_at` is current
+    state.auth.flush_key_uses(state.store.as_ref()).await;
     Ok(Json(KeyList { api_keys: state.store.list_api_keys(project.as_deref()).await? }))
 }
 

@@ -42,11 +42,48 @@ pub struct AuthState {
     /// SHA-256 of the admin token.
     pub admin_hash: Option<[u8; 32]>,
     cache: Mutex<HashMap<[u8; 32], (ApiKey, Instant)>>,
+    /// When each key was last used (microseconds), not yet written to the store: requests
+    /// must not each pay for a write, so these are stored every `HOUSEKEEPING_EVERY` and
+    /// before keys are listed.
+    used: Mutex<HashMap<String, i64>>,
 }
 
 impl AuthState {
     pub fn new(config: AuthConfig, admin_hash: Option<[u8; 32]>) -> Self {
-        AuthState { config, admin_hash, cache: Mutex::new(HashMap::new()) }
+        AuthState {
+            config,
+            admin_hash,
+            cache: Mutex::new(HashMap::new()),
+            used: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn note_use(&self, key_id: &str) {
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut used = self.used.lock().expect("key uses");
+        match used.get_mut(key_id) {
+            Some(at) => *at = now,
+            None => {
+                used.insert(key_id.to_string(), now);
+            }
+        }
+    }
+
+    /// Writes the recorded key uses to the store; on failure they are kept for the next try.
+    pub async fn flush_key_uses(&self, store: &dyn tracellm_store::Store) {
+        let uses: Vec<(String, i64)> =
+            std::mem::take(&mut *self.used.lock().expect("key uses")).into_iter().collect();
+        if uses.is_empty() {
+            return;
+        }
+        if let Err(e) = store.note_key_use(uses.clone()).await {
+            tracing::warn!(error = %e, "recording when API keys were last used failed");
+            let mut used = self.used.lock().expect("key uses");
+            for (id, at) in uses {
+                let t = used.entry(id).or_insert(at);
+                *t = (*t).max(at);
+            }
+        }
     }
 
     /// Drops a revoked key from the cache so that revocation takes effect immediately.
@@ -173,11 +210,14 @@ pub async fn resolve(
             tracing::warn!(target: "audit", event = "auth.failed", reason = "revoked key", key_id = %k.id);
             Err(unauthorized("this API key has been revoked"))
         }
-        Some(k) => Ok(Access {
-            project_id: k.project_id,
-            environment: Some(k.environment),
-            key_id: Some(k.id),
-        }),
+        Some(k) => {
+            state.auth.note_use(&k.id);
+            Ok(Access {
+                project_id: k.project_id,
+                environment: Some(k.environment),
+                key_id: Some(k.id),
+            })
+        }
     }
 }
 

@@ -195,6 +195,32 @@ pub fn is_loopback(host: &str) -> bool {
 
 const ADMIN_TOKEN_SETTING: &str = "admin_token_sha256";
 
+/// How often the server stores when API keys were last used and drops expired log events.
+pub const HOUSEKEEPING_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// How long a GenAI log event waits for its span (OTLP logs may arrive before the trace's
+/// spans); after that it is dropped, so events for spans that never come cannot pile up.
+pub const PENDING_EVENTS_TTL: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// Stores key uses and expires pending log events every `HOUSEKEEPING_EVERY` until `stop`.
+async fn housekeeping(state: AppState, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(HOUSEKEEPING_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|s| *s) => break,
+        }
+        state.auth.flush_key_uses(state.store.as_ref()).await;
+        let cutoff = chrono::Utc::now().timestamp_micros() - PENDING_EVENTS_TTL.as_micros() as i64;
+        match state.store.expire_pending_events(cutoff).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(events = n, "dropped log events whose span never arrived"),
+            Err(e) => tracing::debug!(error = %e, "expiring pending log events failed"),
+        }
+    }
+}
+
 /// The admin token's hash: from the environment when given, else the stored one, else a new
 /// token, stored hashed and returned so it can be shown once.
 async fn admin_token(
@@ -345,6 +371,7 @@ pub async fn serve(
             }
         })
     });
+    let chores = tokio::spawn(housekeeping(state.clone(), stop_rx.clone()));
     on_ready(bound, new_admin_token);
     shutdown.await;
     tracing::info!("shutting down: finishing requests in flight and pending writes");
@@ -356,6 +383,8 @@ pub async fn serve(
     if let Some(g) = grpc {
         let _ = g.await;
     }
+    let _ = chores.await;
+    state.auth.flush_key_uses(store.as_ref()).await;
     if let Err(e) = store.close().await {
         tracing::error!(error = %e, "closing the store failed");
     }

@@ -263,6 +263,17 @@ async fn isolation_matrix() {
         .as_str()
         .unwrap()
         .to_string();
+    // both keys were used above: the list says when, to the second
+    for k in listed {
+        let at: chrono::DateTime<chrono::Utc> =
+            k["last_used_at"].as_str().expect("a used key shows its last use").parse().unwrap();
+        let age = chrono::Utc::now() - at;
+        assert!(age >= chrono::TimeDelta::zero() && age < chrono::TimeDelta::minutes(5), "{at}");
+    }
+    let (unused, _) = create_key(&h, &a, "staging").await;
+    let (_, keys) = h.get(&format!("/api-keys?project={a}"), None).await;
+    let fresh = keys["api_keys"].as_array().unwrap().iter().find(|k| k["id"] == unused).cloned();
+    assert_eq!(fresh.expect("the new key is listed")["last_used_at"], Value::Null);
     assert_eq!(h.get("/traces", Some(&ka)).await.0, 200);
     let (s, v) =
         h.send(reqwest::Method::DELETE, &format!("/api-keys/{first_id}"), None, None).await;

@@ -250,6 +250,13 @@ pub trait Store: Send + Sync + 'static {
     /// The key whose secret hashes to `hash`, revoked or not.
     async fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKey>>;
 
+    /// Records when keys were last used (`(key id, micros)`); a time never moves backwards.
+    async fn note_key_use(&self, uses: Vec<(String, i64)>) -> Result<()>;
+
+    /// Drops log events held for a span that never arrived, received before `before_us`;
+    /// returns how many.
+    async fn expire_pending_events(&self, before_us: i64) -> Result<u64>;
+
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;

@@ -191,6 +191,10 @@ ALTER TABLE traces SET (autovacuum_analyze_scale_factor = 0.02, autovacuum_analy
 CREATE INDEX traces_for_analytics ON traces (project_id, ts) INCLUDE (environment, status, model,
     latency_ms, prompt_tokens, completion_tokens, total_tokens, cost_usd, span_count);
 "#,
+    r#"
+-- Log events whose span never arrives are dropped after a while, oldest first.
+CREATE INDEX pending_by_age ON pending_events (received_us);
+"#,
 ];
 
 /// Most text indexed for full-text search per trace. Smaller than SQLite's: a tsvector is
@@ -1551,6 +1555,29 @@ impl Store for PostgresStore {
             )
             .await?;
         Ok(row.as_ref().map(key_from_row))
+    }
+
+    async fn note_key_use(&self, uses: Vec<(String, i64)>) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(
+                "UPDATE api_keys SET last_used_us = GREATEST(last_used_us, $2) WHERE id = $1",
+            )
+            .await?;
+        for (id, at) in &uses {
+            client.execute(&stmt, &[id, at]).await?;
+        }
+        Ok(())
+    }
+
+    async fn expire_pending_events(&self, before_us: i64) -> Result<u64> {
+        let client = self.client().await?;
+        Ok(client
+            .execute("DELETE FROM pending_events WHERE received_us < $1", &[&before_us])
+            .await?)
     }
 
     async fn find_api_key(&self, hash: &[u8]) -> Result<Option<ApiKey>> {

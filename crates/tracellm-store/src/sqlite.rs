@@ -188,6 +188,10 @@ CREATE INDEX traces_for_analytics ON traces (project_id, ts, environment, status
 -- (bounded work per commit) does all of it.
 INSERT INTO trace_fts (trace_fts, rank) VALUES ('crisismerge', 128);
 "#,
+    r#"
+-- Log events whose span never arrives are dropped after a while, oldest first.
+CREATE INDEX pending_by_age ON pending_events (received_us);
+"#,
 ];
 
 /// Most text indexed for full-text search per trace.
@@ -1574,6 +1578,33 @@ impl Store for SqliteStore {
                 .query_row([&id], key_from_row)
                 .optional()?;
             serde_json::to_value(key).map_err(|e| StoreError::Internal(e.to_string()))
+        })
+        .await
+    }
+
+    async fn note_key_use(&self, uses: Vec<(String, i64)>) -> Result<()> {
+        if uses.is_empty() {
+            return Ok(());
+        }
+        self.admin::<()>(move |c| {
+            let mut stmt = c.prepare_cached(
+                "UPDATE api_keys SET last_used_us = max(coalesce(last_used_us, ?2), ?2)
+                 WHERE id = ?1",
+            )?;
+            for (id, at) in &uses {
+                stmt.execute(params![id, at])?;
+            }
+            Ok(serde_json::Value::Null)
+        })
+        .await
+    }
+
+    async fn expire_pending_events(&self, before_us: i64) -> Result<u64> {
+        self.admin::<u64>(move |c| {
+            let n = c
+                .prepare_cached("DELETE FROM pending_events WHERE received_us < ?1")?
+                .execute([before_us])?;
+            Ok(serde_json::Value::from(n))
         })
         .await
     }

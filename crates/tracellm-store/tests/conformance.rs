@@ -421,6 +421,37 @@ pub async fn log_events_wait_for_their_span(store: Arc<dyn Store>) {
     assert_eq!(t.response.as_deref(), Some("the answer"));
 }
 
+/// Events whose span never arrives are dropped once they are older than the cutoff, and only
+/// those: a span arriving after that has nothing to fold in.
+pub async fn expired_log_events_are_dropped(store: Arc<dyn Store>) {
+    let event = |text: &str| SpanEvent {
+        name: "gen_ai.choice".into(),
+        time: "2026-05-31T10:00:01Z".parse().unwrap(),
+        attributes: serde_json::from_value(json!({"body": {"index": 0, "finish_reason": "stop",
+            "message": {"role": "assistant", "content": text}}}))
+        .unwrap(),
+    };
+    let mut old = batch("old", vec![]);
+    old.log_events.push(("llm".into(), event("stale answer")));
+    store.ingest_spans("default", vec![old]).await.unwrap();
+    let cutoff = chrono::Utc::now().timestamp_micros() + 1;
+    let mut young = batch("young", vec![]);
+    young.log_events.push(("llm".into(), event("fresh answer")));
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    store.ingest_spans("default", vec![young]).await.unwrap();
+    assert_eq!(store.expire_pending_events(cutoff).await.unwrap(), 1);
+    assert_eq!(store.expire_pending_events(cutoff).await.unwrap(), 0, "nothing left that old");
+    for id in ["old", "young"] {
+        let mut s = otel_span("llm", None, 0, SpanKind::Llm);
+        s.output = serde_json::Value::Null;
+        store.ingest_spans("default", vec![batch(id, vec![s])]).await.unwrap();
+    }
+    let old = store.get_trace("default", "old").await.unwrap().unwrap();
+    assert_eq!(old.spans[0].output, serde_json::Value::Null, "the expired event is gone");
+    let young = store.get_trace("default", "young").await.unwrap().unwrap();
+    assert_eq!(young.spans[0].output["messages"][0]["content"], "fresh answer");
+}
+
 pub async fn environments_are_kept_apart(store: Arc<dyn Store>) {
     let mut prod = trace("p1", "a", 1, json!({}));
     prod.environment = Some("production".into());
@@ -485,6 +516,13 @@ pub async fn projects_and_keys(store: Arc<dyn Store>) {
     assert!(revoked.revoked_at.is_some());
     assert!(store.find_api_key(&[7; 32]).await.unwrap().unwrap().revoked_at.is_some());
     assert!(store.revoke_api_key("key_x").await.unwrap().is_none());
+    // last use: recorded, never moved backwards, unknown ids ignored
+    assert_eq!(store.list_api_keys(Some("my-app")).await.unwrap()[0].last_used_at, None);
+    let t1 = 1_780_000_000_000_000;
+    store.note_key_use(vec![("key_1".into(), t1), ("key_x".into(), t1)]).await.unwrap();
+    store.note_key_use(vec![("key_1".into(), t1 - 5_000_000)]).await.unwrap();
+    let used = store.list_api_keys(Some("my-app")).await.unwrap()[0].last_used_at;
+    assert_eq!(used.map(|t| t.timestamp_micros()), Some(t1));
     assert_eq!(store.get_setting("admin").await.unwrap(), None);
     store.set_setting("admin", "h1").await.unwrap();
     store.set_setting("admin", "h2").await.unwrap();
@@ -617,6 +655,7 @@ macro_rules! store_suite {
             case!(spans_arriving_in_any_order_assemble_one_trace);
             case!(a_failing_merge_fails_only_its_own_request);
             case!(log_events_wait_for_their_span);
+            case!(expired_log_events_are_dropped);
             case!(environments_are_kept_apart);
             case!(projects_and_keys);
             case!(a_trace_reads_back_in_pages_as_whole);
