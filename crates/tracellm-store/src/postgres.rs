@@ -13,6 +13,7 @@
 //! PostgreSQL delivers on commit. Every instance LISTENs, fetches the summary of traces written
 //! by other instances and publishes it to its subscribers.
 
+use std::collections::HashMap;
 use std::str::FromStr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -256,6 +257,9 @@ struct Prepared {
     span_starts: Vec<i64>,
     span_docs: Vec<String>,
     fts: Lexemes,
+    /// The span lists hold only spans that changed, upserted into the stored ones (an OTLP
+    /// merge); otherwise they are the whole trace and replace what is stored.
+    merged: bool,
 }
 
 fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
@@ -278,6 +282,7 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
         summary: t.summary(),
         prompt: t.prompt,
         response: t.response,
+        merged: false,
     })
 }
 
@@ -549,7 +554,7 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
     }
     let mut pks = Vec::with_capacity(ps.len());
     let mut created = Vec::with_capacity(ps.len());
-    let mut replaced = Vec::new();
+    let (mut replaced, mut rewritten) = (Vec::new(), Vec::new());
     for p in ps {
         let &(pk, new) =
             written.get(&(p.summary.project_id.as_str(), p.summary.id.as_str())).ok_or_else(
@@ -558,14 +563,19 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
         pks.push(pk);
         created.push(new);
         if !new {
-            replaced.push(pk);
+            rewritten.push(pk);
+            if !p.merged {
+                replaced.push(pk);
+            }
         }
     }
     if !replaced.is_empty() {
         let del = tx.prepare_cached("DELETE FROM spans WHERE trace_pk = ANY($1)").await?;
         tx.execute(&del, &[&replaced]).await?;
+    }
+    if !rewritten.is_empty() {
         let del = tx.prepare_cached("DELETE FROM trace_tags WHERE trace_pk = ANY($1)").await?;
-        tx.execute(&del, &[&replaced]).await?;
+        tx.execute(&del, &[&rewritten]).await?;
     }
     let (mut tag_pk, mut tag, mut tag_project, mut tag_ts) = (vec![], vec![], vec![], vec![]);
     let (mut span_pk, mut span_id, mut span_start, mut span_doc) = (vec![], vec![], vec![], vec![]);
@@ -597,7 +607,9 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
         let ins = tx
             .prepare_cached(
                 "INSERT INTO spans (trace_pk, id, start_us, doc)
-                 SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[])",
+                 SELECT * FROM unnest($1::int8[], $2::text[], $3::int8[], $4::text[])
+                 ON CONFLICT (trace_pk, id)
+                 DO UPDATE SET start_us = excluded.start_us, doc = excluded.doc",
             )
             .await?;
         tx.execute(&ins, &[&span_pk, &span_id, &span_start, &span_doc]).await?;
@@ -605,11 +617,32 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
     Ok(created)
 }
 
-async fn load_spans(tx: &Tx<'_>, pk: i64, trace_id: &str) -> Result<Vec<Span>> {
+/// A digest of a stored span document, to tell whether a merge changed it.
+fn digest(doc: &str) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    doc.hash(&mut h);
+    h.finish()
+}
+
+/// A trace's stored spans, and the digest of each one's stored document by span id.
+async fn load_spans(
+    tx: &Tx<'_>,
+    pk: i64,
+    trace_id: &str,
+) -> Result<(Vec<Span>, HashMap<String, u64>)> {
     let stmt = tx
-        .prepare_cached("SELECT doc FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
+        .prepare_cached("SELECT id, doc FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
         .await?;
-    tx.query(&stmt, &[&pk]).await?.iter().map(|r| parse_span(r.get(0), trace_id)).collect()
+    let rows = tx.query(&stmt, &[&pk]).await?;
+    let mut spans = Vec::with_capacity(rows.len());
+    let mut docs = HashMap::with_capacity(rows.len());
+    for r in rows {
+        let doc: &str = r.get(1);
+        spans.push(parse_span(doc, trace_id)?);
+        docs.insert(r.get(0), digest(doc));
+    }
+    Ok((spans, docs))
 }
 
 /// Mirrors SQLite's `merge_trace`; the caller holds the trace's advisory lock.
@@ -643,13 +676,14 @@ async fn merge_trace(
         .filter_map(|r| Some((r.get(0), serde_json::from_str(r.get::<_, &str>(1)).ok()?)))
         .collect();
     events.extend(batch.log_events.iter().cloned());
-    let (mut spans, input) = match &existing {
+    let (mut spans, stored_docs, input) = match &existing {
         Some((pk, input)) => {
             let stored: TraceInput =
                 input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-            (load_spans(tx, *pk, &batch.trace_id).await?, stored.merge(batch.input.clone()))
+            let (spans, docs) = load_spans(tx, *pk, &batch.trace_id).await?;
+            (spans, docs, stored.merge(batch.input.clone()))
         }
-        None => (Vec::new(), batch.input.clone()),
+        None => (Vec::new(), HashMap::new(), batch.input.clone()),
     };
     let arrived: Vec<Span> = match fresh {
         Some(p) => p
@@ -688,7 +722,23 @@ async fn merge_trace(
     let trace = asm
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
-    let p = prepare(trace, Some(&input))?;
+    let mut p = prepare(trace, Some(&input))?;
+    if existing.is_some() {
+        // Rewrite only the spans whose document changed: the new ones and those the merge
+        // touched. A trace sent in many batches otherwise rewrote every stored span each time.
+        let spans = std::mem::take(&mut p.span_ids)
+            .into_iter()
+            .zip(std::mem::take(&mut p.span_starts))
+            .zip(std::mem::take(&mut p.span_docs));
+        for ((id, start), doc) in spans {
+            if stored_docs.get(&id) != Some(&digest(&doc)) {
+                p.span_ids.push(id);
+                p.span_starts.push(start);
+                p.span_docs.push(doc);
+            }
+        }
+        p.merged = true;
+    }
     let created = write_trace(tx, &p, now).await?;
     Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
 }

@@ -360,6 +360,54 @@ pub async fn spans_arriving_in_any_order_assemble_one_trace(store: Arc<dyn Store
     assert_eq!(found.traces.len(), 1, "merged spans are searchable");
 }
 
+/// Later batches that change stored spans (a span resent with more in it, a log event for a
+/// stored span) are written, while spans they leave alone read back as they were.
+pub async fn merges_rewrite_the_spans_they_change(store: Arc<dyn Store>) {
+    let root = otel_span("root", None, 0, SpanKind::Agent);
+    let (a, b) = (
+        otel_span("a", Some("root"), 1, SpanKind::Llm),
+        otel_span("b", Some("root"), 2, SpanKind::Tool),
+    );
+    store
+        .ingest_spans("default", vec![batch("m1", vec![root, a.clone(), b.clone()])])
+        .await
+        .unwrap();
+    let before = store.get_trace("default", "m1").await.unwrap().unwrap();
+    let mut a2 = a.clone();
+    a2.output = json!({"messages": [{"role": "assistant", "content": "answer of a"}]});
+    a2.tokens.as_mut().unwrap().completion = 50;
+    a2.tokens.as_mut().unwrap().total = 60;
+    let c = otel_span("c", Some("root"), 3, SpanKind::Llm);
+    store.ingest_spans("default", vec![batch("m1", vec![a2, c])]).await.unwrap();
+    let mut events = batch("m1", vec![]);
+    events.log_events.push((
+        "c".into(),
+        SpanEvent {
+            name: "gen_ai.choice".into(),
+            time: "2026-05-31T10:00:04Z".parse().unwrap(),
+            attributes: serde_json::from_value(json!({"body": {"index": 0,
+                "message": {"role": "assistant", "content": "answer of c"}}}))
+            .unwrap(),
+        },
+    ));
+    store.ingest_spans("default", vec![events]).await.unwrap();
+    let t = store.get_trace("default", "m1").await.unwrap().unwrap();
+    let span = |id: &str| t.spans.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(t.span_count, 4);
+    assert_eq!(span("a").output["messages"][0]["content"], "answer of a");
+    assert_eq!(span("a").tokens.as_ref().unwrap().total, 60);
+    assert_eq!(span("c").output["messages"][0]["content"], "answer of c");
+    assert_eq!(t.tokens.total, 75, "a's new count and c's");
+    let unchanged = |id: &str| before.spans.iter().find(|s| s.id == id).unwrap();
+    assert_eq!(span("b"), unchanged("b"));
+    assert_eq!(span("root").name, unchanged("root").name);
+    let found = store
+        .list_traces(TraceQuery { q: Some("answer".into()), ..query("default") })
+        .await
+        .unwrap();
+    assert_eq!(found.traces.len(), 1, "what the merges added is searchable");
+}
+
 /// A request whose merge fails (its spans would close a cycle with stored ones) is refused
 /// alone: requests committed beside it are stored, and the stored trace it touched is unchanged.
 pub async fn a_failing_merge_fails_only_its_own_request(store: Arc<dyn Store>) {
@@ -654,6 +702,7 @@ macro_rules! store_suite {
             case!(concurrent_ingest_is_all_stored);
             case!(spans_arriving_in_any_order_assemble_one_trace);
             case!(a_failing_merge_fails_only_its_own_request);
+            case!(merges_rewrite_the_spans_they_change);
             case!(log_events_wait_for_their_span);
             case!(expired_log_events_are_dropped);
             case!(environments_are_kept_apart);
