@@ -617,14 +617,6 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
     Ok(created)
 }
 
-/// A digest of a stored span document, to tell whether a merge changed it.
-fn digest(doc: &str) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    doc.hash(&mut h);
-    h.finish()
-}
-
 /// A trace's stored spans, and the digest of each one's stored document by span id.
 async fn load_spans(
     tx: &Tx<'_>,
@@ -640,7 +632,7 @@ async fn load_spans(
     for r in rows {
         let doc: &str = r.get(1);
         spans.push(parse_span(doc, trace_id)?);
-        docs.insert(r.get(0), digest(doc));
+        docs.insert(r.get(0), crate::doc::digest(doc.as_bytes()));
     }
     Ok((spans, docs))
 }
@@ -731,7 +723,7 @@ async fn merge_trace(
             .zip(std::mem::take(&mut p.span_starts))
             .zip(std::mem::take(&mut p.span_docs));
         for ((id, start), doc) in spans {
-            if stored_docs.get(&id) != Some(&digest(&doc)) {
+            if stored_docs.get(&id) != Some(&crate::doc::digest(doc.as_bytes())) {
                 p.span_ids.push(id);
                 p.span_starts.push(start);
                 p.span_docs.push(doc);

@@ -259,11 +259,27 @@ struct Prepared {
 }
 
 fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
-    let spans = t
-        .spans
-        .iter()
-        .map(|s| Ok((s.id.clone(), time::to_micros(s.start_time), doc::pack(s)?)))
-        .collect::<Result<Vec<_>>>()?;
+    prepare_changes(t, input, None)
+}
+
+/// Like `prepare`, but with `stored` (the digest of each stored span's text, by id) only the
+/// spans whose text changed are packed, to be upserted into the stored trace: a batch joining a
+/// big trace costs what it adds, not the size of the trace.
+fn prepare_changes(
+    t: Trace,
+    input: Option<&TraceInput>,
+    stored: Option<&HashMap<String, u64>>,
+) -> Result<Prepared> {
+    let mut spans = Vec::with_capacity(if stored.is_some() { 0 } else { t.spans.len() });
+    for s in &t.spans {
+        let text = json(s)?;
+        if let Some(stored) = stored
+            && stored.get(&s.id) == Some(&doc::digest(text.as_bytes()))
+        {
+            continue;
+        }
+        spans.push((s.id.clone(), time::to_micros(s.start_time), doc::pack_json(text)));
+    }
     Ok(Prepared {
         input: input.map(json).transpose()?,
         tags: json(&t.tags)?,
@@ -273,7 +289,7 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
         summary: t.summary(),
         prompt: t.prompt,
         response: t.response,
-        merged: false,
+        merged: stored.is_some(),
     })
 }
 
@@ -930,27 +946,21 @@ fn merge_trace(
     let trace = asm
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
-    let mut p = prepare(trace, Some(&input))?;
-    if existing.is_some() {
-        // spans the merge left as they were are not written again: a batch joining a big trace
-        // costs what it adds, not the size of the trace
-        p.spans.retain(|(id, _, d)| stored_digests.get(id) != Some(&d.digest()));
-        p.merged = true;
-    }
+    let p = prepare_changes(trace, Some(&input), existing.is_some().then_some(&stored_digests))?;
     let created = write_trace(conn, &p, now)?;
     Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
 }
 
-/// A trace's stored spans, and the digest of each one's stored document by span id.
+/// A trace's stored spans, and the digest of each one's text by span id.
 fn load_spans(conn: &Connection, pk: i64) -> Result<(Vec<Span>, HashMap<String, u64>)> {
     let mut stmt =
         conn.prepare_cached("SELECT id, doc FROM spans WHERE trace_pk = ?1 ORDER BY start_us, id")?;
     let mut rows = stmt.query([pk])?;
     let (mut spans, mut digests) = (Vec::new(), HashMap::new());
     while let Some(r) = rows.next()? {
-        let d = r.get_ref(1)?;
-        digests.insert(r.get(0)?, doc::digest(d));
-        spans.push(doc::unpack(d)?);
+        let (span, digest) = doc::unpack_digest(r.get_ref(1)?)?;
+        digests.insert(r.get(0)?, digest);
+        spans.push(span);
     }
     Ok((spans, digests))
 }
