@@ -5,7 +5,7 @@
 //! tokens, cost, retries, status, failure reason and the roll-ups. OTLP ingest builds the same
 //! two parts from protobuf and calls the same [`assemble`].
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};

@@ -10,9 +10,9 @@ use crate::model::Trace;
 /// (a trace's prompt is its root span's input, a tool's arguments are its input); each is given
 /// once. Stores index them in their own way.
 pub fn each_searchable_text(t: &Trace, mut f: impl FnMut(&str)) {
-    use std::hash::{BuildHasher, RandomState};
-    let hasher = RandomState::new();
-    let mut seen = std::collections::HashSet::new();
+    use std::hash::BuildHasher;
+    let hasher = foldhash::fast::RandomState::default();
+    let mut seen = foldhash::HashSet::default();
     let mut visit = |s: &str| {
         if !s.is_empty() && seen.insert(hasher.hash_one(s)) {
             f(s);

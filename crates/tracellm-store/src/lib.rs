@@ -159,7 +159,7 @@ pub struct StoreInfo {
 /// Puts each arrived span in place of the stored one with its id, or adds it: what both stores
 /// do when a batch of spans merges into a trace (one pass, however big the trace).
 pub(crate) fn upsert_spans(spans: &mut Vec<Span>, arrived: Vec<Span>) {
-    let mut at: std::collections::HashMap<String, usize> =
+    let mut at: foldhash::HashMap<String, usize> =
         spans.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect();
     for s in arrived {
         match at.get(&s.id) {

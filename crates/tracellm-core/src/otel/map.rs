@@ -1,7 +1,7 @@
 //! The attribute mapping, dialect by dialect, in precedence order: explicit TraceLLM/Langfuse
 //! attributes, OpenInference, OTel GenAI current, GenAI older, OpenLLMetry, then inference.
 
-use std::collections::HashMap;
+use foldhash::{HashMap, HashMapExt};
 
 use chrono::{DateTime, TimeZone, Utc};
 use opentelemetry_proto::tonic::collector::logs::v1::ExportLogsServiceRequest;
