@@ -317,8 +317,8 @@ impl Aggregator {
             }
         }
         let b = r.ts_micros.div_euclid(self.bucket_us) * self.bucket_us;
-        let ix = (b as i128 - self.first_bucket as i128) / self.bucket_us as i128;
-        match usize::try_from(ix).ok().and_then(|i| self.buckets.get_mut(i)) {
+        let ix = b.checked_sub(self.first_bucket).map(|d| d / self.bucket_us);
+        match ix.and_then(|i| usize::try_from(i).ok()).and_then(|i| self.buckets.get_mut(i)) {
             Some(acc) => acc.add(r, is_err),
             None => self.stray.entry(b).or_default().add(r, is_err),
         }
