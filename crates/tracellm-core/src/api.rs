@@ -86,6 +86,16 @@ pub struct AnalyticsQuery {
     pub bucket_secs: Option<i64>,
 }
 
+impl AnalyticsQuery {
+    /// The range in microseconds, half-open; an open end is the furthest time there is.
+    pub fn range_micros(&self) -> (i64, i64) {
+        (
+            self.since.map(crate::time::to_micros).unwrap_or(i64::MIN),
+            self.until.map(crate::time::to_micros).unwrap_or(i64::MAX),
+        )
+    }
+}
+
 #[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct TokenTotals {
     pub prompt: u64,

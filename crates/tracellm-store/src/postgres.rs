@@ -547,7 +547,7 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
     ];
     let stmt = tx.prepare_cached(UPSERT).await?;
     let rows = tx.query(&stmt, &values).await?;
-    let mut written = std::collections::HashMap::with_capacity(rows.len());
+    let mut written = HashMap::with_capacity(rows.len());
     for r in &rows {
         let key: (&str, &str) = (r.get(2), r.get(3));
         written.insert(key, (r.get::<_, i64>(0), r.get::<_, bool>(1)));
@@ -945,7 +945,7 @@ impl PostgresStore {
         // merged one by one.
         let mut direct: Vec<usize> = Vec::new();
         if keys.len() == ops.len() {
-            let mut candidates: std::collections::HashMap<&str, Vec<&str>> = Default::default();
+            let mut candidates: HashMap<&str, Vec<&str>> = Default::default();
             for op in ops {
                 if let Op::Merge { project_id, batch, fresh: Some(_) } = op {
                     candidates.entry(project_id).or_default().push(&batch.trace_id);
@@ -1404,8 +1404,7 @@ impl Store for PostgresStore {
             )
             .await?;
         let rows = client.query(&stmt, &[&project_id, &trace_id, &span_ids]).await?;
-        let mut by_id: std::collections::HashMap<&str, &str> =
-            rows.iter().map(|r| (r.get(0), r.get(1))).collect();
+        let mut by_id: HashMap<&str, &str> = rows.iter().map(|r| (r.get(0), r.get(1))).collect();
         span_ids
             .iter()
             .filter_map(|id| by_id.remove(id.as_str()))
@@ -1459,8 +1458,7 @@ impl Store for PostgresStore {
                    AND ($4::text IS NULL OR environment = $4)",
             )
             .await?;
-        let since = q.since.map(time::to_micros).unwrap_or(i64::MIN);
-        let until = q.until.map(time::to_micros).unwrap_or(i64::MAX);
+        let (since, until) = q.range_micros();
         let rows = client.query(&stmt, &[&q.project_id, &since, &until, &q.environment]).await?;
         let rows = rows
             .iter()

@@ -1258,8 +1258,7 @@ fn get_spans(
 /// Start times of the first and last trace an analytics query covers: two probes of the
 /// `(project_id, ts)` index.
 fn analytics_bounds(conn: &Connection, q: &AnalyticsQuery) -> Result<Option<(i64, i64)>> {
-    let since = q.since.map(time::to_micros).unwrap_or(i64::MIN);
-    let until = q.until.map(time::to_micros).unwrap_or(i64::MAX);
+    let (since, until) = q.range_micros();
     let edge = |order: &str| -> Result<Option<i64>> {
         let sql = format!(
             "SELECT ts FROM traces WHERE project_id = ?1 AND ts >= ?2 AND ts < ?3
@@ -1439,8 +1438,7 @@ impl Store for SqliteStore {
         // the time and the machine has two cores. The outer edges are the query's own, so a
         // trace stored after the bounds were read is still counted.
         let mid = api::Aggregator::cuts(first, last.saturating_add(1), 2)[0];
-        let since = q.since.map(time::to_micros).unwrap_or(i64::MIN);
-        let until = q.until.map(time::to_micros).unwrap_or(i64::MAX);
+        let (since, until) = q.range_micros();
         let part = |from: i64, to: i64| {
             let q = Arc::clone(&q);
             self.readers.run(move |c| {
