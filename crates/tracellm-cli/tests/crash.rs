@@ -1,6 +1,6 @@
 //! Crash safety: `kill -9` the server at random moments under ingest, restart it on the same data
-//! dir, and check that every acknowledged span is stored, no request is stored in part, and the
-//! SQLite file passes its integrity checks.
+//! dir, and check that every acknowledged span is stored and found by search, no request is
+//! stored in part, and the SQLite files pass their integrity checks.
 
 mod support;
 
@@ -138,6 +138,18 @@ async fn verify(api: &str, sent: &[Sent]) -> (usize, usize, usize) {
             }
             other => panic!("GET /traces/{trace}: {other}"),
         }
+    }
+    // and found by search: its text was indexed before the kill, or is indexed from the queue
+    // in the database on restart (native traces carry their id as a word of their text)
+    for (trace, e) in &expect {
+        if e.acked.is_empty() || !trace.starts_with('r') {
+            continue;
+        }
+        let page: serde_json::Value =
+            http.get(format!("{api}/traces?q={trace}")).send().await.unwrap().json().await.unwrap();
+        let ids: Vec<&str> =
+            page["traces"].as_array().unwrap().iter().map(|t| t["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [trace.as_str()], "search for acknowledged trace {trace}");
     }
     // a native batch that was not acknowledged is stored with all its traces or none
     for s in sent.iter().filter(|s| !s.acked && s.traces.len() > 1) {

@@ -161,6 +161,25 @@ fn a_read_only_data_dir_answers_503_keeps_reads_and_recovers_when_writable() {
     let (code, _, v) = post_native(&rt, &srv, &native_trace("later", 3, 100));
     assert_eq!(code, 202, "ingest recovers without a restart once writable: {v}");
     assert_eq!(get_status(&rt, &srv, "/traces/later"), 200);
+    // and search finds it once its index is writable again too
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let page: serde_json::Value = rt.block_on(async {
+            support::client()
+                .get(srv.url("/traces?q=later"))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap()
+        });
+        if page["traces"].as_array().is_some_and(|t| t.len() == 1 && t[0]["id"] == "later") {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "search never found the trace: {page}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     srv.signal("-TERM");
     assert!(srv.wait_exit(Duration::from_secs(30)).success());
     check_integrity(&mnt.join("traces.db"));

@@ -23,6 +23,9 @@ use tracellm_core::{
     Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
 };
 
+mod checkpoint;
+mod search;
+
 use crate::doc;
 use crate::{
     ApiKey, EventKind, Ingested, NewApiKey, Project, Result, StorageFault, Store, StoreError,
@@ -192,6 +195,16 @@ INSERT INTO trace_fts (trace_fts, rank) VALUES ('crisismerge', 128);
 -- Log events whose span never arrives are dropped after a while, oldest first.
 CREATE INDEX pending_by_age ON pending_events (received_us);
 "#,
+    r#"
+-- Full-text search moves to a database of its own, written by a thread of its own (see
+-- sqlite/search.rs): the transaction that acknowledges ingest only queues the trace here.
+-- AUTOINCREMENT: numbers are never reused once the indexed rows are trimmed.
+DROP TABLE trace_fts;
+CREATE TABLE fts_log (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    pk  INTEGER NOT NULL
+);
+"#,
 ];
 
 /// Most text indexed for full-text search per trace.
@@ -253,7 +266,7 @@ struct Prepared {
     prompt: Option<String>,
     response: Option<String>,
     spans: Vec<(String, i64, doc::Packed)>,
-    fts: String,
+    fts: Arc<str>,
     /// `spans` holds only what a merge added or changed: the trace's other spans stay stored.
     merged: bool,
 }
@@ -284,7 +297,7 @@ fn prepare_changes(
         input: input.map(json).transpose()?,
         tags: json(&t.tags)?,
         metadata: json(&t.metadata)?,
-        fts: fts_body(&t),
+        fts: fts_body(&t).into(),
         spans,
         summary: t.summary(),
         prompt: t.prompt,
@@ -305,6 +318,9 @@ pub struct SqliteStore {
     assembler: Arc<Assembler>,
     queue: Mutex<Option<mpsc::Sender<Job>>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    indexer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    progress: Arc<search::Progress>,
     readers: Arc<ReaderPool>,
     events: broadcast::Sender<StoreEvent>,
 }
@@ -340,7 +356,10 @@ impl SqliteStore {
         let path = path.to_path_buf();
         let p = path.clone();
         let o = opts.clone();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+        let checkpoints = Arc::new(checkpoint::Checkpoints::default());
+        let ckpt = Arc::clone(&checkpoints);
+        let (conn, search_conn, progress) = tokio::task::spawn_blocking(move || -> Result<_> {
+            let checkpoints = ckpt;
             if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).map_err(|e| {
                     StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
@@ -361,7 +380,9 @@ impl SqliteStore {
             }
             configure(&conn, o.sync_full)?;
             migrate(&mut conn)?;
-            Ok(conn)
+            checkpoints.install(&mut conn)?;
+            let (search_conn, progress) = search::open(&p, &conn)?;
+            Ok((conn, search_conn, progress))
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))??;
@@ -372,12 +393,42 @@ impl SqliteStore {
         let max_batch = opts.max_batch_traces.max(1);
         let asm = Arc::clone(&opts.assembler);
         let readers = Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1)));
+        let handoff = Arc::clone(progress.handoff());
+        let indexer = search::Indexer {
+            conn: search_conn,
+            main: path.clone(),
+            handoff: Arc::clone(&handoff),
+            progress: Arc::clone(&progress),
+            load: stored_text,
+            readers: Arc::clone(&readers),
+        };
+        let indexer = std::thread::Builder::new()
+            .name("sqlite-indexer".into())
+            .spawn(move || indexer.run())
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
+        let checkpointer = {
+            let (c, p, sync_full) = (Arc::clone(&checkpoints), path.clone(), opts.sync_full);
+            std::thread::Builder::new()
+                .name("sqlite-checkpoint".into())
+                .spawn(move || {
+                    c.run(p, |path| {
+                        let conn = Connection::open(path)?;
+                        configure(&conn, sync_full)?;
+                        Ok(conn)
+                    })
+                })
+                .map_err(|e| StoreError::Internal(e.to_string()))?
+        };
         let w = Writer {
+            checkpoints,
             conn,
             path: path.clone(),
             sync_full: opts.sync_full,
             readers: Arc::clone(&readers),
             stale: false,
+            handoff,
+            progress: Arc::clone(&progress),
+            trimmed: 0,
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -393,6 +444,9 @@ impl SqliteStore {
             path,
             queue: Mutex::new(Some(tx)),
             writer: Mutex::new(Some(writer)),
+            indexer: Mutex::new(Some(indexer)),
+            checkpointer: Mutex::new(Some(checkpointer)),
+            progress,
             events,
         })
     }
@@ -473,6 +527,12 @@ struct Writer {
     readers: Arc<ReaderPool>,
     /// A write was refused as read-only: open the connections again before the next job.
     stale: bool,
+    /// Where committed texts go to be indexed, and how far indexing is.
+    handoff: Arc<search::Handoff>,
+    progress: Arc<search::Progress>,
+    /// `fts_log` is trimmed up to here.
+    trimmed: i64,
+    checkpoints: Arc<checkpoint::Checkpoints>,
 }
 
 impl Writer {
@@ -487,7 +547,12 @@ impl Writer {
         self.readers.idle.lock().expect("reader pool lock").clear();
         let placeholder = Connection::open_in_memory().expect("in-memory connection");
         drop(std::mem::replace(&mut self.conn, placeholder));
-        match Connection::open(&self.path).and_then(|c| configure(&c, self.sync_full).map(|()| c)) {
+        let opened = Connection::open(&self.path).and_then(|mut c| {
+            configure(&c, self.sync_full)?;
+            self.checkpoints.install(&mut c)?;
+            Ok(c)
+        });
+        match opened {
             Ok(c) => {
                 self.stale = c.is_readonly(rusqlite::MAIN_DB).unwrap_or(true);
                 if !self.stale {
@@ -534,6 +599,7 @@ fn writer_loop(
     asm: Arc<Assembler>,
 ) {
     let mut held: Option<Job> = None;
+    let mut docs = Vec::new();
     loop {
         let first = match held.take() {
             Some(j) => j,
@@ -565,8 +631,19 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        match write_batch(&mut w.conn, &batch, &asm) {
+        // the log is trimmed in steps, not at every commit
+        let indexed = w.progress.indexed();
+        let trim_to = (indexed - w.trimmed >= 1024).then_some(indexed);
+        match write_batch(&mut w.conn, &batch, &asm, &mut docs, trim_to) {
             Ok(outcomes) => {
+                if let Some(seq) = trim_to {
+                    w.trimmed = seq;
+                }
+                // before the answers: a search made after one waits for its texts
+                if let Some(seq) = docs.iter().map(|d| d.seq).max() {
+                    w.progress.committed(seq);
+                }
+                w.handoff.push(std::mem::take(&mut docs));
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
                     let reply = outcome.map(|written| {
                         let mut ids = Vec::with_capacity(written.len());
@@ -594,7 +671,10 @@ fn writer_loop(
                 }
             }
         }
+        w.checkpoints.writer_turn(&w.conn);
     }
+    w.handoff.close();
+    w.checkpoints.close();
     if let Err(e) = w.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "checkpoint at shutdown failed");
     }
@@ -629,24 +709,37 @@ type Written = Vec<(Ingested, Option<TraceSummary>)>;
 /// batch written again with each request in its own savepoint. A refused write (disk full,
 /// read-only, I/O error) fails the whole batch instead: SQLite may already have rolled the
 /// transaction back, and nothing of it may then be acknowledged.
+///
+/// `docs` receives the texts to index of what was committed; `trim_to` trims `fts_log` of what
+/// the search index holds.
 fn write_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
     asm: &Assembler,
+    docs: &mut Vec<search::Doc>,
+    trim_to: Option<i64>,
 ) -> Result<Vec<Result<Written>>> {
     if !conn.is_autocommit() {
         // left open by an earlier failure whose rollback failed too: never build on it
         conn.execute_batch("ROLLBACK")?;
     }
+    let trim = |tx: &Connection| -> Result<()> {
+        if let Some(seq) = trim_to {
+            tx.prepare_cached("DELETE FROM fts_log WHERE seq <= ?1")?.execute([seq])?;
+        }
+        Ok(())
+    };
+    docs.clear();
     {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        trim(&tx)?;
         let now = chrono::Utc::now().timestamp_micros();
         let mut out = Vec::with_capacity(batch.len());
         let mut failed = None;
         'requests: for req in batch {
             let mut written = Vec::with_capacity(req.ops.len());
             for op in &req.ops {
-                match write_op(&tx, op, asm, now) {
+                match write_op(&tx, op, asm, now, docs) {
                     Ok(w) => written.push(w),
                     Err(e @ StoreError::Storage(_)) => return Err(e),
                     Err(e) => {
@@ -663,19 +756,25 @@ fn write_batch(
                 return Ok(out);
             }
             // the batch was this one request: its error is the answer
-            Some(e) if batch.len() == 1 => return Ok(vec![Err(e)]),
+            Some(e) if batch.len() == 1 => {
+                docs.clear();
+                return Ok(vec![Err(e)]);
+            }
             Some(_) => {} // dropping `tx` rolls the batch back
         }
     }
+    docs.clear();
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    trim(&tx)?;
     let now = chrono::Utc::now().timestamp_micros();
     let mut out = Vec::with_capacity(batch.len());
     for req in batch {
         let sp = tx.savepoint()?;
         let mut written = Vec::with_capacity(req.ops.len());
         let mut result = Ok(());
+        let kept = docs.len();
         for op in &req.ops {
-            match write_op(&sp, op, asm, now) {
+            match write_op(&sp, op, asm, now, docs) {
                 Ok(w) => written.push(w),
                 Err(e @ StoreError::Storage(_)) => return Err(e),
                 Err(e) => {
@@ -691,6 +790,7 @@ fn write_batch(
             }
             Err(e) => {
                 drop(sp); // rolls back this request only
+                docs.truncate(kept);
                 out.push(Err(e));
             }
         }
@@ -704,15 +804,26 @@ fn write_op(
     op: &Op,
     asm: &Assembler,
     now: i64,
+    docs: &mut Vec<search::Doc>,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
     match op {
-        Op::Replace(t) => write_trace(conn, t, now).map(|created| {
+        Op::Replace(t) => write_trace(conn, t, now, docs).map(|created| {
             (Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone()))
         }),
         Op::Merge { project_id, batch, fresh } => {
-            merge_trace(conn, project_id, batch, fresh.as_deref(), asm, now)
+            merge_trace(conn, project_id, batch, fresh.as_deref(), asm, now, docs)
         }
     }
+}
+
+/// A stored trace's text for search, by row key (for the indexer catching up).
+fn stored_text(conn: &Connection, pk: i64) -> Result<Option<String>> {
+    let key: Option<(String, String)> = conn
+        .prepare_cached("SELECT project_id, id FROM traces WHERE pk = ?1")?
+        .query_row([pk], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    let Some((project_id, id)) = key else { return Ok(None) };
+    Ok(get_trace(conn, &project_id, &id)?.map(|t| fts_body(&t)))
 }
 
 fn fts_body(t: &Trace) -> String {
@@ -731,8 +842,14 @@ fn fts_body(t: &Trace) -> String {
     body
 }
 
-/// Inserts or replaces one trace; true when it is new.
-fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
+/// Inserts or replaces one trace; true when it is new. Its text for search is queued in
+/// `fts_log` and in `docs`, for the indexer once committed.
+fn write_trace(
+    conn: &Connection,
+    p: &Prepared,
+    now_us: i64,
+    docs: &mut Vec<search::Doc>,
+) -> Result<bool> {
     let t = &p.summary;
     let existing: Option<(i64, String, i64)> = conn
         .prepare_cached("SELECT pk, tags, ts FROM traces WHERE project_id = ?1 AND id = ?2")?
@@ -797,7 +914,6 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
             if !p.merged {
                 conn.prepare_cached("DELETE FROM spans WHERE trace_pk = ?1")?.execute([pk])?;
             }
-            conn.prepare_cached("DELETE FROM trace_fts WHERE rowid = ?1")?.execute([pk])?;
             let mut v: Vec<&dyn ToSql> = values[2..].to_vec();
             v.push(&pk);
             conn.prepare_cached(
@@ -828,8 +944,13 @@ fn write_trace(conn: &Connection, p: &Prepared, now_us: i64) -> Result<bool> {
     for (id, start_us, doc) in &p.spans {
         span_stmt.execute(params![pk, id, start_us, doc])?;
     }
-    conn.prepare_cached("INSERT INTO trace_fts (rowid, body) VALUES (?1, ?2)")?
-        .execute(params![pk, p.fts])?;
+    conn.prepare_cached("INSERT INTO fts_log (pk) VALUES (?1)")?.execute([pk])?;
+    docs.push(search::Doc {
+        seq: conn.last_insert_rowid(),
+        pk,
+        fresh: created,
+        body: Arc::clone(&p.fts),
+    });
     Ok(created)
 }
 
@@ -900,6 +1021,7 @@ fn merge_trace(
     fresh: Option<&Prepared>,
     asm: &Assembler,
     now: i64,
+    docs: &mut Vec<search::Doc>,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
     let existing: Option<(i64, Option<String>)> = conn
         .prepare_cached("SELECT pk, input FROM traces WHERE project_id = ?1 AND id = ?2")?
@@ -914,7 +1036,7 @@ fn merge_trace(
         && !has_pending
         && let Some(p) = fresh
     {
-        let created = write_trace(conn, p, now)?;
+        let created = write_trace(conn, p, now, docs)?;
         return Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary.clone())));
     }
     let mut events =
@@ -947,7 +1069,7 @@ fn merge_trace(
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
     let p = prepare_changes(trace, Some(&input), existing.is_some().then_some(&stored_digests))?;
-    let created = write_trace(conn, &p, now)?;
+    let created = write_trace(conn, &p, now, docs)?;
     Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
 }
 
@@ -986,6 +1108,7 @@ impl ReaderPool {
         )?;
         conn.busy_timeout(Duration::from_secs(5))?;
         conn.pragma_update(None, "cache_size", -16_000)?;
+        search::attach(&conn, &self.path)?;
         Ok(conn)
     }
 
@@ -1141,7 +1264,9 @@ fn where_clause(
     if let Some(words) = q.q.as_deref().filter(|w| !w.trim().is_empty()) {
         match fts_query(words) {
             Some(m) => {
-                sql.push_str(" AND t.pk IN (SELECT rowid FROM trace_fts WHERE trace_fts MATCH ?)");
+                sql.push_str(
+                    " AND t.pk IN (SELECT rowid FROM search.trace_fts WHERE trace_fts MATCH ?)",
+                );
                 p.push(Box::new(m));
             }
             // Only punctuation: nothing can match.
@@ -1347,6 +1472,9 @@ impl Store for SqliteStore {
     }
 
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage> {
+        if q.q.is_some() {
+            self.progress.caught_up().await;
+        }
         self.readers
             .run(move |c| {
                 let (traces, next_cursor) = list_summaries(c, &q, None)?;
@@ -1403,6 +1531,9 @@ impl Store for SqliteStore {
     }
 
     async fn failures(&self, q: TraceQuery) -> Result<FailurePage> {
+        if q.q.is_some() {
+            self.progress.caught_up().await;
+        }
         self.readers
             .run(move |c| {
                 let (rows, next_cursor) =
@@ -1665,6 +1796,17 @@ impl Store for SqliteStore {
                 .await
                 .map_err(|e| StoreError::Internal(e.to_string()))?
                 .map_err(|_| StoreError::Internal("writer thread panicked".into()))?;
+        }
+        // The writer closed the hand-off and the checkpoints on its way out: the indexer drains
+        // what it holds and stops, and so does the checkpoint thread.
+        for (name, slot) in [("indexer", &self.indexer), ("checkpoint", &self.checkpointer)] {
+            let handle = slot.lock().expect("thread handle lock").take();
+            if let Some(h) = handle {
+                tokio::task::spawn_blocking(move || h.join())
+                    .await
+                    .map_err(|e| StoreError::Internal(e.to_string()))?
+                    .map_err(|_| StoreError::Internal(format!("{name} thread panicked")))?;
+            }
         }
         Ok(())
     }

@@ -1042,3 +1042,132 @@ async fn sqlite_queue_memory_is_bounded() {
     assert!(store.get_trace("default", "second").await.unwrap().is_none());
     store.close().await.unwrap();
 }
+
+/// Full-text search lives in `traces.search.db`, indexed by a thread of its own from a queue in
+/// the main database: a search right after ingest finds the trace, a lost or stale index file is
+/// rebuilt from the stored traces, and texts queued but not yet indexed at a crash are indexed
+/// on the next start (once each).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_search_index_is_rebuilt_and_catches_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.db");
+    let search_db = dir.path().join("traces.search.db");
+    let one = |id: &str, words: &str| {
+        trace("default", id, 1, json!({"spans": [llm("a", 1, "gpt-4o", words, "ok", None)]}))
+    };
+    async fn found(s: &SqliteStore, words: &str) -> Vec<String> {
+        let q = TraceQuery { q: Some(words.into()), ..query("default") };
+        let mut ids: Vec<String> =
+            s.list_traces(q).await.unwrap().traces.into_iter().map(|t| t.id).collect();
+        ids.sort();
+        ids
+    }
+    async fn eventually(s: &SqliteStore, words: &str, want: &[&str]) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let got = found(s, words).await;
+            if got == want {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "search {words:?}: {got:?}, want {want:?}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    {
+        let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        for i in 0..50 {
+            s.ingest(vec![one(&format!("t{i:02}"), &format!("alpha word{i}"))]).await.unwrap();
+            // read-your-writes: found by the very next search
+            assert_eq!(found(&s, &format!("word{i}")).await, [format!("t{i:02}")]);
+        }
+        s.ingest(vec![one("t00", "gamma")]).await.unwrap();
+        assert_eq!(found(&s, "gamma").await, ["t00"]);
+        assert!(!found(&s, "alpha").await.contains(&"t00".to_string()));
+        s.close().await.unwrap();
+    }
+    assert!(search_db.exists());
+    let alpha: Vec<String> = (1..50).map(|i| format!("t{i:02}")).collect();
+    let alpha: Vec<&str> = alpha.iter().map(String::as_str).collect();
+
+    // the index file is lost: rebuilt from the traces
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{suffix}", search_db.display()));
+    }
+    {
+        let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        eventually(&s, "alpha", &alpha).await;
+        eventually(&s, "gamma", &["t00"]).await;
+        s.close().await.unwrap();
+    }
+
+    // a crash after commits the indexer had not indexed: its mark is behind the log
+    {
+        let c = rusqlite::Connection::open(&search_db).unwrap();
+        c.execute("UPDATE indexed SET seq = 0", []).unwrap();
+    }
+    {
+        let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        eventually(&s, "alpha", &alpha).await;
+        eventually(&s, "gamma", &["t00"]).await;
+        assert_eq!(found(&s, "word7").await, ["t07"]);
+        s.ingest(vec![one("t07", "delta")]).await.unwrap();
+        assert_eq!(found(&s, "delta").await, ["t07"]);
+        assert!(
+            found(&s, "word7").await.is_empty(),
+            "an updated trace is found by its new text only"
+        );
+        s.close().await.unwrap();
+    }
+    let c = rusqlite::Connection::open(&search_db).unwrap();
+    c.execute("INSERT INTO trace_fts (trace_fts) VALUES ('integrity-check')", []).unwrap();
+    let rows: i64 = c.query_row("SELECT count(*) FROM trace_fts", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 50, "one index row per trace");
+}
+
+/// Checkpoints run beside the writer, not inside its commits: the WAL is still copied into the
+/// database and started again from its beginning, so it stays a few megabytes however much is
+/// written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_wal_stays_small_under_steady_writes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.db");
+    let wal = dir.path().join("traces.db-wal");
+    let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    // text that does not compress: ~10 KB per trace
+    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut words = |n: usize| {
+        (0..n)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                format!("{x:x}")
+            })
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut largest_wal = 0;
+    for r in 0..240 {
+        let batch: Vec<Trace> = (0..10)
+            .map(|i| {
+                let text = words(600);
+                trace(
+                    "default",
+                    &format!("w{r}-{i}"),
+                    1,
+                    json!({"spans": [llm("a", 1, "gpt-4o", &text, "ok", None)]}),
+                )
+            })
+            .collect();
+        s.ingest(batch).await.unwrap();
+        largest_wal = largest_wal.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
+    }
+    let db = std::fs::metadata(&path).unwrap().len();
+    assert!(db > 20 << 20, "the data reached the database file: {db} bytes");
+    assert!(largest_wal < 16 << 20, "the WAL grew to {largest_wal} bytes");
+    assert_eq!(s.info().await.unwrap().traces, 2400);
+    s.close().await.unwrap();
+}

@@ -230,9 +230,29 @@ pub fn seed(test: &str) -> u64 {
     seed
 }
 
-/// `PRAGMA integrity_check` on the database file as a killed server left it, opened read-only;
-/// then the full-text index's own check, on a copy (FTS5 checks are written as INSERTs).
+/// `PRAGMA integrity_check` on the database file as a killed server left it and on its search
+/// index beside it, opened read-only; then the full-text index's own check, on a copy (FTS5
+/// checks are written as INSERTs).
 pub fn check_integrity(db: &Path) {
+    let stem = db.file_stem().unwrap().to_string_lossy().into_owned();
+    let search = db.with_file_name(format!("{stem}.search.db"));
+    assert!(search.exists(), "no search index beside {}", db.display());
+    integrity_check(db);
+    integrity_check(&search);
+    let copy = tempfile::tempdir().unwrap();
+    let to = copy.path().join("copy.db");
+    for suffix in ["", "-wal"] {
+        let from = PathBuf::from(format!("{}{suffix}", search.display()));
+        if from.exists() {
+            std::fs::copy(&from, format!("{}{suffix}", to.display())).unwrap();
+        }
+    }
+    let conn = rusqlite::Connection::open(&to).unwrap();
+    conn.execute("INSERT INTO trace_fts(trace_fts) VALUES ('integrity-check')", [])
+        .unwrap_or_else(|e| panic!("FTS integrity-check of {}: {e}", search.display()));
+}
+
+fn integrity_check(db: &Path) {
     let conn =
         rusqlite::Connection::open_with_flags(db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
             .unwrap();
@@ -244,16 +264,4 @@ pub fn check_integrity(db: &Path) {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(rows, ["ok"], "integrity_check of {}", db.display());
-    drop(conn);
-    let copy = tempfile::tempdir().unwrap();
-    let to = copy.path().join("copy.db");
-    for suffix in ["", "-wal"] {
-        let from = PathBuf::from(format!("{}{suffix}", db.display()));
-        if from.exists() {
-            std::fs::copy(&from, format!("{}{suffix}", to.display())).unwrap();
-        }
-    }
-    let conn = rusqlite::Connection::open(&to).unwrap();
-    conn.execute("INSERT INTO trace_fts(trace_fts) VALUES ('integrity-check')", [])
-        .unwrap_or_else(|e| panic!("FTS integrity-check of {}: {e}", db.display()));
 }

@@ -1,0 +1,469 @@
+//! Full-text search of the SQLite backend: an FTS5 index in a database file of its own
+//! (`traces.search.db` beside `traces.db`), written by a thread of its own.
+//!
+//! Indexing inside the transaction that acknowledges ingest made half of the writer's work and
+//! most of its slow commits (FTS5 flushes and merges segments at commit). Now that transaction
+//! only appends the trace's row key to `fts_log` in the main database, so what is acknowledged
+//! is queued for indexing durably, and the writer hands the text to the indexer in memory after
+//! the commit. The indexer writes what has gathered in one transaction of the search database
+//! (its own write lock, WAL and checkpoints) together with the last `fts_log` sequence number it
+//! covers. After a crash, or when the hand-off overflowed, it indexes what `fts_log` holds past
+//! that number from the stored traces. A search waits until the index has caught up with every
+//! commit made before it started (one indexer batch), so an acknowledged trace is found at once.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+use tokio::sync::watch;
+
+use crate::{Result, StoreError};
+
+/// Bytes of text that may wait for the indexer in memory; past this the writer drops the text
+/// (never waits) and the indexer reads those traces back from the database.
+const HANDOFF_BYTES: usize = 64 * 1024 * 1024;
+/// Texts gather this long before they are indexed, unless a search is waiting for them: each
+/// FTS5 commit costs a segment flush and merge work, so many small ones cost several times the
+/// CPU of one large one.
+const GATHER: Duration = Duration::from_millis(200);
+/// ... or until this many bytes of text have gathered.
+const GATHER_BYTES: usize = 8 * 1024 * 1024;
+/// Traces read back per transaction when catching up from `fts_log`.
+const CATCH_UP_BATCH: i64 = 512;
+/// Longest a search waits for the index to catch up with the commits before it.
+const SEARCH_WAIT: Duration = Duration::from_secs(2);
+/// Traces behind beyond which a search answers from what is indexed rather than wait (a
+/// rebuild of the whole index after an upgrade or a lost index file).
+const SEARCH_WAIT_MAX_BEHIND: i64 = 20_000;
+
+const SCHEMA: &str = r#"
+-- Which main database this index belongs to, and the last fts_log sequence number it covers.
+CREATE TABLE indexed (
+    id      INTEGER PRIMARY KEY CHECK (id = 1),
+    main_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL
+);
+-- Contentless (the text lives in the main database) and without positions (detail = none):
+-- searches are sets of words, so positions would only cost index size and indexing time.
+CREATE VIRTUAL TABLE trace_fts USING fts5(
+    body, content = '', contentless_delete = 1, detail = none,
+    tokenize = 'unicode61 remove_diacritics 2'
+);
+-- Merge index segments 16 at a time (the most FTS5 allows): merging at 8 was a third of the
+-- indexing time, and search latency did not move (scripts/bench).
+INSERT INTO trace_fts (trace_fts, rank) VALUES ('automerge', 16);
+-- FTS5 merges a whole level at once when it holds `crisismerge` segments (16 by default, our
+-- automerge): a 0.8 s pause every ~40 s at 10,000 spans/s. Above automerge, incremental merging
+-- does all of it in bounded steps.
+INSERT INTO trace_fts (trace_fts, rank) VALUES ('crisismerge', 128);
+"#;
+
+/// The search database beside the main one: `traces.db` → `traces.search.db`.
+pub(crate) fn path_for(main: &Path) -> PathBuf {
+    let stem = main.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+    main.with_file_name(format!("{stem}.search.db"))
+}
+
+/// One trace's text to index, as the writer committed it.
+pub(crate) struct Doc {
+    /// Its `fts_log` sequence number.
+    pub seq: i64,
+    pub pk: i64,
+    /// The trace was new in that commit: nothing of it is indexed yet.
+    pub fresh: bool,
+    pub body: Arc<str>,
+}
+
+/// Texts passed from the writer to the indexer; bounded, and the writer never waits on it.
+#[derive(Default)]
+pub(crate) struct Handoff {
+    state: Mutex<HandoffState>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct HandoffState {
+    docs: Vec<Doc>,
+    bytes: usize,
+    /// Texts were dropped: the indexer must read `fts_log` to find them.
+    gap: bool,
+    closed: bool,
+    /// A search waits for what has gathered: index it now.
+    hurry: bool,
+    /// When the oldest text waiting arrived.
+    since: Option<std::time::Instant>,
+}
+
+impl Handoff {
+    /// Passes one commit's texts; drops them (marking a gap) when the bound is reached.
+    pub fn push(&self, docs: Vec<Doc>) {
+        if docs.is_empty() {
+            return;
+        }
+        let bytes: usize = docs.iter().map(|d| d.body.len() + 64).sum();
+        let mut s = self.state.lock().expect("handoff lock");
+        if s.bytes + bytes > HANDOFF_BYTES {
+            s.gap = true;
+        } else {
+            s.bytes += bytes;
+            s.docs.extend(docs);
+            s.since.get_or_insert_with(std::time::Instant::now);
+        }
+        let now = s.gap || s.hurry || s.bytes >= GATHER_BYTES;
+        drop(s);
+        if now {
+            self.ready.notify_one();
+        }
+    }
+
+    /// A search waits: index what has gathered without waiting for more.
+    fn hurry(&self) {
+        self.state.lock().expect("handoff lock").hurry = true;
+        self.ready.notify_one();
+    }
+
+    fn is_closed(&self) -> bool {
+        self.state.lock().expect("handoff lock").closed
+    }
+
+    /// No more texts will come; the indexer finishes what it holds and stops.
+    pub fn close(&self) {
+        self.state.lock().expect("handoff lock").closed = true;
+        self.ready.notify_one();
+    }
+
+    /// Waits for texts to have gathered (`GATHER`, `GATHER_BYTES`, a waiting search, the end)
+    /// or a gap; `None` once closed and drained.
+    fn take(&self) -> Option<(Vec<Doc>, bool)> {
+        let mut s = self.state.lock().expect("handoff lock");
+        loop {
+            let due = s.since.map(|t| t + GATHER);
+            let ready = s.gap
+                || (!s.docs.is_empty()
+                    && (s.hurry
+                        || s.closed
+                        || s.bytes >= GATHER_BYTES
+                        || due.is_some_and(|d| d <= std::time::Instant::now())));
+            if ready {
+                s.bytes = 0;
+                s.hurry = false;
+                s.since = None;
+                let gap = std::mem::take(&mut s.gap);
+                return Some((std::mem::take(&mut s.docs), gap));
+            }
+            if s.closed {
+                return None;
+            }
+            s = match due {
+                Some(d) => {
+                    let wait = d.saturating_duration_since(std::time::Instant::now());
+                    self.ready.wait_timeout(s, wait).expect("handoff lock").0
+                }
+                None => self.ready.wait(s).expect("handoff lock"),
+            };
+        }
+    }
+}
+
+/// How far the writer has committed and the indexer has indexed, in `fts_log` numbers.
+pub(crate) struct Progress {
+    committed: AtomicI64,
+    indexed: watch::Sender<i64>,
+    handoff: Arc<Handoff>,
+}
+
+impl Progress {
+    fn new(committed: i64, indexed: i64) -> Self {
+        Progress {
+            committed: AtomicI64::new(committed),
+            indexed: watch::Sender::new(indexed),
+            handoff: Arc::new(Handoff::default()),
+        }
+    }
+
+    /// Where the writer passes texts to the indexer.
+    pub fn handoff(&self) -> &Arc<Handoff> {
+        &self.handoff
+    }
+
+    /// The writer committed up to `seq`.
+    pub fn committed(&self, seq: i64) {
+        self.committed.fetch_max(seq, Ordering::AcqRel);
+    }
+
+    pub fn indexed(&self) -> i64 {
+        *self.indexed.borrow()
+    }
+
+    /// Waits until every trace committed before this call is indexed (bounded by `SEARCH_WAIT`;
+    /// not at all while the indexer works through a backlog as large as a rebuild).
+    pub async fn caught_up(&self) {
+        let target = self.committed.load(Ordering::Acquire);
+        let behind = target - self.indexed();
+        if behind <= 0 || behind > SEARCH_WAIT_MAX_BEHIND {
+            return;
+        }
+        let mut rx = self.indexed.subscribe();
+        self.handoff.hurry();
+        if tokio::time::timeout(SEARCH_WAIT, rx.wait_for(|&s| s >= target)).await.is_err() {
+            tracing::warn!(
+                target,
+                indexed = self.indexed(),
+                "search answered before the index caught up"
+            );
+        }
+    }
+}
+
+fn open_search_db(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // Losing the index's last transactions would lose nothing (fts_log has them) only if the
+    // log still held them: the writer trims the log up to what this database has committed, so
+    // its commits must be as durable as the main database's.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "cache_size", -16_000)?;
+    Ok(conn)
+}
+
+/// Opens (creating or rebuilding as needed) the search database paired with the main database
+/// `main`, whose write connection is `writer` (not yet shared: called before the writer thread
+/// starts). Returns the indexer's connection and its progress.
+pub(crate) fn open(main: &Path, writer: &Connection) -> Result<(Connection, Arc<Progress>)> {
+    let path = path_for(main);
+    let main_id: String = match writer
+        .query_row("SELECT value FROM settings WHERE key = 'search_index'", [], |r| r.get(0))
+        .optional()?
+    {
+        Some(id) => id,
+        None => {
+            let id = format!(
+                "{:x}-{:x}",
+                chrono::Utc::now().timestamp_nanos_opt().unwrap_or_default(),
+                std::process::id()
+            );
+            writer
+                .execute("INSERT INTO settings (key, value) VALUES ('search_index', ?1)", [&id])?;
+            id
+        }
+    };
+    let last_seq: i64 = writer
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'fts_log'", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    let unavailable = |e: rusqlite::Error| {
+        StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+    };
+    let mut conn = open_search_db(&path).map_err(unavailable)?;
+    let has_schema: bool = conn
+        .query_row("SELECT 1 FROM sqlite_master WHERE name = 'indexed'", [], |_| Ok(true))
+        .optional()?
+        .unwrap_or(false);
+    let state: Option<(String, i64)> = if has_schema {
+        conn.query_row("SELECT main_id, seq FROM indexed", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?
+    } else {
+        None
+    };
+    let indexed = match state {
+        // ours, and not ahead of the log (a main database restored from an older copy)
+        Some((id, seq)) if id == main_id && seq <= last_seq => seq,
+        other => {
+            if other.is_some() {
+                tracing::warn!(path = %path.display(), "search index belongs to another database state: rebuilding it");
+            }
+            drop(conn);
+            for suffix in ["", "-wal", "-shm"] {
+                let f = PathBuf::from(format!("{}{suffix}", path.display()));
+                match std::fs::remove_file(&f) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        return Err(StoreError::Unavailable(format!(
+                            "cannot remove {}: {e}",
+                            f.display()
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            conn = open_search_db(&path).map_err(unavailable)?;
+            let tx = conn.transaction()?;
+            tx.execute_batch(SCHEMA)?;
+            tx.execute(
+                "INSERT INTO indexed (id, main_id, seq) VALUES (1, ?1, ?2)",
+                params![main_id, last_seq],
+            )?;
+            tx.commit()?;
+            // every stored trace is to be indexed: queue them all after the current end
+            let queued =
+                writer.execute("INSERT INTO fts_log (pk) SELECT pk FROM traces ORDER BY pk", [])?;
+            if queued > 0 {
+                tracing::info!(traces = queued, "building the search index from stored traces");
+            }
+            last_seq
+        }
+    };
+    let committed: i64 = writer
+        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'fts_log'", [], |r| r.get(0))
+        .optional()?
+        .unwrap_or(0);
+    Ok((conn, Arc::new(Progress::new(committed, indexed))))
+}
+
+/// Attaches the search database to a read connection as `search`.
+pub(crate) fn attach(conn: &Connection, main: &Path) -> rusqlite::Result<()> {
+    let path = path_for(main);
+    conn.execute("ATTACH DATABASE ?1 AS search", [path.to_string_lossy()])?;
+    Ok(())
+}
+
+/// Loads a stored trace's text by row key (`None`: the trace is gone).
+pub(crate) type Loader = fn(&Connection, i64) -> Result<Option<String>>;
+
+pub(crate) struct Indexer {
+    pub conn: Connection,
+    pub main: PathBuf,
+    pub handoff: Arc<Handoff>,
+    pub progress: Arc<Progress>,
+    pub load: Loader,
+    /// The read connections, which attach the search database.
+    pub readers: Arc<super::ReaderPool>,
+}
+
+impl Indexer {
+    pub fn run(mut self) {
+        let mut done = self.progress.indexed();
+        let mut behind = true; // the log may hold what an earlier run did not index
+        loop {
+            if behind {
+                match self.catch_up(&mut done) {
+                    Ok(()) => behind = false,
+                    Err(e) => {
+                        if self.recover(e) {
+                            continue;
+                        }
+                        break;
+                    }
+                }
+            }
+            let Some((docs, gap)) = self.handoff.take() else { break };
+            if gap {
+                behind = true;
+                continue;
+            }
+            let docs: Vec<Doc> = docs.into_iter().filter(|d| d.seq > done).collect();
+            if docs.is_empty() {
+                continue;
+            }
+            let upto = docs.iter().map(|d| d.seq).max().unwrap_or(done);
+            if let Err(e) = index(&mut self.conn, &docs, upto) {
+                // these texts are in the log too: read them back from there
+                behind = true;
+                if self.recover(e) {
+                    continue;
+                }
+                break;
+            }
+            done = upto;
+            self.progress.indexed.send_replace(done);
+        }
+        if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
+            tracing::warn!(error = %e, "search index checkpoint at shutdown failed");
+        }
+        tracing::debug!("search indexer stopped");
+    }
+
+    /// After a failed write (disk full, read-only, I/O): waits, then opens the search database
+    /// again (a connection opened read-only stays so). False when the store is closing: what is
+    /// not indexed stays queued in `fts_log` for the next start.
+    fn recover(&mut self, e: StoreError) -> bool {
+        tracing::error!(error = %e, "search indexing failed; retrying");
+        std::thread::sleep(Duration::from_secs(1));
+        if self.handoff.is_closed() {
+            tracing::warn!("search indexing stopped behind; it resumes at the next start");
+            return false;
+        }
+        // Every connection to the file must be closed for SQLite to open its shared-memory index
+        // anew (one opened on a read-only directory stays read-only): the idle read connections,
+        // which attach it, too.
+        self.readers.idle.lock().expect("reader pool lock").clear();
+        let placeholder = Connection::open_in_memory().expect("in-memory connection");
+        drop(std::mem::replace(&mut self.conn, placeholder));
+        match open_search_db(&path_for(&self.main)) {
+            Ok(c) => self.conn = c,
+            Err(e) => tracing::warn!(error = %e, "search database cannot be opened again yet"),
+        }
+        true
+    }
+
+    /// Indexes what `fts_log` holds past `done`, reading the traces back from the database.
+    fn catch_up(&mut self, done: &mut i64) -> Result<()> {
+        let main = Connection::open_with_flags(
+            &self.main,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        main.busy_timeout(Duration::from_secs(5))?;
+        let mut total = 0usize;
+        loop {
+            let rows: Vec<(i64, i64)> = main
+                .prepare_cached("SELECT seq, pk FROM fts_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
+                .query_map(params![*done, CATCH_UP_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            let Some(&(upto, _)) = rows.last() else { break };
+            let mut docs = Vec::with_capacity(rows.len());
+            let mut gone = Vec::new();
+            for (seq, pk) in rows {
+                match (self.load)(&main, pk)? {
+                    Some(body) => docs.push(Doc { seq, pk, fresh: false, body: body.into() }),
+                    None => gone.push(pk),
+                }
+            }
+            total += docs.len();
+            index_and_remove(&mut self.conn, &docs, &gone, upto)?;
+            *done = upto;
+            self.progress.indexed.send_replace(upto);
+        }
+        if total > 0 {
+            tracing::info!(traces = total, "search index caught up from the database");
+        }
+        Ok(())
+    }
+}
+
+fn index(conn: &mut Connection, docs: &[Doc], upto: i64) -> Result<()> {
+    index_and_remove(conn, docs, &[], upto)
+}
+
+/// One transaction: each trace's latest text replaces what was indexed of it, `gone` traces are
+/// removed, and the index is marked as covering the log up to `upto`.
+fn index_and_remove(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result<()> {
+    // A trace written several times since the last batch is indexed once, with its last text;
+    // it was indexed before unless its first write here created it.
+    let mut last: foldhash::HashMap<i64, (bool, usize)> = foldhash::HashMap::default();
+    for (i, d) in docs.iter().enumerate() {
+        last.entry(d.pk).or_insert((!d.fresh, i)).1 = i;
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    {
+        let mut del = tx.prepare_cached("DELETE FROM trace_fts WHERE rowid = ?1")?;
+        let mut ins = tx.prepare_cached("INSERT INTO trace_fts (rowid, body) VALUES (?1, ?2)")?;
+        for (i, d) in docs.iter().enumerate() {
+            let (indexed_before, at) = last[&d.pk];
+            if at != i {
+                continue;
+            }
+            if indexed_before {
+                del.execute([d.pk])?;
+            }
+            ins.execute(params![d.pk, &*d.body])?;
+        }
+        for pk in gone {
+            del.execute([pk])?;
+        }
+        tx.prepare_cached("UPDATE indexed SET seq = ?1 WHERE id = 1")?.execute([upto])?;
+    }
+    tx.commit()?;
+    Ok(())
+}
