@@ -339,7 +339,9 @@ impl Indexer {
         loop {
             if behind {
                 match self.catch_up(&mut done) {
-                    Ok(()) => behind = false,
+                    Ok(true) => behind = false,
+                    // closing with a backlog: what the hand-off holds comes after it
+                    Ok(false) => break,
                     Err(e) => {
                         if self.recover(e) {
                             continue;
@@ -399,7 +401,9 @@ impl Indexer {
     }
 
     /// Indexes what `fts_log` holds past `done`, reading the traces back from the database.
-    fn catch_up(&mut self, done: &mut i64) -> Result<()> {
+    /// Stops early when the store closes (a rebuild can take minutes): the rest stays queued,
+    /// and the answer is false.
+    fn catch_up(&mut self, done: &mut i64) -> Result<bool> {
         let main = Connection::open_with_flags(
             &self.main,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
@@ -407,6 +411,13 @@ impl Indexer {
         main.busy_timeout(Duration::from_secs(5))?;
         let mut total = 0usize;
         loop {
+            if self.handoff.is_closed() && total > 0 {
+                tracing::info!(
+                    indexed = total,
+                    "search indexing stops for shutdown; the rest resumes at the next start"
+                );
+                return Ok(false);
+            }
             let rows: Vec<(i64, i64)> = main
                 .prepare_cached("SELECT seq, pk FROM fts_log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?
                 .query_map(params![*done, CATCH_UP_BATCH], |r| Ok((r.get(0)?, r.get(1)?)))?
@@ -428,7 +439,7 @@ impl Indexer {
         if total > 0 {
             tracing::info!(traces = total, "search index caught up from the database");
         }
-        Ok(())
+        Ok(true)
     }
 }
 
