@@ -4,7 +4,9 @@
 //! waiting in its bounded queue (up to `max_batch_traces` traces), writes them in one
 //! transaction, commits, and only then answers each request and publishes the events. A 2xx on
 //! ingest therefore means committed. Reads go to a small pool of read-only connections, which
-//! WAL lets run beside the writer.
+//! WAL lets run beside the writer. Two more threads keep work out of the acknowledging commit:
+//! the search indexer (`sqlite/search.rs`, its own database file) and the checkpointer
+//! (`sqlite/checkpoint.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
