@@ -1128,8 +1128,8 @@ async fn sqlite_search_index_is_rebuilt_and_catches_up() {
 }
 
 /// Checkpoints run beside the writer, not inside its commits: the WAL is still copied into the
-/// database and started again from its beginning, so it stays a few megabytes however much is
-/// written.
+/// database and started again from its beginning, so it does not grow with what is written
+/// (passes start at 4-16 MB; the bound leaves room for a machine too busy to run them at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sqlite_wal_stays_small_under_steady_writes() {
     let dir = tempfile::tempdir().unwrap();
@@ -1150,7 +1150,7 @@ async fn sqlite_wal_stays_small_under_steady_writes() {
             .join(" ")
     };
     let mut largest_wal = 0;
-    for r in 0..240 {
+    for r in 0..640 {
         let batch: Vec<Trace> = (0..10)
             .map(|i| {
                 let text = words(600);
@@ -1166,8 +1166,8 @@ async fn sqlite_wal_stays_small_under_steady_writes() {
         largest_wal = largest_wal.max(std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0));
     }
     let db = std::fs::metadata(&path).unwrap().len();
-    assert!(db > 20 << 20, "the data reached the database file: {db} bytes");
-    assert!(largest_wal < 16 << 20, "the WAL grew to {largest_wal} bytes");
-    assert_eq!(s.info().await.unwrap().traces, 2400);
+    assert!(db > 60 << 20, "the data reached the database file: {db} bytes");
+    assert!(largest_wal < 32 << 20, "the WAL grew to {largest_wal} bytes");
+    assert_eq!(s.info().await.unwrap().traces, 6400);
     s.close().await.unwrap();
 }
