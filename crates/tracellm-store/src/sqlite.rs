@@ -383,7 +383,8 @@ impl SqliteStore {
             configure(&conn, o.sync_full)?;
             migrate(&mut conn)?;
             checkpoints.install(&mut conn)?;
-            let (search_conn, progress) = search::open(&p, &conn)?;
+            // texts waiting for the indexer: a quarter of the ingest queue's memory bound
+            let (search_conn, progress) = search::open(&p, &conn, o.queue_bytes / 4)?;
             Ok((conn, search_conn, progress))
         })
         .await
@@ -633,6 +634,8 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
+        // an indexer behind by its bound holds the writer back (and so ingest, with 503s)
+        w.handoff.wait_for_room();
         // the log is trimmed in steps, not at every commit
         let indexed = w.progress.indexed();
         let trim_to = (indexed - w.trimmed >= 1024).then_some(indexed);

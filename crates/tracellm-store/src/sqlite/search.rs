@@ -21,14 +21,11 @@ use tokio::sync::watch;
 
 use crate::{Result, StoreError};
 
-/// Bytes of text that may wait for the indexer in memory; past this the writer drops the text
-/// (never waits) and the indexer reads those traces back from the database.
-const HANDOFF_BYTES: usize = 64 * 1024 * 1024;
 /// Texts gather this long before they are indexed, unless a search is waiting for them: each
 /// FTS5 commit costs a segment flush and merge work, so many small ones cost several times the
 /// CPU of one large one.
 const GATHER: Duration = Duration::from_millis(200);
-/// ... or until this many bytes of text have gathered.
+/// ... or until this many bytes of text have gathered (or half the hand-off's bound).
 const GATHER_BYTES: usize = 8 * 1024 * 1024;
 /// Traces read back per transaction when catching up from `fts_log`.
 const CATCH_UP_BATCH: i64 = 512;
@@ -76,17 +73,30 @@ pub(crate) struct Doc {
     pub body: Arc<str>,
 }
 
-/// Texts passed from the writer to the indexer; bounded, and the writer never waits on it.
-#[derive(Default)]
+/// Texts passed from the writer to the indexer, bounded in bytes (waiting and being indexed).
+/// When the indexer falls behind by the bound, the writer waits for it before its next
+/// transaction, its queue fills, and ingest answers 503: search stays within its visibility
+/// bound and memory within the configured one. While the indexer reads a backlog from the
+/// database (after a crash, or rebuilding the index), the writer drops the texts instead, which
+/// the backlog includes: ingest never waits for a rebuild.
 pub(crate) struct Handoff {
     state: Mutex<HandoffState>,
+    /// The indexer waits here for texts.
     ready: Condvar,
+    /// The writer waits here for room.
+    room: Condvar,
+    bound: usize,
 }
 
 #[derive(Default)]
 struct HandoffState {
     docs: Vec<Doc>,
+    /// Bytes waiting and being indexed.
     bytes: usize,
+    /// Bytes waiting.
+    waiting: usize,
+    /// The indexer reads a backlog from the database: texts are dropped, not kept.
+    catching_up: bool,
     /// Texts were dropped: the indexer must read `fts_log` to find them.
     gap: bool,
     closed: bool,
@@ -97,25 +107,63 @@ struct HandoffState {
 }
 
 impl Handoff {
-    /// Passes one commit's texts; drops them (marking a gap) when the bound is reached.
+    pub fn new(bound: usize) -> Self {
+        Handoff {
+            state: Mutex::default(),
+            ready: Condvar::new(),
+            room: Condvar::new(),
+            bound: bound.max(1),
+        }
+    }
+
+    fn gather_bytes(&self) -> usize {
+        GATHER_BYTES.min(self.bound / 2)
+    }
+
+    /// Passes one commit's texts (dropped, marking a gap, while the indexer reads a backlog).
     pub fn push(&self, docs: Vec<Doc>) {
         if docs.is_empty() {
             return;
         }
         let bytes: usize = docs.iter().map(|d| d.body.len() + 64).sum();
         let mut s = self.state.lock().expect("handoff lock");
-        if s.bytes + bytes > HANDOFF_BYTES {
+        if s.catching_up {
             s.gap = true;
         } else {
             s.bytes += bytes;
+            s.waiting += bytes;
             s.docs.extend(docs);
             s.since.get_or_insert_with(std::time::Instant::now);
         }
-        let now = s.gap || s.hurry || s.bytes >= GATHER_BYTES;
+        let now = s.gap || s.hurry || s.waiting >= self.gather_bytes();
         drop(s);
         if now {
             self.ready.notify_one();
         }
+    }
+
+    /// The writer, before a transaction: waits while the texts not yet indexed exceed the bound.
+    pub fn wait_for_room(&self) {
+        let mut s = self.state.lock().expect("handoff lock");
+        while s.bytes > self.bound && !s.catching_up && !s.closed {
+            s.hurry = true;
+            self.ready.notify_one();
+            s = self.room.wait_timeout(s, Duration::from_millis(100)).expect("handoff lock").0;
+        }
+    }
+
+    /// The indexer is done with `bytes` it took: room for the writer.
+    fn finished(&self, bytes: usize) {
+        let mut s = self.state.lock().expect("handoff lock");
+        s.bytes = s.bytes.saturating_sub(bytes);
+        drop(s);
+        self.room.notify_all();
+    }
+
+    /// The indexer starts or ends reading a backlog from the database.
+    fn catching_up(&self, on: bool) {
+        self.state.lock().expect("handoff lock").catching_up = on;
+        self.room.notify_all();
     }
 
     /// A search waits: index what has gathered without waiting for more.
@@ -134,9 +182,10 @@ impl Handoff {
         self.ready.notify_one();
     }
 
-    /// Waits for texts to have gathered (`GATHER`, `GATHER_BYTES`, a waiting search, the end)
-    /// or a gap; `None` once closed and drained.
-    fn take(&self) -> Option<(Vec<Doc>, bool)> {
+    /// Waits for texts to have gathered (`GATHER`, `GATHER_BYTES`, a waiting search or writer,
+    /// the end) or a gap; `None` once closed and drained. Gives the texts, whether there was a
+    /// gap, and their bytes (to hand back with `finished`).
+    fn take(&self) -> Option<(Vec<Doc>, bool, usize)> {
         let mut s = self.state.lock().expect("handoff lock");
         loop {
             let due = s.since.map(|t| t + GATHER);
@@ -144,14 +193,14 @@ impl Handoff {
                 || (!s.docs.is_empty()
                     && (s.hurry
                         || s.closed
-                        || s.bytes >= GATHER_BYTES
+                        || s.waiting >= self.gather_bytes()
                         || due.is_some_and(|d| d <= std::time::Instant::now())));
             if ready {
-                s.bytes = 0;
                 s.hurry = false;
                 s.since = None;
                 let gap = std::mem::take(&mut s.gap);
-                return Some((std::mem::take(&mut s.docs), gap));
+                let bytes = std::mem::take(&mut s.waiting);
+                return Some((std::mem::take(&mut s.docs), gap, bytes));
             }
             if s.closed {
                 return None;
@@ -175,11 +224,11 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    fn new(committed: i64, indexed: i64) -> Self {
+    fn new(committed: i64, indexed: i64, handoff_bytes: usize) -> Self {
         Progress {
             committed: AtomicI64::new(committed),
             indexed: watch::Sender::new(indexed),
-            handoff: Arc::new(Handoff::default()),
+            handoff: Arc::new(Handoff::new(handoff_bytes)),
         }
     }
 
@@ -231,8 +280,13 @@ fn open_search_db(path: &Path) -> rusqlite::Result<Connection> {
 
 /// Opens (creating or rebuilding as needed) the search database paired with the main database
 /// `main`, whose write connection is `writer` (not yet shared: called before the writer thread
-/// starts). Returns the indexer's connection and its progress.
-pub(crate) fn open(main: &Path, writer: &Connection) -> Result<(Connection, Arc<Progress>)> {
+/// starts). Returns the indexer's connection and its progress. `handoff_bytes` bounds the texts
+/// in memory between the writer and the indexer.
+pub(crate) fn open(
+    main: &Path,
+    writer: &Connection,
+    handoff_bytes: usize,
+) -> Result<(Connection, Arc<Progress>)> {
     let path = path_for(main);
     let main_id: String = match writer
         .query_row("SELECT value FROM settings WHERE key = 'search_index'", [], |r| r.get(0))
@@ -309,7 +363,7 @@ pub(crate) fn open(main: &Path, writer: &Connection) -> Result<(Connection, Arc<
         .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'fts_log'", [], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    Ok((conn, Arc::new(Progress::new(committed, indexed))))
+    Ok((conn, Arc::new(Progress::new(committed, indexed, handoff_bytes))))
 }
 
 /// Attaches the search database to a read connection as `search`.
@@ -338,7 +392,10 @@ impl Indexer {
         let mut behind = true; // the log may hold what an earlier run did not index
         loop {
             if behind {
-                match self.catch_up(&mut done) {
+                self.handoff.catching_up(true);
+                let caught_up = self.catch_up(&mut done);
+                self.handoff.catching_up(false);
+                match caught_up {
                     Ok(true) => behind = false,
                     // closing with a backlog: what the hand-off holds comes after it
                     Ok(false) => break,
@@ -350,17 +407,22 @@ impl Indexer {
                     }
                 }
             }
-            let Some((docs, gap)) = self.handoff.take() else { break };
+            let Some((docs, gap, bytes)) = self.handoff.take() else { break };
             if gap {
+                self.handoff.finished(bytes);
                 behind = true;
                 continue;
             }
             let docs: Vec<Doc> = docs.into_iter().filter(|d| d.seq > done).collect();
             if docs.is_empty() {
+                self.handoff.finished(bytes);
                 continue;
             }
             let upto = docs.iter().map(|d| d.seq).max().unwrap_or(done);
-            if let Err(e) = index(&mut self.conn, &docs, upto) {
+            let indexed = index(&mut self.conn, &docs, upto);
+            drop(docs);
+            self.handoff.finished(bytes);
+            if let Err(e) = indexed {
                 // these texts are in the log too: read them back from there
                 behind = true;
                 if self.recover(e) {
