@@ -108,8 +108,9 @@ pub struct StartArgs {
     ingest_queue_requests: Option<usize>,
 
     /// Memory ingest may hold at once, in MiB: requests in flight (bodies read, decoded, waiting
-    /// for the commit) and, as much again, data queued for the writer. Beyond it, ingest answers
-    /// 503 with Retry-After [default: 256]
+    /// for the commit), as much again of data queued for the writer, and a quarter of it of text
+    /// waiting to be indexed for search. Beyond it, ingest answers 503 with Retry-After
+    /// [default: 256]
     #[arg(long, env = "TRACELLM_INGEST_MEMORY_MB", value_name = "MIB")]
     ingest_memory_mb: Option<usize>,
 
