@@ -396,13 +396,10 @@ impl SqliteStore {
         let max_batch = opts.max_batch_traces.max(1);
         let asm = Arc::clone(&opts.assembler);
         let readers = Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1)));
-        let handoff = Arc::clone(progress.handoff());
         let indexer = search::Indexer {
             conn: search_conn,
             main: path.clone(),
-            handoff: Arc::clone(&handoff),
             progress: Arc::clone(&progress),
-            load: stored_text,
             readers: Arc::clone(&readers),
         };
         let indexer = std::thread::Builder::new()
@@ -429,7 +426,6 @@ impl SqliteStore {
             sync_full: opts.sync_full,
             readers: Arc::clone(&readers),
             stale: false,
-            handoff,
             progress: Arc::clone(&progress),
             trimmed: 0,
         };
@@ -477,6 +473,13 @@ impl SqliteStore {
         queue.send(Job::Admin(Box::new(job), ack)).await.map_err(|_| StoreError::Closed)?;
         let v = done.await.map_err(|_| StoreError::Closed)??;
         serde_json::from_value(v).map_err(|e| StoreError::Internal(e.to_string()))
+    }
+
+    /// A query with search words waits for the index to hold every commit made before it.
+    async fn search_ready(&self, q: &TraceQuery) {
+        if q.q.is_some() {
+            self.progress.caught_up().await;
+        }
     }
 
     /// Queues ops for the writer and waits for their commit; a full queue is "busy", not a wait.
@@ -530,8 +533,7 @@ struct Writer {
     readers: Arc<ReaderPool>,
     /// A write was refused as read-only: open the connections again before the next job.
     stale: bool,
-    /// Where committed texts go to be indexed, and how far indexing is.
-    handoff: Arc<search::Handoff>,
+    /// How far indexing is, and the hand-off where committed texts go to be indexed.
     progress: Arc<search::Progress>,
     /// `fts_log` is trimmed up to here.
     trimmed: i64,
@@ -547,7 +549,7 @@ impl Writer {
             return;
         }
         // every connection must be closed for the shared-memory index to be opened anew
-        self.readers.idle.lock().expect("reader pool lock").clear();
+        self.readers.close_idle();
         let placeholder = Connection::open_in_memory().expect("in-memory connection");
         drop(std::mem::replace(&mut self.conn, placeholder));
         let opened = Connection::open(&self.path).and_then(|mut c| {
@@ -635,7 +637,7 @@ fn writer_loop(
             }
         }
         // an indexer behind by its bound holds the writer back (and so ingest, with 503s)
-        w.handoff.wait_for_room();
+        w.progress.handoff().wait_for_room();
         // the log is trimmed in steps, not at every commit
         let indexed = w.progress.indexed();
         let trim_to = (indexed - w.trimmed >= 1024).then_some(indexed);
@@ -648,7 +650,7 @@ fn writer_loop(
                 if let Some(seq) = docs.iter().map(|d| d.seq).max() {
                     w.progress.committed(seq);
                 }
-                w.handoff.push(std::mem::take(&mut docs));
+                w.progress.handoff().push(std::mem::take(&mut docs));
                 for (req, outcome) in batch.into_iter().zip(outcomes) {
                     let reply = outcome.map(|written| {
                         let mut ids = Vec::with_capacity(written.len());
@@ -678,7 +680,7 @@ fn writer_loop(
         }
         w.checkpoints.writer_turn(&w.conn);
     }
-    w.handoff.close();
+    w.progress.handoff().close();
     w.checkpoints.close();
     if let Err(e) = w.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
         tracing::warn!(error = %e, "checkpoint at shutdown failed");
@@ -1106,6 +1108,12 @@ impl ReaderPool {
         ReaderPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) }
     }
 
+    /// Closes the idle connections: SQLite opens a file's shared-memory index anew only once
+    /// every connection to it is closed (one opened on a read-only directory stays read-only).
+    fn close_idle(&self) {
+        self.idle.lock().expect("reader pool lock").clear();
+    }
+
     fn connect(&self) -> Result<Connection> {
         let conn = Connection::open_with_flags(
             &self.path,
@@ -1477,9 +1485,7 @@ impl Store for SqliteStore {
     }
 
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage> {
-        if q.q.is_some() {
-            self.progress.caught_up().await;
-        }
+        self.search_ready(&q).await;
         self.readers
             .run(move |c| {
                 let (traces, next_cursor) = list_summaries(c, &q, None)?;
@@ -1536,9 +1542,7 @@ impl Store for SqliteStore {
     }
 
     async fn failures(&self, q: TraceQuery) -> Result<FailurePage> {
-        if q.q.is_some() {
-            self.progress.caught_up().await;
-        }
+        self.search_ready(&q).await;
         self.readers
             .run(move |c| {
                 let (rows, next_cursor) =

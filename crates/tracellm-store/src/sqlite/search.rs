@@ -304,10 +304,7 @@ pub(crate) fn open(
             id
         }
     };
-    let last_seq: i64 = writer
-        .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'fts_log'", [], |r| r.get(0))
-        .optional()?
-        .unwrap_or(0);
+    let last_seq = log_end(writer)?;
     let unavailable = |e: rusqlite::Error| {
         StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
     };
@@ -359,11 +356,15 @@ pub(crate) fn open(
             last_seq
         }
     };
-    let committed: i64 = writer
+    Ok((conn, Arc::new(Progress::new(log_end(writer)?, indexed, handoff_bytes))))
+}
+
+/// The last number `fts_log` has given (kept by AUTOINCREMENT when the rows are trimmed).
+fn log_end(conn: &Connection) -> Result<i64> {
+    Ok(conn
         .query_row("SELECT seq FROM sqlite_sequence WHERE name = 'fts_log'", [], |r| r.get(0))
         .optional()?
-        .unwrap_or(0);
-    Ok((conn, Arc::new(Progress::new(committed, indexed, handoff_bytes))))
+        .unwrap_or(0))
 }
 
 /// Attaches the search database to a read connection as `search`.
@@ -373,28 +374,27 @@ pub(crate) fn attach(conn: &Connection, main: &Path) -> rusqlite::Result<()> {
     Ok(())
 }
 
-/// Loads a stored trace's text by row key (`None`: the trace is gone).
-pub(crate) type Loader = fn(&Connection, i64) -> Result<Option<String>>;
-
 pub(crate) struct Indexer {
     pub conn: Connection,
     pub main: PathBuf,
-    pub handoff: Arc<Handoff>,
     pub progress: Arc<Progress>,
-    pub load: Loader,
     /// The read connections, which attach the search database.
     pub readers: Arc<super::ReaderPool>,
 }
 
 impl Indexer {
+    fn handoff(&self) -> &Handoff {
+        &self.progress.handoff
+    }
+
     pub fn run(mut self) {
         let mut done = self.progress.indexed();
         let mut behind = true; // the log may hold what an earlier run did not index
         loop {
             if behind {
-                self.handoff.catching_up(true);
+                self.handoff().catching_up(true);
                 let caught_up = self.catch_up(&mut done);
-                self.handoff.catching_up(false);
+                self.handoff().catching_up(false);
                 match caught_up {
                     Ok(true) => behind = false,
                     // closing with a backlog: what the hand-off holds comes after it
@@ -407,21 +407,21 @@ impl Indexer {
                     }
                 }
             }
-            let Some((docs, gap, bytes)) = self.handoff.take() else { break };
+            let Some((docs, gap, bytes)) = self.handoff().take() else { break };
             if gap {
-                self.handoff.finished(bytes);
+                self.handoff().finished(bytes);
                 behind = true;
                 continue;
             }
             let docs: Vec<Doc> = docs.into_iter().filter(|d| d.seq > done).collect();
             if docs.is_empty() {
-                self.handoff.finished(bytes);
+                self.handoff().finished(bytes);
                 continue;
             }
             let upto = docs.iter().map(|d| d.seq).max().unwrap_or(done);
-            let indexed = index(&mut self.conn, &docs, upto);
+            let indexed = index(&mut self.conn, &docs, &[], upto);
             drop(docs);
-            self.handoff.finished(bytes);
+            self.handoff().finished(bytes);
             if let Err(e) = indexed {
                 // these texts are in the log too: read them back from there
                 behind = true;
@@ -445,14 +445,12 @@ impl Indexer {
     fn recover(&mut self, e: StoreError) -> bool {
         tracing::error!(error = %e, "search indexing failed; retrying");
         std::thread::sleep(Duration::from_secs(1));
-        if self.handoff.is_closed() {
+        if self.handoff().is_closed() {
             tracing::warn!("search indexing stopped behind; it resumes at the next start");
             return false;
         }
-        // Every connection to the file must be closed for SQLite to open its shared-memory index
-        // anew (one opened on a read-only directory stays read-only): the idle read connections,
-        // which attach it, too.
-        self.readers.idle.lock().expect("reader pool lock").clear();
+        // the idle read connections attach the file too
+        self.readers.close_idle();
         let placeholder = Connection::open_in_memory().expect("in-memory connection");
         drop(std::mem::replace(&mut self.conn, placeholder));
         match open_search_db(&path_for(&self.main)) {
@@ -473,7 +471,7 @@ impl Indexer {
         main.busy_timeout(Duration::from_secs(5))?;
         let mut total = 0usize;
         loop {
-            if self.handoff.is_closed() && total > 0 {
+            if self.handoff().is_closed() && total > 0 {
                 tracing::info!(
                     indexed = total,
                     "search indexing stops for shutdown; the rest resumes at the next start"
@@ -488,13 +486,13 @@ impl Indexer {
             let mut docs = Vec::with_capacity(rows.len());
             let mut gone = Vec::new();
             for (seq, pk) in rows {
-                match (self.load)(&main, pk)? {
+                match super::stored_text(&main, pk)? {
                     Some(body) => docs.push(Doc { seq, pk, fresh: false, body: body.into() }),
                     None => gone.push(pk),
                 }
             }
             total += docs.len();
-            index_and_remove(&mut self.conn, &docs, &gone, upto)?;
+            index(&mut self.conn, &docs, &gone, upto)?;
             *done = upto;
             self.progress.indexed.send_replace(upto);
         }
@@ -505,13 +503,9 @@ impl Indexer {
     }
 }
 
-fn index(conn: &mut Connection, docs: &[Doc], upto: i64) -> Result<()> {
-    index_and_remove(conn, docs, &[], upto)
-}
-
 /// One transaction: each trace's latest text replaces what was indexed of it, `gone` traces are
 /// removed, and the index is marked as covering the log up to `upto`.
-fn index_and_remove(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result<()> {
+fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result<()> {
     // A trace written several times since the last batch is indexed once, with its last text;
     // it was indexed before unless its first write here created it.
     let mut last: foldhash::HashMap<i64, (bool, usize)> = foldhash::HashMap::default();
