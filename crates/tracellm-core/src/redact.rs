@@ -19,7 +19,10 @@ const SECRET_RULES: &[(&str, &str)] = &[
     ("google_api_key", r"\bAIza[0-9A-Za-z_\-]{35}"),
     ("slack_token", r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
     ("groq_key", r"\bgsk_[A-Za-z0-9]{40,}"),
-    ("bearer_token", r"(?i)\bbearer\s+[A-Za-z0-9\-._~+/]{16,}=*"),
+    // The three spellings headers and code use. Case-insensitive (`(?i)bearer`, 64 spellings)
+    // the set's literal prefilter could no longer use its fast search: scanning a kilobyte of
+    // text took 1.9 µs instead of 0.35, 4 % of the server's CPU at ingest.
+    ("bearer_token", r"\b(?:[Bb]earer|BEARER)\s+[A-Za-z0-9\-._~+/]{16,}=*"),
 ];
 
 /// Optional rules for personal data, off unless named in `redact.optional`.
@@ -187,10 +190,12 @@ mod tests {
         let key = "sk-proj-abcdefghijklmnopqrstuvwxyz0123456789";
         let got = r.redact_str(&format!("use {key} please")).unwrap();
         assert_eq!(got, "use [REDACTED:openai_key] please");
-        assert_eq!(
-            r.redact_str("Authorization: Bearer abcdefghijklmnop1234").unwrap(),
-            "Authorization: [REDACTED:bearer_token]"
-        );
+        for auth in ["Bearer", "bearer", "BEARER"] {
+            assert_eq!(
+                r.redact_str(&format!("Authorization: {auth} abcdefghijklmnop1234")).unwrap(),
+                "Authorization: [REDACTED:bearer_token]"
+            );
+        }
         assert_eq!(
             r.redact_str("id AKIAABCDEFGHIJKLMNOP end").unwrap(),
             "id [REDACTED:aws_access_key] end"
