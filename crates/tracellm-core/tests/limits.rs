@@ -35,7 +35,7 @@ fn map(spans: Vec<PSpan>, resource: Vec<KeyValue>) -> Mapped {
             ..Default::default()
         }],
     };
-    map_traces(&req, &OtelLimits::default())
+    map_traces(req, &OtelLimits::default())
 }
 
 /// Assembles the one trace of `m` as ingest does, and reads it back as a store does.

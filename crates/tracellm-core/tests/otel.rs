@@ -67,7 +67,7 @@ fn request(spans: Vec<PSpan>) -> ExportTraceServiceRequest {
 
 /// Maps one request and assembles its trace, as the server does.
 fn trace_of(spans: Vec<PSpan>) -> Trace {
-    let m = map_traces(&request(spans), &OtelLimits::default());
+    let m = map_traces(request(spans), &OtelLimits::default());
     assert_eq!(m.rejected, 0, "{:?}", m.warnings);
     assert_eq!(m.batches.len(), 1);
     let b = m.batches.into_iter().next().unwrap();
@@ -98,7 +98,7 @@ fn ids_of_the_wrong_length_are_refused_per_span() {
     let mut zero = span(3, None, "zero", vec![]);
     zero.span_id = vec![0; 8];
     let m =
-        map_traces(&request(vec![span(1, None, "ok", vec![]), bad, zero]), &OtelLimits::default());
+        map_traces(request(vec![span(1, None, "ok", vec![]), bad, zero]), &OtelLimits::default());
     assert_eq!(m.rejected, 2);
     assert_eq!(m.batches[0].spans.len(), 1);
     assert!(m.message().contains("traceId must be 16 bytes, got 3"), "{}", m.message());
@@ -658,7 +658,7 @@ fn too_many_attributes_are_trimmed_with_a_warning() {
     let attrs: Vec<(&str, AnyValue)> = Vec::new();
     let mut sp = span(1, None, "wide", attrs);
     sp.attributes = (0..10_000).map(|n| kv(&format!("k{n}"), i(n))).collect();
-    let m = map_traces(&request(vec![sp]), &OtelLimits::default());
+    let m = map_traces(request(vec![sp]), &OtelLimits::default());
     assert_eq!(m.rejected, 0);
     assert_eq!(m.batches[0].spans[0].attributes.len(), 1000);
     assert!(m.message().contains("dropped 9000"), "{}", m.message());
@@ -688,7 +688,7 @@ fn otlp_json_hex_ids_integer_enums_and_int64_strings() {
         "someFutureField": {"ignored": true}
     })))
     .unwrap();
-    let m = map_traces(&req, &OtelLimits::default());
+    let m = map_traces(req.clone(), &OtelLimits::default());
     assert_eq!(m.rejected, 0);
     let sp = &m.batches[0].spans[0];
     assert_eq!(m.batches[0].trace_id, TRACE_HEX);
@@ -704,7 +704,7 @@ fn otlp_json_hex_ids_integer_enums_and_int64_strings() {
         "kind": "SPAN_KIND_CLIENT", "status": {"code": "STATUS_CODE_ERROR", "message": "boom"}}),
     ))
     .unwrap();
-    let sp = &map_traces(&req, &OtelLimits::default()).batches[0].spans[0];
+    let sp = &map_traces(req.clone(), &OtelLimits::default()).batches[0].spans[0];
     assert_eq!(sp.status, Status::Error);
     assert_eq!(sp.error.as_ref().unwrap().message, "boom");
 }
@@ -715,7 +715,7 @@ fn otlp_json_snake_case_keys_yield_refused_spans_not_silent_data() {
         json!({"trace_id": TRACE_HEX, "span_id": "00f067aa0ba902b7", "name": "x"}),
     ))
     .unwrap();
-    let m = map_traces(&req, &OtelLimits::default());
+    let m = map_traces(req.clone(), &OtelLimits::default());
     assert_eq!(m.rejected, 1);
     assert!(m.batches.is_empty());
     assert!(m.message().contains("traceId must be 16 bytes, got 0"), "{}", m.message());

@@ -237,7 +237,7 @@ async fn export_traces(
     let redactor = state.redactor.clone();
     let env = access.environment.clone();
     let mapped = map_off_thread(big, move || {
-        let mut m = otel::map_traces(&req, &limits);
+        let mut m = otel::map_traces(req, &limits);
         scope_batches(&mut m, env, &redactor);
         m
     })

@@ -17,30 +17,28 @@ use crate::{MAX_COST_USD, MAX_DURATION_MS, MAX_TOKENS};
 // ---------------------------------------------------------------------------------------------
 // Values
 
-fn any_to_json(v: &AnyValue, depth: usize, max_depth: usize) -> Value {
+/// An attribute value as JSON, its strings moved rather than copied: prompts and responses are
+/// most of a request's bytes.
+fn any_to_json(v: AnyValue, depth: usize, max_depth: usize) -> Value {
     use any_value::Value as V;
-    match &v.value {
+    match v.value {
         None => Value::Null,
-        Some(V::StringValue(s)) => Value::String(s.clone()),
-        Some(V::BoolValue(b)) => Value::Bool(*b),
+        Some(V::StringValue(s)) => Value::String(s),
+        Some(V::BoolValue(b)) => Value::Bool(b),
         Some(V::IntValue(i)) => json!(i),
         Some(V::DoubleValue(d)) => {
-            serde_json::Number::from_f64(*d).map(Value::Number).unwrap_or(Value::Null)
+            serde_json::Number::from_f64(d).map(Value::Number).unwrap_or(Value::Null)
         }
-        Some(V::BytesValue(b)) => Value::String(hex(b)),
-        Some(V::ArrayValue(a)) if depth < max_depth => {
-            Value::Array(a.values.iter().map(|x| any_to_json(x, depth + 1, max_depth)).collect())
-        }
+        Some(V::BytesValue(b)) => Value::String(hex(&b)),
+        Some(V::ArrayValue(a)) if depth < max_depth => Value::Array(
+            a.values.into_iter().map(|x| any_to_json(x, depth + 1, max_depth)).collect(),
+        ),
         Some(V::KvlistValue(kv)) if depth < max_depth => Value::Object(
             kv.values
-                .iter()
+                .into_iter()
                 .map(|k| {
-                    (
-                        k.key.clone(),
-                        k.value
-                            .as_ref()
-                            .map_or(Value::Null, |x| any_to_json(x, depth + 1, max_depth)),
-                    )
+                    let v = k.value.map_or(Value::Null, |x| any_to_json(x, depth + 1, max_depth));
+                    (k.key, v)
                 })
                 .collect(),
         ),
@@ -49,14 +47,15 @@ fn any_to_json(v: &AnyValue, depth: usize, max_depth: usize) -> Value {
 }
 
 /// Attributes as a JSON map, capped at `limits.max_attributes` (the count dropped is returned).
-fn attributes(kvs: &[KeyValue], limits: &OtelLimits) -> (Map<String, Value>, usize) {
+fn attributes(kvs: Vec<KeyValue>, limits: &OtelLimits) -> (Map<String, Value>, usize) {
+    let dropped = kvs.len().saturating_sub(limits.max_attributes);
     let mut m = Map::with_capacity(kvs.len().min(limits.max_attributes));
-    for kv in kvs.iter().take(limits.max_attributes) {
-        let depth = limits.max_value_depth.min(super::MAX_PARSED_DEPTH);
-        let v = kv.value.as_ref().map_or(Value::Null, |v| any_to_json(v, 0, depth));
-        m.insert(kv.key.clone(), v);
+    let depth = limits.max_value_depth.min(super::MAX_PARSED_DEPTH);
+    for kv in kvs.into_iter().take(limits.max_attributes) {
+        let v = kv.value.map_or(Value::Null, |v| any_to_json(v, 0, depth));
+        m.insert(kv.key, v);
     }
-    (m, kvs.len().saturating_sub(limits.max_attributes))
+    (m, dropped)
 }
 
 /// 2200-01-01T00:00:00Z in Unix nanoseconds: native ingest refuses later times too.
@@ -110,19 +109,26 @@ const MAX_PATH_SEGMENTS: usize = 16;
 /// Most array slots all flattened keys of one group may create, padding included.
 const MAX_SLOTS: usize = 100_000;
 
-/// Collects flattened indexed keys `prefix.{i}.rest…` into an array of nested objects, e.g.
-/// `llm.input_messages.0.message.role` → `[{"message": {"role": …}}]`.
-fn indexed(a: &Map<String, Value>, prefix: &str) -> Vec<Value> {
-    let mut items: Vec<(usize, Value)> = Vec::new();
-    let dotted = format!("{prefix}.");
-    let mut slots = MAX_SLOTS;
-    for (k, v) in a {
-        let Some(rest) = k.strip_prefix(&dotted) else { continue };
+/// Takes flattened indexed keys `prefix.{i}.rest…` out of `a` into an array of nested objects,
+/// e.g. `llm.input_messages.0.message.role` → `[{"message": {"role": …}}]`. The keys are content
+/// (`is_content_key`), which `attributes` does not keep: their values move, not copied.
+fn indexed(a: &mut Map<String, Value>, prefix: &str) -> Vec<Value> {
+    let mut taken: Vec<(usize, String, Value)> = Vec::new();
+    a.retain(|k, v| {
+        let Some(rest) = k.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
+            return true;
+        };
         let (idx, path) = rest.split_once('.').unwrap_or((rest, ""));
-        let Ok(i) = idx.parse::<usize>() else { continue };
+        let Ok(i) = idx.parse::<usize>() else { return true };
         if i > MAX_INDEX || path.split('.').count() > MAX_PATH_SEGMENTS {
-            continue;
+            return true;
         }
+        taken.push((i, path.to_string(), std::mem::take(v)));
+        false
+    });
+    let mut items: Vec<(usize, Value)> = Vec::new();
+    let mut slots = MAX_SLOTS;
+    for (i, path, v) in taken {
         let slot = match items.iter_mut().find(|(j, _)| *j == i) {
             Some((_, s)) => s,
             None => {
@@ -131,9 +137,9 @@ fn indexed(a: &Map<String, Value>, prefix: &str) -> Vec<Value> {
             }
         };
         if path.is_empty() {
-            *slot = v.clone();
+            *slot = v;
         } else {
-            insert_path(slot, path, v.clone(), &mut slots);
+            insert_path(slot, &path, v, &mut slots);
         }
     }
     items.sort_by_key(|(i, _)| *i);
@@ -537,7 +543,7 @@ pub fn apply_message_events(s: &mut Span) {
     }
 }
 
-fn input_messages(a: &Map<String, Value>) -> Option<Vec<Value>> {
+fn input_messages(a: &mut Map<String, Value>) -> Option<Vec<Value>> {
     let oi = indexed(a, "llm.input_messages");
     if !oi.is_empty() {
         return Some(from_openinference(oi));
@@ -571,7 +577,7 @@ fn input_messages(a: &Map<String, Value>) -> Option<Vec<Value>> {
     None
 }
 
-fn output_messages(a: &Map<String, Value>) -> Option<Vec<Value>> {
+fn output_messages(a: &mut Map<String, Value>) -> Option<Vec<Value>> {
     let oi = indexed(a, "llm.output_messages");
     if !oi.is_empty() {
         let mut msgs = from_openinference(oi);
@@ -634,8 +640,8 @@ fn value_of(a: &Map<String, Value>, key: &str) -> Option<Value> {
 }
 
 fn map_span(
-    span: &opentelemetry_proto::tonic::trace::v1::Span,
-    a: Map<String, Value>,
+    mut span: opentelemetry_proto::tonic::trace::v1::Span,
+    mut a: Map<String, Value>,
     limits: &OtelLimits,
 ) -> Span {
     let explicit_kind = kind_from(&a);
@@ -670,7 +676,7 @@ fn map_span(
     let mut output = Value::Null;
     if let Some(v) = value_of(&a, "langfuse.observation.input") {
         input = v;
-    } else if let Some(m) = input_messages(&a) {
+    } else if let Some(m) = input_messages(&mut a) {
         input = json!({"messages": m});
     } else if let Some(v) = value_of(&a, "input.value") {
         input = v;
@@ -681,12 +687,18 @@ fn map_span(
     }
     if let Some(v) = value_of(&a, "langfuse.observation.output") {
         output = v;
-    } else if let Some(m) = output_messages(&a) {
+    } else if let Some(m) = output_messages(&mut a) {
         output = json!({"messages": m});
-    } else if kind == SpanKind::Retriever && !indexed(&a, "retrieval.documents").is_empty() {
-        let docs: Vec<Value> = indexed(&a, "retrieval.documents")
+    } else if let Some(docs) = (kind == SpanKind::Retriever)
+        .then(|| indexed(&mut a, "retrieval.documents"))
+        .filter(|d| !d.is_empty())
+    {
+        let docs: Vec<Value> = docs
             .into_iter()
-            .map(|d| d.get("document").cloned().unwrap_or(d))
+            .map(|mut d| match d.get_mut("document").map(Value::take) {
+                Some(doc) => doc,
+                None => d,
+            })
             .collect();
         output = json!({"documents": docs});
     } else if let Some(v) = value_of(&a, "output.value") {
@@ -767,26 +779,6 @@ fn map_span(
         .map(|s| s * 1000.0)
         .filter(duration);
 
-    // Events, and the error from the status plus any exception event.
-    let mut events = Vec::new();
-    let mut exception: Option<SpanError> = None;
-    for e in span.events.iter().take(limits.max_events) {
-        let (attrs, _) = attributes(&e.attributes, limits);
-        if e.name == "exception" && exception.is_none() {
-            exception = Some(SpanError {
-                kind: first_str(&attrs, &["exception.type"]),
-                message: first_str(&attrs, &["exception.message"]).unwrap_or_default(),
-                stack: first_str(&attrs, &["exception.stacktrace"]),
-            });
-        }
-        events.push(SpanEvent {
-            name: e.name.clone(),
-            time: nanos(e.time_unix_nano)
-                .or_else(|| nanos(span.start_time_unix_nano))
-                .unwrap_or_default(),
-            attributes: attrs,
-        });
-    }
     if ttft.is_none() {
         // OpenInference marks the first streamed token with a span event.
         ttft = span
@@ -798,6 +790,26 @@ fn map_span(
             })
             .map(|e| (e.time_unix_nano - span.start_time_unix_nano) as f64 / 1e6)
             .filter(duration);
+    }
+    // Events, and the error from the status plus any exception event.
+    let mut events = Vec::new();
+    let mut exception: Option<SpanError> = None;
+    for e in span.events.iter_mut().take(limits.max_events) {
+        let (attrs, _) = attributes(std::mem::take(&mut e.attributes), limits);
+        if e.name == "exception" && exception.is_none() {
+            exception = Some(SpanError {
+                kind: first_str(&attrs, &["exception.type"]),
+                message: first_str(&attrs, &["exception.message"]).unwrap_or_default(),
+                stack: first_str(&attrs, &["exception.stacktrace"]),
+            });
+        }
+        events.push(SpanEvent {
+            name: std::mem::take(&mut e.name),
+            time: nanos(e.time_unix_nano)
+                .or_else(|| nanos(span.start_time_unix_nano))
+                .unwrap_or_default(),
+            attributes: attrs,
+        });
     }
     let status_code = span.status.as_ref().map_or(0, |s| s.code);
     let error = (status_code == 2).then(|| {
@@ -825,15 +837,15 @@ fn map_span(
         Status::Success
     };
 
-    let mut attributes: Map<String, Value> =
-        a.into_iter().filter(|(k, _)| !is_content_key(k)).collect();
+    let mut attributes = a;
+    attributes.retain(|k, _| !is_content_key(k));
     if span.kind != 0 {
         attributes.insert("otel.span_kind".into(), json!(span.kind));
     }
     let mut s = Span {
         id: hex(&span.span_id),
         parent_id: (!span.parent_span_id.is_empty()).then(|| hex(&span.parent_span_id)),
-        name: span.name.clone(),
+        name: std::mem::take(&mut span.name),
         kind,
         start_time: start,
         end_time: end,
@@ -943,20 +955,19 @@ fn batch_of<'a>(
 
 /// Maps an OTLP trace export onto span batches, one per trace id. Spans with invalid ids are
 /// refused (counted for the partial-success answer); the others are kept.
-pub fn map_traces(req: &ExportTraceServiceRequest, limits: &OtelLimits) -> Mapped {
+pub fn map_traces(req: ExportTraceServiceRequest, limits: &OtelLimits) -> Mapped {
     let mut out = Mapped::default();
     let mut by_trace: HashMap<Vec<u8>, usize> = HashMap::new();
     // Each trace's root keeps a copy of its resource's attributes: a big resource shared by
     // many traces must not multiply the request's size. Copies stop at this budget.
     let mut copy_budget = RESOURCE_COPY_BYTES;
     let mut uncopied = 0usize;
-    for rs in &req.resource_spans {
-        let resource =
-            rs.resource.as_ref().map(|r| attributes(&r.attributes, limits).0).unwrap_or_default();
+    for rs in req.resource_spans {
+        let resource = rs.resource.map(|r| attributes(r.attributes, limits).0).unwrap_or_default();
         let resource_size = json_size(&resource);
-        for ss in &rs.scope_spans {
-            let scope = ss.scope.as_ref().map(|s| s.name.clone()).filter(|n| !n.is_empty());
-            for span in &ss.spans {
+        for ss in rs.scope_spans {
+            let scope = ss.scope.map(|s| s.name).filter(|n| !n.is_empty());
+            for mut span in ss.spans {
                 let label = if span.name.is_empty() { "(unnamed)" } else { span.name.as_str() };
                 let checks = check_id(&span.trace_id, 16, "traceId")
                     .and_then(|_| check_id(&span.span_id, 8, "spanId"))
@@ -974,7 +985,7 @@ pub fn map_traces(req: &ExportTraceServiceRequest, limits: &OtelLimits) -> Mappe
                     out.warn(format!("span {label:?} refused: {e}"));
                     continue;
                 }
-                let (mut a, dropped) = attributes(&span.attributes, limits);
+                let (mut a, dropped) = attributes(std::mem::take(&mut span.attributes), limits);
                 if dropped > 0 {
                     out.warn(format!(
                         "span {label:?}: kept the first {} attributes, dropped {dropped}",
@@ -1057,7 +1068,7 @@ pub fn map_logs(req: &ExportLogsServiceRequest, limits: &OtelLimits) -> Mapped {
     for rl in &req.resource_logs {
         for sl in &rl.scope_logs {
             for rec in &sl.log_records {
-                let (attrs, _) = attributes(&rec.attributes, limits);
+                let (attrs, _) = attributes(rec.attributes.clone(), limits);
                 let name = if rec.event_name.is_empty() {
                     first_str(&attrs, &["event.name"]).unwrap_or_default()
                 } else {
@@ -1073,7 +1084,7 @@ pub fn map_logs(req: &ExportLogsServiceRequest, limits: &OtelLimits) -> Mapped {
                 let mut event_attrs = attrs;
                 if let Some(body) = &rec.body {
                     let depth = limits.max_value_depth.min(super::MAX_PARSED_DEPTH);
-                    event_attrs.insert("body".into(), any_to_json(body, 0, depth));
+                    event_attrs.insert("body".into(), any_to_json(body.clone(), 0, depth));
                 }
                 let time = nanos(rec.time_unix_nano)
                     .or_else(|| nanos(rec.observed_time_unix_nano))
@@ -1101,7 +1112,9 @@ mod tests {
             "llm.input_messagesX": "not it"
         }))
         .unwrap();
-        let items = indexed(&a, "llm.input_messages");
+        let mut a = a;
+        let items = indexed(&mut a, "llm.input_messages");
+        assert_eq!(a.len(), 1, "the indexed keys are taken out, the others stay");
         assert_eq!(items.len(), 2);
         assert_eq!(items[0]["message"]["content"], "hi");
         assert_eq!(items[1]["message"]["tool_calls"][0]["tool_call"]["function"]["name"], "search");
