@@ -256,3 +256,21 @@ fn a_trace_with_nothing_to_show_is_refused() {
     let e = reject(json!({"spans": []}));
     assert!(e.starts_with("spans:"), "{e}");
 }
+
+#[test]
+fn a_stored_trace_input_leaves_out_what_was_not_said_and_reads_older_rows() {
+    let input = tracellm_core::normalize::TraceInput {
+        session_id: Some("s-1".into()),
+        ..Default::default()
+    };
+    let text = serde_json::to_string(&input).unwrap();
+    assert_eq!(text, r#"{"session_id":"s-1","tags":[],"metadata":{}}"#);
+    // rows written before: every field present, null when not said
+    let older = r#"{"id":null,"name":null,"status":null,"timestamp":null,"end_time":null,
+        "latency_ms":null,"prompt":null,"response":null,"model":null,"provider":null,
+        "tokens":null,"cost_usd":null,"retries":null,"failure_reason":null,
+        "session_id":"s-1","user_id":null,"tags":[],"metadata":{},"environment":null}"#;
+    let back: tracellm_core::normalize::TraceInput = serde_json::from_str(older).unwrap();
+    assert_eq!(back, input);
+    assert_eq!(serde_json::from_str::<tracellm_core::normalize::TraceInput>(&text).unwrap(), input);
+}

@@ -20,7 +20,7 @@ const MAX_DOC_BYTES: usize = 1 << 30;
 
 /// The stored form of a JSON document: compressed when that pays.
 pub enum Packed {
-    Json(String),
+    Json(Vec<u8>),
     Lz4(Vec<u8>),
 }
 
@@ -36,18 +36,18 @@ impl Packed {
 impl rusqlite::ToSql for Packed {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
         Ok(match self {
-            Packed::Json(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+            Packed::Json(s) => ToSqlOutput::Borrowed(ValueRef::Text(s)),
             Packed::Lz4(b) => ToSqlOutput::Borrowed(ValueRef::Blob(b)),
         })
     }
 }
 
 /// Compresses a serialized document when it is large enough to gain.
-pub fn pack_json(json: String) -> Packed {
+pub fn pack_json(json: Vec<u8>) -> Packed {
     if json.len() < MIN_COMPRESS {
         return Packed::Json(json);
     }
-    let z = lz4_flex::compress_prepend_size(json.as_bytes());
+    let z = lz4_flex::compress_prepend_size(&json);
     if z.len() < json.len() { Packed::Lz4(z) } else { Packed::Json(json) }
 }
 
@@ -90,7 +90,7 @@ pub fn digest(json: &[u8]) -> u64 {
 /// Reads back a document packed in this process (a merge reusing what it just prepared).
 pub fn unpack_packed<T: DeserializeOwned>(p: &Packed) -> Result<T> {
     match p {
-        Packed::Json(s) => unpack(ValueRef::Text(s.as_bytes())),
+        Packed::Json(s) => unpack(ValueRef::Text(s)),
         Packed::Lz4(b) => unpack(ValueRef::Blob(b)),
     }
 }
@@ -103,7 +103,7 @@ mod tests {
     #[test]
     fn large_documents_are_compressed_and_read_back() {
         let doc = json!({"input": "the agent should retrieve relevant context ".repeat(40)});
-        let packed = pack_json(serde_json::to_string(&doc).unwrap());
+        let packed = pack_json(serde_json::to_vec(&doc).unwrap());
         assert!(matches!(packed, Packed::Lz4(_)));
         assert!(packed.len() < serde_json::to_string(&doc).unwrap().len() / 4);
         assert_eq!(unpack_packed::<Value>(&packed).unwrap(), doc);
@@ -115,9 +115,9 @@ mod tests {
         let short = json!({"id": "a"});
         for doc in [&long, &short] {
             let text = serde_json::to_string(doc).unwrap();
-            let stored = pack_json(text.clone());
+            let stored = pack_json(text.clone().into_bytes());
             let raw = match &stored {
-                Packed::Json(s) => ValueRef::Text(s.as_bytes()),
+                Packed::Json(s) => ValueRef::Text(s),
                 Packed::Lz4(b) => ValueRef::Blob(b),
             };
             let (back, d): (Value, u64) = unpack_digest(raw).unwrap();
@@ -131,7 +131,7 @@ mod tests {
     #[test]
     fn small_and_old_documents_are_plain_json() {
         let doc = json!({"id": "a"});
-        assert!(matches!(pack_json(doc.to_string()), Packed::Json(_)));
+        assert!(matches!(pack_json(doc.to_string().into_bytes()), Packed::Json(_)));
         assert_eq!(unpack::<Value>(ValueRef::Text(br#"{"id":"a"}"#)).unwrap(), doc);
     }
 

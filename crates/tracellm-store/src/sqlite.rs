@@ -287,9 +287,11 @@ fn prepare_changes(
 ) -> Result<Prepared> {
     let mut spans = Vec::with_capacity(if stored.is_some() { 0 } else { t.spans.len() });
     for s in &t.spans {
-        let text = json(s)?;
+        // sized for a typical LLM span, so the text is rarely copied as it grows
+        let mut text = Vec::with_capacity(2048);
+        serde_json::to_writer(&mut text, s).map_err(|e| StoreError::Internal(e.to_string()))?;
         if let Some(stored) = stored
-            && stored.get(&s.id) == Some(&doc::digest(text.as_bytes()))
+            && stored.get(&s.id) == Some(&doc::digest(&text))
         {
             continue;
         }
