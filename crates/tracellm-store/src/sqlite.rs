@@ -207,6 +207,12 @@ CREATE TABLE fts_log (
     pk  INTEGER NOT NULL
 );
 "#,
+    r#"
+-- The indexes by session and by user move to the search database (`trace_keys`, see
+-- sqlite/search.rs): their random keys cost a 16 KB page per index and trace in every commit.
+DROP INDEX traces_by_session;
+DROP INDEX traces_by_user;
+"#,
 ];
 
 /// Most text indexed for full-text search per trace.
@@ -477,11 +483,13 @@ impl SqliteStore {
         serde_json::from_value(v).map_err(|e| StoreError::Internal(e.to_string()))
     }
 
-    /// A query with search words waits for the index to hold every commit made before it.
-    async fn search_ready(&self, q: &TraceQuery) {
-        if q.q.is_some() {
-            self.progress.caught_up().await;
-        }
+    /// A query with search words, or by session or user, waits for the search database to hold
+    /// every commit made before it. Says whether the session and user index may answer: not
+    /// while it is being rebuilt or far behind (the filter then reads `traces` itself, slower
+    /// but complete).
+    async fn search_ready(&self, q: &TraceQuery) -> bool {
+        let by_keys = q.session_id.is_some() || q.user_id.is_some();
+        if q.q.is_some() || by_keys { self.progress.caught_up().await } else { false }
     }
 
     /// Queues ops for the writer and waits for their commit; a full queue is "busy", not a wait.
@@ -825,14 +833,23 @@ fn write_op(
     }
 }
 
-/// A stored trace's text for search, by row key (for the indexer catching up).
-fn stored_text(conn: &Connection, pk: i64) -> Result<Option<String>> {
-    let key: Option<(String, String)> = conn
-        .prepare_cached("SELECT project_id, id FROM traces WHERE pk = ?1")?
-        .query_row([pk], |r| Ok((r.get(0)?, r.get(1)?)))
+/// A stored trace's text for search and its session and user, by row key (for the indexer
+/// catching up).
+fn stored_text(conn: &Connection, pk: i64) -> Result<Option<(String, search::Keys)>> {
+    let row: Option<(String, search::Keys)> = conn
+        .prepare_cached("SELECT id, project_id, ts, session_id, user_id FROM traces WHERE pk = ?1")?
+        .query_row([pk], |r| {
+            let keys = search::Keys {
+                project_id: r.get(1)?,
+                ts: r.get(2)?,
+                session_id: r.get(3)?,
+                user_id: r.get(4)?,
+            };
+            Ok((r.get(0)?, keys))
+        })
         .optional()?;
-    let Some((project_id, id)) = key else { return Ok(None) };
-    Ok(get_trace(conn, &project_id, &id)?.map(|t| fts_body(&t)))
+    let Some((id, keys)) = row else { return Ok(None) };
+    Ok(get_trace(conn, &keys.project_id, &id)?.map(|t| (fts_body(&t), keys)))
 }
 
 fn fts_body(t: &Trace) -> String {
@@ -959,6 +976,12 @@ fn write_trace(
         pk,
         fresh: created,
         body: Arc::clone(&p.fts),
+        keys: search::Keys {
+            project_id: t.project_id.clone(),
+            ts,
+            session_id: t.session_id.clone(),
+            user_id: t.user_id.clone(),
+        },
     });
     Ok(created)
 }
@@ -1227,13 +1250,24 @@ fn fts_query(q: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
-/// The WHERE clause and its parameters for a trace query.
+/// The WHERE clause and its parameters for a trace query. With `keys`, the query reads the
+/// traces of a session or user from `search.trace_keys` (as `k`, joined to `t`): the session,
+/// user, time range and cursor are its terms, in the order of its indexes.
 fn where_clause(
     q: &TraceQuery,
     extra_status: Option<&[Status]>,
+    keys: bool,
 ) -> (String, Vec<Box<dyn ToSql + Send>>) {
     let mut sql = String::from("t.project_id = ?");
     let mut p: Vec<Box<dyn ToSql + Send>> = vec![Box::new(q.project_id.clone())];
+    // the table whose session, user, start time and row key the filters read
+    let by = if keys {
+        sql.push_str(" AND k.project_id = ?");
+        p.push(Box::new(q.project_id.clone()));
+        "k"
+    } else {
+        "t"
+    };
     if let Some(env) = &q.environment {
         sql.push_str(" AND t.environment = ?");
         p.push(Box::new(env.clone()));
@@ -1255,18 +1289,20 @@ fn where_clause(
             }
         }
     }
-    for (col, v) in [("model", &q.model), ("session_id", &q.session_id), ("user_id", &q.user_id)] {
+    for (tab, col, v) in
+        [("t", "model", &q.model), (by, "session_id", &q.session_id), (by, "user_id", &q.user_id)]
+    {
         if let Some(v) = v {
-            sql.push_str(&format!(" AND t.{col} = ?"));
+            sql.push_str(&format!(" AND {tab}.{col} = ?"));
             p.push(Box::new(v.clone()));
         }
     }
     if let Some(since) = q.since {
-        sql.push_str(" AND t.ts >= ?");
+        sql.push_str(&format!(" AND {by}.ts >= ?"));
         p.push(Box::new(time::to_micros(since)));
     }
     if let Some(until) = q.until {
-        sql.push_str(" AND t.ts < ?");
+        sql.push_str(&format!(" AND {by}.ts < ?"));
         p.push(Box::new(time::to_micros(until)));
     }
     if let Some(tag) = &q.tag {
@@ -1289,7 +1325,7 @@ fn where_clause(
         }
     }
     if let Some(c) = q.cursor {
-        sql.push_str(" AND (t.ts, t.pk) < (?, ?)");
+        sql.push_str(&format!(" AND ({by}.ts, {by}.pk) < (?, ?)"));
         p.push(Box::new(c.ts_micros));
         p.push(Box::new(c.key));
     }
@@ -1306,17 +1342,38 @@ fn page_of<T>(mut rows: Vec<(T, i64, i64)>, limit: usize) -> (Vec<T>, Option<Str
     (rows.into_iter().map(|(t, _, _)| t).collect(), next)
 }
 
+/// The query of `list_summaries` and its parameters.
+fn summaries_sql(
+    q: &TraceQuery,
+    only: Option<&[Status]>,
+    keys: bool,
+    limit: usize,
+) -> (String, Vec<Box<dyn ToSql + Send>>) {
+    let keys = keys && (q.session_id.is_some() || q.user_id.is_some());
+    let (clause, params) = where_clause(q, only, keys);
+    // by session or user: their index, newest first, drives the join (CROSS JOIN keeps it outer)
+    let (from, by) = if keys {
+        ("search.trace_keys k CROSS JOIN traces t ON t.pk = k.pk", "k")
+    } else {
+        ("traces t", "t")
+    };
+    let sql = format!(
+        "SELECT {SUMMARY_COLUMNS} FROM {from} WHERE {clause} ORDER BY {by}.ts DESC, {by}.pk DESC LIMIT {}",
+        limit + 1
+    );
+    (sql, params)
+}
+
+/// A page of trace summaries. `keys`: the session and user index covers every commit made
+/// before the query (see `search_ready`).
 fn list_summaries(
     conn: &Connection,
     q: &TraceQuery,
     only: Option<&[Status]>,
+    keys: bool,
 ) -> Result<(Vec<TraceSummary>, Option<String>)> {
     let limit = q.limit.clamp(1, api::MAX_PAGE);
-    let (clause, params) = where_clause(q, only);
-    let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM traces t WHERE {clause} ORDER BY t.ts DESC, t.pk DESC LIMIT {}",
-        limit + 1
-    );
+    let (sql, params) = summaries_sql(q, only, keys, limit);
     let mut stmt = conn.prepare_cached(&sql)?;
     let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref() as &dyn ToSql).collect();
     let rows = stmt
@@ -1487,10 +1544,10 @@ impl Store for SqliteStore {
     }
 
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage> {
-        self.search_ready(&q).await;
+        let keys = self.search_ready(&q).await;
         self.readers
             .run(move |c| {
-                let (traces, next_cursor) = list_summaries(c, &q, None)?;
+                let (traces, next_cursor) = list_summaries(c, &q, None, keys)?;
                 Ok(TracePage { traces, next_cursor })
             })
             .await
@@ -1544,11 +1601,11 @@ impl Store for SqliteStore {
     }
 
     async fn failures(&self, q: TraceQuery) -> Result<FailurePage> {
-        self.search_ready(&q).await;
+        let keys = self.search_ready(&q).await;
         self.readers
             .run(move |c| {
                 let (rows, next_cursor) =
-                    list_summaries(c, &q, Some(&[Status::Error, Status::Retried]))?;
+                    list_summaries(c, &q, Some(&[Status::Error, Status::Retried]), keys)?;
                 let failures = rows
                     .into_iter()
                     .map(|s| Failure {
@@ -1825,7 +1882,79 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
-    use super::fts_query;
+    use super::*;
+
+    /// A filter by session or user is answered from its index in the search database, newest
+    /// first straight from the index (no sort, no scan of `traces`), and the same as from
+    /// `traces` itself (the way while that index is rebuilt).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn session_and_user_filters_walk_their_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        let mut traces = Vec::new();
+        for i in 0..30 {
+            let doc = serde_json::json!({"id": format!("t{i:02}"),
+                "session_id": format!("s{}", i % 3), "user_id": format!("u{}", i % 4),
+                "spans": [{"id": "a", "name": "agent", "kind": "agent",
+                    "start_time": format!("2026-05-31T10:{i:02}:00Z"),
+                    "end_time": format!("2026-05-31T10:{i:02}:01Z")}]});
+            traces.push(
+                tracellm_core::normalize_trace(
+                    doc,
+                    "default",
+                    &tracellm_core::PriceTable::builtin(),
+                    &tracellm_core::NormalizeOptions::default(),
+                )
+                .unwrap(),
+            );
+        }
+        store.ingest(traces).await.unwrap();
+        // the index has caught up once a filtered list answers
+        let q = TraceQuery {
+            project_id: "default".into(),
+            session_id: Some("s1".into()),
+            limit: 50,
+            ..Default::default()
+        };
+        assert_eq!(store.list_traces(q.clone()).await.unwrap().traces.len(), 10);
+        let conn = store.readers.connect().unwrap();
+        let by_user = TraceQuery { session_id: None, user_id: Some("u2".into()), ..q.clone() };
+        let both = TraceQuery { user_id: Some("u2".into()), ..q.clone() };
+        let since = TraceQuery {
+            since: Some("2026-05-31T10:10:00Z".parse().unwrap()),
+            statuses: vec![Status::Success],
+            ..q.clone()
+        };
+        for (query, index) in [
+            (&q, "keys_by_session"),
+            (&by_user, "keys_by_user"),
+            (&both, "keys_by_"),
+            (&since, "keys_by_session"),
+        ] {
+            let (sql, params) = summaries_sql(query, None, true, 10);
+            let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref() as &dyn ToSql).collect();
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(&refs[..], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let plan = plan.join(" | ");
+            assert!(plan.contains(index), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+            assert!(plan.contains("INTEGER PRIMARY KEY"), "traces by row key: {plan}");
+            let ids = |keys| {
+                let (rows, _) = list_summaries(&conn, query, None, keys).unwrap();
+                rows.into_iter().map(|s| s.id).collect::<Vec<_>>()
+            };
+            let from_index = ids(true);
+            assert!(!from_index.is_empty());
+            assert_eq!(from_index, ids(false), "{sql}");
+        }
+        store.close().await.unwrap();
+    }
 
     #[test]
     fn search_words_are_quoted_and_anded() {

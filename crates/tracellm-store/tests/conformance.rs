@@ -1127,6 +1127,110 @@ async fn sqlite_search_index_is_rebuilt_and_catches_up() {
     assert_eq!(rows, 50, "one index row per trace");
 }
 
+/// Sessions and users are indexed in the search database: a filter by them still finds every
+/// trace committed before it (at once, after a re-ingest that moves a trace, while the index is
+/// rebuilt, and after a crash left it behind), newest first, page after page.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_session_and_user_filters_read_their_own_index() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.db");
+    let search_db = dir.path().join("traces.search.db");
+    let one = |id: &str, minute: u32, session: Option<&str>, user: Option<&str>| {
+        trace(
+            "default",
+            id,
+            minute,
+            json!({"session_id": session, "user_id": user,
+                "spans": [llm("a", minute, "gpt-4o", "hello", "ok", None)]}),
+        )
+    };
+    // every page of a filter, in order
+    async fn pages(s: &SqliteStore, session: Option<&str>, user: Option<&str>) -> Vec<String> {
+        let mut q = TraceQuery {
+            session_id: session.map(String::from),
+            user_id: user.map(String::from),
+            limit: 3,
+            ..query("default")
+        };
+        let mut ids = Vec::new();
+        loop {
+            let page = s.list_traces(q.clone()).await.unwrap();
+            ids.extend(page.traces.into_iter().map(|t| t.id));
+            match page.next_cursor {
+                Some(c) => q.cursor = Some(Cursor::decode(&c).unwrap()),
+                None => return ids,
+            }
+        }
+    }
+    // s1: minutes 0, 2, 4, … (newest first: t18, t16, …); users u0/u1/u2 by i % 3; every
+    // fifth trace has neither
+    let s1: Vec<String> =
+        (0..20).rev().filter(|i| i % 2 == 0 && i % 5 != 0).map(|i| format!("t{i:02}")).collect();
+    let u1: Vec<String> =
+        (0..20).rev().filter(|i| i % 3 == 1 && i % 5 != 0).map(|i| format!("t{i:02}")).collect();
+    {
+        let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        for i in 0..20u32 {
+            let (session, user) = if i % 5 == 0 {
+                (None, None)
+            } else {
+                (Some(format!("s{}", i % 2)), Some(format!("u{}", i % 3)))
+            };
+            let id = format!("t{i:02}");
+            s.ingest(vec![one(&id, i, session.as_deref(), user.as_deref())]).await.unwrap();
+            // read-your-writes: listed by the very next query
+            if let Some(session) = &session {
+                assert_eq!(pages(&s, Some(session), None).await.first(), Some(&id));
+            }
+        }
+        assert_eq!(pages(&s, Some("s1"), None).await.len(), 8);
+        assert_eq!(pages(&s, Some("s0"), None).await, s1);
+        assert_eq!(pages(&s, None, Some("u1")).await, u1);
+        let both: Vec<String> = s1.iter().filter(|id| u1.contains(id)).cloned().collect();
+        assert_eq!(pages(&s, Some("s0"), Some("u1")).await, both);
+        // a trace moves to another session and an earlier minute
+        s.ingest(vec![one("t18", 1, Some("s9"), None)]).await.unwrap();
+        assert_eq!(pages(&s, Some("s9"), None).await, ["t18"]);
+        assert_eq!(pages(&s, Some("s0"), None).await, s1[1..]);
+        assert!(!pages(&s, None, Some("u0")).await.contains(&"t18".to_string()));
+        s.ingest(vec![one("t18", 18, Some("s0"), Some("u0"))]).await.unwrap();
+        assert_eq!(pages(&s, Some("s0"), None).await, s1);
+        assert!(pages(&s, Some("s9"), None).await.is_empty());
+        // filters stay within their project
+        let q = TraceQuery { session_id: Some("s0".into()), ..query("other") };
+        assert!(s.list_traces(q).await.unwrap().traces.is_empty());
+        s.close().await.unwrap();
+    }
+    // an index file from before the session index, then a lost one: rebuilt, and the filters
+    // answer completely meanwhile
+    {
+        let c = rusqlite::Connection::open(&search_db).unwrap();
+        c.execute_batch("DROP TABLE trace_keys").unwrap();
+    }
+    for round in 0..2 {
+        if round == 1 {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", search_db.display()));
+            }
+        }
+        let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        assert_eq!(pages(&s, Some("s0"), None).await, s1, "round {round}");
+        assert_eq!(pages(&s, None, Some("u1")).await, u1, "round {round}");
+        s.close().await.unwrap();
+    }
+    let c = rusqlite::Connection::open(&search_db).unwrap();
+    let rows: i64 = c.query_row("SELECT count(*) FROM trace_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 16, "a row per trace with a session or user, none for the others");
+    // a crash left the index behind the log
+    c.execute("UPDATE indexed SET seq = 0", []).unwrap();
+    c.execute("DELETE FROM trace_keys", []).unwrap();
+    drop(c);
+    let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    assert_eq!(pages(&s, Some("s0"), None).await, s1);
+    assert_eq!(pages(&s, None, Some("u1")).await, u1);
+    s.close().await.unwrap();
+}
+
 /// Checkpoints run beside the writer, not inside its commits: the WAL is still copied into the
 /// database and started again from its beginning, so it does not grow with what is written
 /// (passes start at 4-16 MB; the bound leaves room for a machine too busy to run them at once).
