@@ -331,7 +331,7 @@ async fn query(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
         .nth(3)
         .unwrap_or("x")
         .to_string();
-    let cases: Vec<(String, String)> = vec![
+    let mut cases: Vec<(String, String)> = vec![
         ("GET /traces (newest page of 50)".into(), format!("{}/traces", cli.url)),
         ("GET /traces?status=error".into(), format!("{}/traces?status=error", cli.url)),
         ("GET /traces?model=gpt-4o&limit=50".into(), format!("{}/traces?model=gpt-4o", cli.url)),
@@ -343,6 +343,14 @@ async fn query(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
         ("GET /analytics?since=24h".into(), format!("{}/analytics?since=24h", cli.url)),
         ("GET /analytics (all time)".into(), format!("{}/analytics", cli.url)),
     ];
+    for key in ["session_id", "user_id"] {
+        if let Some(v) = sample["traces"][0][key].as_str() {
+            cases.insert(
+                3,
+                (format!("GET /traces?{key}=…"), format!("{}/traces?{key}={v}", cli.url)),
+            );
+        }
+    }
     for (name, url) in cases {
         let mut lat = Vec::with_capacity(iterations);
         let n = if name.starts_with("GET /analytics") { iterations.min(100) } else { iterations };

@@ -75,7 +75,8 @@ fn llm_span(w: &mut Words, trace_id: [u8; 16], id: u64, parent: u64, start_ns: u
     )
 }
 
-/// The root of an agent run in the OpenInference convention.
+/// The root of an agent run in the OpenInference convention, in one of 1,000 sessions and for
+/// one of 200 users (as otlp_load.py's sessions: random to the session index).
 fn agent_span(w: &mut Words, trace_id: [u8; 16], id: u64, start_ns: u64, dur_ns: u64) -> Span {
     span(
         trace_id,
@@ -86,6 +87,8 @@ fn agent_span(w: &mut Words, trace_id: [u8; 16], id: u64, start_ns: u64, dur_ns:
         start_ns + dur_ns,
         vec![
             s("openinference.span.kind", "AGENT".into()),
+            s("session.id", format!("session-{}", w.next() % 1000)),
+            s("user.id", format!("user-{}", w.next() % 200)),
             s("input.value", w.text(300)),
             s("output.value", w.text(300)),
         ],
