@@ -343,8 +343,10 @@ async fn query(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
         ("GET /analytics?since=24h".into(), format!("{}/analytics?since=24h", cli.url)),
         ("GET /analytics (all time)".into(), format!("{}/analytics", cli.url)),
     ];
+    let newest: Value = http.get(format!("{}/traces", cli.url)).send().await?.json().await?;
+    let newest = newest["traces"].as_array().cloned().unwrap_or_default();
     for key in ["session_id", "user_id"] {
-        if let Some(v) = sample["traces"][0][key].as_str() {
+        if let Some(v) = newest.iter().find_map(|t| t[key].as_str()) {
             cases.insert(
                 3,
                 (format!("GET /traces?{key}=…"), format!("{}/traces?{key}={v}", cli.url)),
