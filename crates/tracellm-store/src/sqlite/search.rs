@@ -94,7 +94,6 @@ pub(crate) struct Doc {
 }
 
 /// What the filters by session and user need of a trace.
-#[derive(Clone, Default)]
 pub(crate) struct Keys {
     pub project_id: String,
     /// Start time, Unix microseconds (`traces.ts`).
