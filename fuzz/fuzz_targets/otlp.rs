@@ -19,7 +19,7 @@ pub fn run(encoding: OtlpEncoding, data: &[u8]) {
     let limits = Limits::default();
     ASM.with(|asm| {
         if let Ok(req) = decode_trace_request(encoding, data, &limits) {
-            let mapped = map_traces(&req, &limits.otel);
+            let mapped = map_traces(req, &limits.otel);
             for b in mapped.batches {
                 let mut input = b.input;
                 input.id = Some(b.trace_id.clone());
