@@ -484,12 +484,13 @@ impl SqliteStore {
     }
 
     /// A query with search words, or by session or user, waits for the search database to hold
-    /// every commit made before it. Says whether the session and user index may answer: not
-    /// while it is being rebuilt or far behind (the filter then reads `traces` itself, slower
-    /// but complete).
+    /// every commit made before it. Says whether the query filters by session or user and their
+    /// index may answer it: not while it is being rebuilt or far behind (the filter then reads
+    /// `traces` itself, slower but complete).
     async fn search_ready(&self, q: &TraceQuery) -> bool {
         let by_keys = q.session_id.is_some() || q.user_id.is_some();
-        if q.q.is_some() || by_keys { self.progress.caught_up().await } else { false }
+        let caught_up = (q.q.is_some() || by_keys) && self.progress.caught_up().await;
+        by_keys && caught_up
     }
 
     /// Queues ops for the writer and waits for their commit; a full queue is "busy", not a wait.
@@ -1342,14 +1343,14 @@ fn page_of<T>(mut rows: Vec<(T, i64, i64)>, limit: usize) -> (Vec<T>, Option<Str
     (rows.into_iter().map(|(t, _, _)| t).collect(), next)
 }
 
-/// The query of `list_summaries` and its parameters.
+/// The query of `list_summaries` and its parameters. `keys` only with a session or user filter.
 fn summaries_sql(
     q: &TraceQuery,
     only: Option<&[Status]>,
     keys: bool,
     limit: usize,
 ) -> (String, Vec<Box<dyn ToSql + Send>>) {
-    let keys = keys && (q.session_id.is_some() || q.user_id.is_some());
+    debug_assert!(!keys || q.session_id.is_some() || q.user_id.is_some());
     let (clause, params) = where_clause(q, only, keys);
     // by session or user: their index, newest first, drives the join (CROSS JOIN keeps it outer)
     let (from, by) = if keys {
@@ -1364,8 +1365,8 @@ fn summaries_sql(
     (sql, params)
 }
 
-/// A page of trace summaries. `keys`: the session and user index covers every commit made
-/// before the query (see `search_ready`).
+/// A page of trace summaries. `keys`: the query filters by session or user and their index
+/// covers every commit made before it (see `search_ready`).
 fn list_summaries(
     conn: &Connection,
     q: &TraceQuery,

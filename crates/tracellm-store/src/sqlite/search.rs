@@ -565,6 +565,15 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
     for (i, d) in docs.iter().enumerate() {
         last.entry(d.pk).or_insert((!d.fresh, i)).1 = i;
     }
+    // each trace's last doc, and whether the trace was indexed before
+    let latest: Vec<(&Doc, bool)> = docs
+        .iter()
+        .enumerate()
+        .filter_map(|(i, d)| {
+            let (indexed_before, at) = last[&d.pk];
+            (at == i).then_some((d, indexed_before))
+        })
+        .collect();
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         // Sessions and users first: an INSERT OR REPLACE opens a statement savepoint, and once
@@ -575,11 +584,7 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
             "INSERT OR REPLACE INTO trace_keys (pk, project_id, ts, session_id, user_id)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for (i, d) in docs.iter().enumerate() {
-            let (indexed_before, at) = last[&d.pk];
-            if at != i {
-                continue;
-            }
+        for &(d, indexed_before) in &latest {
             let k = &d.keys;
             if k.session_id.is_some() || k.user_id.is_some() {
                 put_keys.execute(params![d.pk, k.project_id, k.ts, k.session_id, k.user_id])?;
@@ -592,11 +597,7 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
         }
         let mut del = tx.prepare_cached("DELETE FROM trace_fts WHERE rowid = ?1")?;
         let mut ins = tx.prepare_cached("INSERT INTO trace_fts (rowid, body) VALUES (?1, ?2)")?;
-        for (i, d) in docs.iter().enumerate() {
-            let (indexed_before, at) = last[&d.pk];
-            if at != i {
-                continue;
-            }
+        for &(d, indexed_before) in &latest {
             if indexed_before {
                 del.execute([d.pk])?;
             }
