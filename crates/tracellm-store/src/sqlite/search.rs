@@ -28,9 +28,12 @@ use tokio::sync::watch;
 use crate::{Result, StoreError};
 
 /// Texts gather this long before they are indexed, unless a search is waiting for them: each
-/// FTS5 commit costs a segment flush and merge work, so many small ones cost several times the
-/// CPU of one large one.
-const GATHER: Duration = Duration::from_millis(200);
+/// FTS5 commit costs a segment flush, merge work and a sync, so many small ones cost several
+/// times the CPU of one large one. At 10,000 spans/s, gathering 1 s instead of 200 ms wrote 40 %
+/// fewer bytes (800 MB a minute instead of 1.36 GB, merges included), and the ingest answers
+/// beside it, which wait on the same two cores and the same disk, p99 6.6-6.8 ms instead of
+/// 8.1-8.5 ms.
+const GATHER: Duration = Duration::from_millis(1000);
 /// ... or until this many bytes of text have gathered (or half the hand-off's bound).
 const GATHER_BYTES: usize = 8 * 1024 * 1024;
 /// Traces read back per transaction when catching up from `fts_log`.
