@@ -72,6 +72,18 @@ enum Cmd {
         #[arg(long, default_value_t = 1)]
         seed: u64,
     },
+    /// otlp_load.py's traces (random trace ids, 1,000 sessions), built while sent, as fast as
+    /// the server takes them for --seconds: spans/s every --every seconds as the store grows.
+    Sustained {
+        #[arg(long, default_value_t = 600)]
+        seconds: u64,
+        #[arg(long, default_value_t = 512)]
+        batch: usize,
+        #[arg(long, default_value_t = 4)]
+        concurrency: usize,
+        #[arg(long, default_value_t = 60)]
+        every: u64,
+    },
     /// One trace of --spans LLM spans sent over OTLP in requests of --batch, then GET
     /// /traces/{id}: time to first byte, to the whole answer, and the server's peak RSS.
     BigTrace {
@@ -478,6 +490,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Flood { spans, batch, concurrency, seed } => {
             otlp::flood(&cli.url, *spans, *batch, *concurrency, *seed).await
+        }
+        Cmd::Sustained { seconds, batch, concurrency, every } => {
+            otlp::sustained(&cli.url, cli.pid, *seconds, *batch, *concurrency, *every).await
         }
         Cmd::BigTrace { spans, batch, iterations } => {
             otlp::big_trace(&cli.url, cli.pid, *spans, *batch, *iterations).await

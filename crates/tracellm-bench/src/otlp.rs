@@ -224,6 +224,181 @@ pub async fn flood(
     Ok(())
 }
 
+/// `otlp_load.py`'s vocabulary: a support desk's ninety words.
+const LOAD_WORDS: &str = "the agent should retrieve relevant context from the knowledge base before \
+    answering customer question about billing invoice refund policy shipping delay account \
+    password reset subscription plan upgrade downgrade latency error timeout database index query \
+    summarize explain compare recommend step carefully concise answer citation source document \
+    paragraph section user assistant system tool call result json schema value temperature model \
+    token budget context window retrieval augmented generation vector";
+const LOAD_MODELS: [&str; 4] =
+    ["gpt-4o-mini", "gpt-4o", "claude-3-5-sonnet", "llama-3.1-70b-instruct"];
+const LOAD_TOOLS: [&str; 5] =
+    ["search_knowledge_base", "get_order_status", "run_sql", "fetch_url", "calculator"];
+
+fn load_text(w: &mut Words, vocab: &[&str], bytes: usize) -> String {
+    let mut s = String::with_capacity(bytes + 24);
+    while s.len() < bytes {
+        if !s.is_empty() {
+            s.push(' ');
+        }
+        s.push_str(vocab[(w.next() % vocab.len() as u64) as usize]);
+    }
+    s.truncate(bytes);
+    s
+}
+
+/// One trace as `otlp_load.py` builds it: a random (W3C) trace id, an AGENT root in one of 1,000
+/// sessions, and LLM, TOOL, LLM, TOOL, LLM children in the OpenInference convention.
+fn load_trace(w: &mut Words, vocab: &[&str], start_ns: u64, out: &mut Vec<Span>) {
+    let trace_id = (u128::from(w.next()) << 64 | u128::from(w.next())).to_be_bytes();
+    let root = w.next() | 1;
+    let model = LOAD_MODELS[(w.next() % 4) as usize];
+    let mut t = start_ns + 1_000_000;
+    let first = out.len();
+    out.push(Span::default()); // the root, filled in once its end is known
+    for llm in [true, false, true, false, true] {
+        let id = w.next() | 1;
+        let dur = if llm { 200 + w.next() % 1300 } else { 5 + w.next() % 115 } * 1_000_000;
+        let (name, attributes) = if llm {
+            let prompt = 100 + (w.next() % 61) as i64;
+            let completion = 50 + (w.next() % 41) as i64;
+            let attributes = vec![
+                s("openinference.span.kind", "LLM".into()),
+                s("llm.model_name", model.into()),
+                s("llm.provider", "openai".into()),
+                s("llm.input_messages.0.message.role", "user".into()),
+                s("llm.input_messages.0.message.content", load_text(w, vocab, 500)),
+                s("llm.output_messages.0.message.role", "assistant".into()),
+                s("llm.output_messages.0.message.content", load_text(w, vocab, 300)),
+                i("llm.token_count.prompt", prompt),
+                i("llm.token_count.completion", completion),
+                i("llm.token_count.total", prompt + completion),
+            ];
+            ("ChatCompletion", attributes)
+        } else {
+            let tool = LOAD_TOOLS[(w.next() % 5) as usize];
+            let query = load_text(w, vocab, 80);
+            let attributes = vec![
+                s("openinference.span.kind", "TOOL".into()),
+                s("tool.name", tool.into()),
+                s("input.value", format!("{{\"query\": \"{query}\"}}")),
+                s("output.value", load_text(w, vocab, 200)),
+            ];
+            (tool, attributes)
+        };
+        let mut child = span(trace_id, id, root, name, t, t + dur, attributes);
+        child.kind = if llm { 3 } else { 1 }; // CLIENT / INTERNAL
+        out.push(child);
+        t += dur + 1_000_000;
+    }
+    out[first] = span(
+        trace_id,
+        root,
+        0,
+        "agent.run",
+        start_ns,
+        t,
+        vec![
+            s("openinference.span.kind", "AGENT".into()),
+            s("input.value", load_text(w, vocab, 200)),
+            s("output.value", load_text(w, vocab, 200)),
+            s("session.id", format!("session-{}", w.next() % 1000)),
+        ],
+    );
+}
+
+/// `otlp_load.py`'s traces, built while sent, as fast as the server takes them for `seconds`:
+/// the ingest rate minute by minute as the store grows (the shared generator pre-builds every
+/// request in memory, which bounds it to a few million spans).
+pub async fn sustained(
+    url: &str,
+    pid: Option<u32>,
+    seconds: u64,
+    batch: usize,
+    concurrency: usize,
+    every: u64,
+) -> anyhow::Result<()> {
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+    let endpoint = format!("{url}/v1/traces");
+    let http = reqwest::Client::new();
+    let acked = Arc::new(AtomicU64::new(0));
+    let throttled = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(seconds);
+    let vocab: Arc<Vec<&'static str>> = Arc::new(LOAD_WORDS.split_whitespace().collect());
+    let mut workers = Vec::new();
+    for k in 0..concurrency {
+        let (http, endpoint) = (http.clone(), endpoint.clone());
+        let (acked, throttled, vocab) =
+            (Arc::clone(&acked), Arc::clone(&throttled), Arc::clone(&vocab));
+        workers.push(tokio::spawn(async move {
+            let mut w = Words::new(now_ns() ^ ((k as u64 + 1) * 0x9e37_79b9));
+            let mut spans = Vec::with_capacity(batch + 6);
+            while Instant::now() < deadline {
+                spans.clear();
+                while spans.len() < batch {
+                    load_trace(&mut w, &vocab, now_ns() - 60_000_000_000, &mut spans);
+                }
+                let n = spans.len() as u64;
+                let body = request(std::mem::take(&mut spans));
+                let mut backoff = Duration::from_millis(10);
+                loop {
+                    let r = post(&http, &endpoint, body.clone()).send().await?;
+                    match r.status().as_u16() {
+                        200..=299 => {
+                            acked.fetch_add(n, Relaxed);
+                            break;
+                        }
+                        429 | 503 => {
+                            throttled.fetch_add(1, Relaxed);
+                            tokio::time::sleep(backoff).await;
+                            backoff = (backoff * 2).min(Duration::from_secs(1));
+                        }
+                        st => bail!("ingest answered {st}: {}", r.text().await?),
+                    }
+                }
+            }
+            Ok::<_, anyhow::Error>(())
+        }));
+    }
+    let mut last = 0u64;
+    let mut slowest = f64::INFINITY;
+    let mut tick = started;
+    while tick + Duration::from_secs(every) <= deadline {
+        tick += Duration::from_secs(every);
+        tokio::time::sleep_until(tick.into()).await;
+        let now = acked.load(Relaxed);
+        let rate = (now - last) as f64 / every as f64;
+        slowest = slowest.min(rate);
+        let rss =
+            pid.and_then(rss_mib).map_or(String::new(), |r| format!(", server RSS {r:.0} MiB"));
+        println!(
+            "{:>4} s: {rate:.0} spans/s over the last {every} s, {now} spans stored{rss}",
+            (tick - started).as_secs()
+        );
+        last = now;
+    }
+    for w in workers {
+        w.await??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let total = acked.load(Relaxed);
+    let slowest = if slowest.is_finite() {
+        format!(", slowest {every} s {slowest:.0} spans/s")
+    } else {
+        String::new()
+    };
+    println!(
+        "sustained OTLP/HTTP protobuf (otlp_load.py's traces): {total} spans in {secs:.1} s = {:.0} \
+         spans/s{slowest} ({concurrency} senders, ~{batch} spans/request, {} answers 429/503 \
+         retried, 0 errors)",
+        total as f64 / secs,
+        throttled.load(Relaxed)
+    );
+    Ok(())
+}
+
 pub async fn paced(
     url: &str,
     pid: Option<u32>,
