@@ -8,7 +8,7 @@
 //! the search indexer (`sqlite/search.rs`, its own database file) and the checkpointer
 //! (`sqlite/checkpoint.rs`).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -1251,7 +1251,8 @@ fn fts_query(q: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
-/// The WHERE clause and its parameters for a trace query. With `keys`, the query reads the
+/// The WHERE clause and its parameters for a trace query, all but its search words (see
+/// `search_page`). With `keys`, the query reads the
 /// traces of a session or user from `search.trace_keys` (as `k`, joined to `t`): the session,
 /// user, time range and cursor are its terms, in the order of its indexes.
 fn where_clause(
@@ -1313,18 +1314,6 @@ fn where_clause(
         p.push(Box::new(q.project_id.clone()));
         p.push(Box::new(tag.clone()));
     }
-    if let Some(words) = q.q.as_deref().filter(|w| !w.trim().is_empty()) {
-        match fts_query(words) {
-            Some(m) => {
-                sql.push_str(
-                    " AND t.pk IN (SELECT rowid FROM search.trace_fts WHERE trace_fts MATCH ?)",
-                );
-                p.push(Box::new(m));
-            }
-            // Only punctuation: nothing can match.
-            None => sql.push_str(" AND 0"),
-        }
-    }
     if let Some(c) = q.cursor {
         sql.push_str(&format!(" AND ({by}.ts, {by}.pk) < (?, ?)"));
         p.push(Box::new(c.ts_micros));
@@ -1350,6 +1339,18 @@ fn summaries_sql(
     keys: bool,
     limit: usize,
 ) -> (String, Vec<Box<dyn ToSql + Send>>) {
+    select_sql(q, only, keys, SUMMARY_COLUMNS, limit + 1)
+}
+
+/// `columns` of the first `limit` traces the query selects (its search words aside), newest
+/// first; `{by}` in `columns` names the table that orders them (see `where_clause`).
+fn select_sql(
+    q: &TraceQuery,
+    only: Option<&[Status]>,
+    keys: bool,
+    columns: &str,
+    limit: usize,
+) -> (String, Vec<Box<dyn ToSql + Send>>) {
     debug_assert!(!keys || q.session_id.is_some() || q.user_id.is_some());
     let (clause, params) = where_clause(q, only, keys);
     // by session or user: their index, newest first, drives the join (CROSS JOIN keeps it outer)
@@ -1358,11 +1359,15 @@ fn summaries_sql(
     } else {
         ("traces t", "t")
     };
+    let columns = columns.replace("{by}", by);
     let sql = format!(
-        "SELECT {SUMMARY_COLUMNS} FROM {from} WHERE {clause} ORDER BY {by}.ts DESC, {by}.pk DESC LIMIT {}",
-        limit + 1
+        "SELECT {columns} FROM {from} WHERE {clause} ORDER BY {by}.ts DESC, {by}.pk DESC LIMIT {limit}"
     );
     (sql, params)
+}
+
+fn param_refs(params: &[Box<dyn ToSql + Send>]) -> Vec<&dyn ToSql> {
+    params.iter().map(|b| b.as_ref() as &dyn ToSql).collect()
 }
 
 /// A page of trace summaries. `keys`: the query filters by session or user and their index
@@ -1374,17 +1379,115 @@ fn list_summaries(
     keys: bool,
 ) -> Result<(Vec<TraceSummary>, Option<String>)> {
     let limit = q.limit.clamp(1, api::MAX_PAGE);
+    if let Some(words) = q.q.as_deref().filter(|w| !w.trim().is_empty()) {
+        // Only punctuation: nothing can match.
+        let Some(m) = fts_query(words) else { return Ok((Vec::new(), None)) };
+        let found = search_page(conn, q, only, keys, &m, limit + 1, SEARCH_FEW)?;
+        let mut stmt = conn
+            .prepare_cached(&format!("SELECT {SUMMARY_COLUMNS} FROM traces t WHERE t.pk = ?1"))?;
+        let mut rows = Vec::with_capacity(found.len());
+        for (pk, ts) in found {
+            if let Some((s, _)) = stmt.query_row([pk], summary_from_row).optional()? {
+                rows.push((s, ts, pk));
+            }
+        }
+        return Ok(page_of(rows, limit));
+    }
     let (sql, params) = summaries_sql(q, only, keys, limit);
     let mut stmt = conn.prepare_cached(&sql)?;
-    let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref() as &dyn ToSql).collect();
     let rows = stmt
-        .query_map(&refs[..], |r| {
+        .query_map(&param_refs(&params)[..], |r| {
             let (s, pk) = summary_from_row(r)?;
             let ts = time::to_micros(s.timestamp);
             Ok((s, ts, pk))
         })?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(page_of(rows, limit))
+}
+
+/// Searches matching fewer traces than this read every match from the index and sort them by
+/// time; more, and the traces are read in time order, their words checked a stretch at a time.
+const SEARCH_FEW: usize = 5_000;
+/// Most traces read in time order in one step of a search with many matches (the first step
+/// reads twice the page, each next one twice as many as the last).
+const SEARCH_STEP_MAX: usize = 16_384;
+
+/// The row keys and start times of the first `want` traces the query selects that match the
+/// FTS5 query `m`, newest first. Which way is cheaper depends on how many traces match, which a
+/// count of up to `few` matches tells: a handful is best looked up and sorted, while a word in
+/// most traces (at 10 M spans, "error" can match a million) is best checked on the newest
+/// traces until enough match, without reading its whole list.
+fn search_page(
+    conn: &Connection,
+    q: &TraceQuery,
+    only: Option<&[Status]>,
+    keys: bool,
+    m: &str,
+    want: usize,
+    few: usize,
+) -> Result<Vec<(i64, i64)>> {
+    let matches: i64 = conn
+        .prepare_cached(
+            "SELECT count(*) FROM (SELECT 1 FROM search.trace_fts WHERE trace_fts MATCH ?1 LIMIT ?2)",
+        )?
+        .query_row(params![m, few as i64], |r| r.get(0))?;
+    if (matches as usize) < few {
+        // the index drives (CROSS JOIN keeps it outer): each match looked up, then sorted
+        let (clause, mut params) = where_clause(q, only, false);
+        params.insert(0, Box::new(m.to_string()));
+        let sql = format!(
+            "SELECT t.pk, t.ts FROM search.trace_fts f CROSS JOIN traces t ON t.pk = f.rowid
+             WHERE f.trace_fts MATCH ? AND {clause} ORDER BY t.ts DESC, t.pk DESC LIMIT {want}"
+        );
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(&param_refs(&params)[..], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        return Ok(rows.collect::<rusqlite::Result<_>>()?);
+    }
+    let mut in_range = conn.prepare_cached(
+        "SELECT rowid FROM search.trace_fts WHERE trace_fts MATCH ?1 AND rowid BETWEEN ?2 AND ?3",
+    )?;
+    let mut found = Vec::with_capacity(want);
+    let mut step = TraceQuery { q: None, ..q.clone() };
+    // a word in most traces fills the page from the first step
+    let mut n = (2 * want).max(64);
+    loop {
+        let (sql, params) = select_sql(&step, only, keys, "{by}.pk, {by}.ts", n);
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let batch: Vec<(i64, i64)> = stmt
+            .query_map(&param_refs(&params)[..], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        // Row keys follow arrival, so traces near in time are near in keys: the batch's keys
+        // fall into a few runs, and each run's matches are one range of the index.
+        let mut pks: Vec<i64> = batch.iter().map(|&(pk, _)| pk).collect();
+        pks.sort_unstable();
+        let mut hits = HashSet::with_capacity(pks.len());
+        let mut i = 0;
+        while i < pks.len() {
+            let mut j = i;
+            while j + 1 < pks.len() && pks[j + 1] - pks[j] <= n as i64 {
+                j += 1;
+            }
+            for pk in in_range.query_map(params![m, pks[i], pks[j]], |r| r.get::<_, i64>(0))? {
+                hits.insert(pk?);
+            }
+            i = j + 1;
+        }
+        for &(pk, ts) in &batch {
+            if hits.contains(&pk) {
+                found.push((pk, ts));
+                if found.len() == want {
+                    return Ok(found);
+                }
+            }
+        }
+        match batch.last() {
+            Some(&(pk, ts)) if batch.len() == n => {
+                step.cursor = Some(Cursor { ts_micros: ts, key: pk });
+                n = (n * 2).min(SEARCH_STEP_MAX);
+            }
+            _ => return Ok(found),
+        }
+    }
 }
 
 /// A trace's row as the trace without spans (`span_count` says how many), and its row key.
@@ -1884,6 +1987,93 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A search answers the same whichever way it reads the index (every match looked up and
+    /// sorted, or the newest traces checked a stretch at a time), through every page, with
+    /// row keys that do not follow time (traces sent out of order), and with a filter.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn search_reads_the_index_either_way_with_the_same_answer() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("traces.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        let n = 400;
+        let minute = |i: usize| (i * 37) % n; // arrival order is not time order
+        let mut traces = Vec::new();
+        for i in 0..n {
+            let mut words = vec!["common".to_string()];
+            if i % 7 == 0 {
+                words.push("seventh".into());
+            }
+            if [5, 200, 390].contains(&i) {
+                words.push("rare".into());
+            }
+            let m = minute(i);
+            let doc = serde_json::json!({"id": format!("t{i:03}"), "session_id": format!("s{}", i % 3),
+                "spans": [{"id": "a", "name": "agent", "kind": "agent", "input": words.join(" "),
+                    "start_time": format!("2026-05-31T{:02}:{:02}:00Z", m / 60, m % 60),
+                    "end_time": format!("2026-05-31T{:02}:{:02}:30Z", m / 60, m % 60)}]});
+            let t = tracellm_core::normalize_trace(
+                doc,
+                "default",
+                &tracellm_core::PriceTable::builtin(),
+                &tracellm_core::NormalizeOptions::default(),
+            )
+            .unwrap();
+            traces.push(t);
+        }
+        for chunk in traces.chunks(50) {
+            store.ingest(chunk.to_vec()).await.unwrap();
+        }
+        let base = TraceQuery {
+            project_id: "default".into(),
+            q: Some("common".into()),
+            limit: 7,
+            ..Default::default()
+        };
+        // answered once the index holds every commit
+        assert_eq!(store.list_traces(base.clone()).await.unwrap().traces.len(), 7);
+        let conn = store.readers.connect().unwrap();
+        let id_of: HashMap<i64, String> = conn
+            .prepare("SELECT pk, id FROM traces")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        for (words, session, expect) in [
+            ("common", None, (0..n).collect::<Vec<_>>()),
+            ("seventh", None, (0..n).filter(|i| i % 7 == 0).collect()),
+            ("rare", None, vec![5, 200, 390]),
+            ("common seventh", Some("s1"), (0..n).filter(|i| i % 7 == 0 && i % 3 == 1).collect()),
+            ("absent", None, vec![]),
+        ] {
+            let mut expect: Vec<usize> = expect;
+            expect.sort_by_key(|&i| std::cmp::Reverse(minute(i)));
+            let expect: Vec<String> = expect.iter().map(|i| format!("t{i:03}")).collect();
+            let m = fts_query(words).unwrap();
+            // few = 1: always the newest traces first; few = n + 1: always every match
+            for few in [1, n + 1] {
+                let mut q = TraceQuery {
+                    q: Some(words.into()),
+                    session_id: session.map(String::from),
+                    ..base.clone()
+                };
+                let mut got = Vec::new();
+                loop {
+                    let rows = search_page(&conn, &q, None, false, &m, q.limit + 1, few).unwrap();
+                    got.extend(rows.iter().take(q.limit).map(|(pk, _)| id_of[pk].clone()));
+                    if rows.len() <= q.limit {
+                        break;
+                    }
+                    let (pk, ts) = rows[q.limit - 1];
+                    q.cursor = Some(Cursor { ts_micros: ts, key: pk });
+                }
+                assert_eq!(got, expect, "{words:?} in session {session:?}, few = {few}");
+            }
+        }
+        store.close().await.unwrap();
+    }
 
     /// A filter by session or user is answered from its index in the search database, newest
     /// first straight from the index (no sort, no scan of `traces`), and the same as from
