@@ -26,6 +26,7 @@ use tracellm_core::{
 };
 
 mod checkpoint;
+mod ids;
 mod search;
 
 use crate::doc;
@@ -213,6 +214,65 @@ CREATE TABLE fts_log (
 DROP INDEX traces_by_session;
 DROP INDEX traces_by_user;
 "#,
+    r#"
+-- Trace ids leave the traces table's UNIQUE index: W3C ids are random, and indexing each on
+-- arrival dirtied a 16 KB page per trace (most of the writer's bytes at millions of traces).
+-- New ids are appended to `recent_ids` and merged into `trace_ids` in sorted runs (see
+-- sqlite/ids.rs). Row keys are kept, so spans, tags and the search index stay as they are.
+CREATE TABLE trace_ids (
+    project_id TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    pk         INTEGER NOT NULL,
+    PRIMARY KEY (project_id, id)
+) WITHOUT ROWID;
+INSERT INTO trace_ids (project_id, id, pk) SELECT project_id, id, pk FROM traces ORDER BY 1, 2;
+CREATE TABLE recent_ids (
+    pk         INTEGER PRIMARY KEY,
+    project_id TEXT NOT NULL,
+    id         TEXT NOT NULL
+);
+CREATE TABLE traces_rebuilt (
+    pk                INTEGER PRIMARY KEY,
+    project_id        TEXT NOT NULL,
+    id                TEXT NOT NULL,
+    name              TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    ts                INTEGER NOT NULL,
+    end_ts            INTEGER,
+    latency_ms        REAL,
+    model             TEXT,
+    provider          TEXT,
+    prompt_tokens     INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    total_tokens      INTEGER NOT NULL,
+    tokens_estimated  INTEGER NOT NULL,
+    cached_tokens     INTEGER,
+    cost_usd          REAL,
+    retries           INTEGER NOT NULL,
+    failure_reason    TEXT,
+    session_id        TEXT,
+    user_id           TEXT,
+    tags              TEXT NOT NULL,
+    span_count        INTEGER NOT NULL,
+    error_count       INTEGER NOT NULL,
+    prompt_preview    TEXT,
+    response_preview  TEXT,
+    prompt            TEXT,
+    response          TEXT,
+    metadata          TEXT NOT NULL,
+    input             TEXT,
+    updated_us        INTEGER NOT NULL,
+    environment       TEXT
+);
+INSERT INTO traces_rebuilt SELECT * FROM traces;
+DROP TABLE traces;
+ALTER TABLE traces_rebuilt RENAME TO traces;
+CREATE INDEX traces_by_time    ON traces (project_id, ts DESC, pk DESC);
+CREATE INDEX traces_by_status  ON traces (project_id, status, ts DESC, pk DESC);
+CREATE INDEX traces_by_model   ON traces (project_id, model, ts DESC, pk DESC);
+CREATE INDEX traces_for_analytics ON traces (project_id, ts, environment, status, model,
+    latency_ms, prompt_tokens, completion_tokens, total_tokens, cost_usd, span_count);
+"#,
 ];
 
 /// Most text indexed for full-text search per trace.
@@ -332,6 +392,7 @@ pub struct SqliteStore {
     checkpointer: Mutex<Option<std::thread::JoinHandle<()>>>,
     progress: Arc<search::Progress>,
     readers: Arc<ReaderPool>,
+    ids: Arc<ids::TraceIds>,
     events: broadcast::Sender<StoreEvent>,
 }
 
@@ -368,35 +429,37 @@ impl SqliteStore {
         let o = opts.clone();
         let checkpoints = Arc::new(checkpoint::Checkpoints::default());
         let ckpt = Arc::clone(&checkpoints);
-        let (conn, search_conn, progress) = tokio::task::spawn_blocking(move || -> Result<_> {
-            let checkpoints = ckpt;
-            if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| {
-                    StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+        let (conn, search_conn, progress, ids) =
+            tokio::task::spawn_blocking(move || -> Result<_> {
+                let checkpoints = ckpt;
+                if let Some(dir) = p.parent().filter(|d| !d.as_os_str().is_empty()) {
+                    std::fs::create_dir_all(dir).map_err(|e| {
+                        StoreError::Unavailable(format!("cannot create {}: {e}", dir.display()))
+                    })?;
+                }
+                let mut conn = Connection::open(&p).map_err(|e| {
+                    StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
                 })?;
-            }
-            let mut conn = Connection::open(&p).map_err(|e| {
-                StoreError::Unavailable(format!("cannot open {}: {e}", p.display()))
-            })?;
-            // Span documents are 1-3 KB: 16 KB pages hold several per page where 4 KB pages
-            // hold one and waste the rest. Takes effect on a new database only.
-            conn.pragma_update(None, "page_size", 16384)?;
-            let mode: String =
-                conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
-            if !mode.eq_ignore_ascii_case("wal") {
-                return Err(StoreError::Internal(format!(
-                    "cannot enable WAL (journal mode {mode})"
-                )));
-            }
-            configure(&conn, o.sync_full)?;
-            migrate(&mut conn)?;
-            checkpoints.install(&mut conn)?;
-            // texts waiting for the indexer: a quarter of the ingest queue's memory bound
-            let (search_conn, progress) = search::open(&p, &conn, o.queue_bytes / 4)?;
-            Ok((conn, search_conn, progress))
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))??;
+                // Span documents are 1-3 KB: 16 KB pages hold several per page where 4 KB pages
+                // hold one and waste the rest. Takes effect on a new database only.
+                conn.pragma_update(None, "page_size", 16384)?;
+                let mode: String =
+                    conn.pragma_update_and_check(None, "journal_mode", "WAL", |r| r.get(0))?;
+                if !mode.eq_ignore_ascii_case("wal") {
+                    return Err(StoreError::Internal(format!(
+                        "cannot enable WAL (journal mode {mode})"
+                    )));
+                }
+                configure(&conn, o.sync_full)?;
+                migrate(&mut conn)?;
+                let ids = Arc::new(ids::TraceIds::load(&conn)?);
+                checkpoints.install(&mut conn)?;
+                // texts waiting for the indexer: a quarter of the ingest queue's memory bound
+                let (search_conn, progress) = search::open(&p, &conn, o.queue_bytes / 4)?;
+                Ok((conn, search_conn, progress, ids))
+            })
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))??;
 
         let (events, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel(opts.queue_requests.max(1));
@@ -436,6 +499,7 @@ impl SqliteStore {
             stale: false,
             progress: Arc::clone(&progress),
             trimmed: 0,
+            ids: Arc::clone(&ids),
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -454,6 +518,7 @@ impl SqliteStore {
             indexer: Mutex::new(Some(indexer)),
             checkpointer: Mutex::new(Some(checkpointer)),
             progress,
+            ids,
             events,
         })
     }
@@ -548,6 +613,8 @@ struct Writer {
     progress: Arc<search::Progress>,
     /// `fts_log` is trimmed up to here.
     trimmed: i64,
+    /// Trace ids to row keys (see sqlite/ids.rs).
+    ids: Arc<ids::TraceIds>,
     checkpoints: Arc<checkpoint::Checkpoints>,
 }
 
@@ -652,7 +719,7 @@ fn writer_loop(
         // the log is trimmed in steps, not at every commit
         let indexed = w.progress.indexed();
         let trim_to = (indexed - w.trimmed >= 1024).then_some(indexed);
-        match write_batch(&mut w.conn, &batch, &asm, &mut docs, trim_to) {
+        match write_batch(&mut w.conn, &batch, &asm, &mut docs, trim_to, &w.ids) {
             Ok(outcomes) => {
                 if let Some(seq) = trim_to {
                     w.trimmed = seq;
@@ -729,14 +796,18 @@ type Written = Vec<(Ingested, Option<TraceSummary>)>;
 /// transaction back, and nothing of it may then be acknowledged.
 ///
 /// `docs` receives the texts to index of what was committed; `trim_to` trims `fts_log` of what
-/// the search index holds.
+/// the search index holds. Each commit also carries a step of the trace-id merge (twice the
+/// batch's traces, so merging keeps ahead of arrivals; see sqlite/ids.rs).
 fn write_batch(
     conn: &mut Connection,
     batch: &[WriteRequest],
     asm: &Assembler,
     docs: &mut Vec<search::Doc>,
     trim_to: Option<i64>,
+    ids: &ids::TraceIds,
 ) -> Result<Vec<Result<Written>>> {
+    let traces: usize = batch.iter().map(|r| r.ops.len()).sum();
+    let step = (2 * traces).max(32);
     if !conn.is_autocommit() {
         // left open by an earlier failure whose rollback failed too: never build on it
         conn.execute_batch("ROLLBACK")?;
@@ -757,7 +828,7 @@ fn write_batch(
         'requests: for req in batch {
             let mut written = Vec::with_capacity(req.ops.len());
             for op in &req.ops {
-                match write_op(&tx, op, asm, now, docs) {
+                match write_op(&tx, op, asm, now, docs, ids) {
                     Ok(w) => written.push(w),
                     Err(e @ StoreError::Storage(_)) => return Err(e),
                     Err(e) => {
@@ -770,7 +841,9 @@ fn write_batch(
         }
         match failed {
             None => {
+                let merged = ids.merge_step(&tx, step)?;
                 tx.commit()?;
+                ids.merged(merged);
                 return Ok(out);
             }
             // the batch was this one request: its error is the answer
@@ -792,7 +865,7 @@ fn write_batch(
         let mut result = Ok(());
         let kept = docs.len();
         for op in &req.ops {
-            match write_op(&sp, op, asm, now, docs) {
+            match write_op(&sp, op, asm, now, docs, ids) {
                 Ok(w) => written.push(w),
                 Err(e @ StoreError::Storage(_)) => return Err(e),
                 Err(e) => {
@@ -813,7 +886,9 @@ fn write_batch(
             }
         }
     }
+    let merged = ids.merge_step(&tx, step)?;
     tx.commit()?;
+    ids.merged(merged);
     Ok(out)
 }
 
@@ -823,13 +898,14 @@ fn write_op(
     asm: &Assembler,
     now: i64,
     docs: &mut Vec<search::Doc>,
+    ids: &ids::TraceIds,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
     match op {
-        Op::Replace(t) => write_trace(conn, t, now, docs).map(|created| {
+        Op::Replace(t) => write_trace(conn, t, now, docs, ids).map(|created| {
             (Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone()))
         }),
         Op::Merge { project_id, batch, fresh } => {
-            merge_trace(conn, project_id, batch, fresh.as_deref(), asm, now, docs)
+            merge_trace(conn, project_id, batch, fresh.as_deref(), asm, now, docs, ids)
         }
     }
 }
@@ -850,7 +926,7 @@ fn stored_text(conn: &Connection, pk: i64) -> Result<Option<(String, search::Key
         })
         .optional()?;
     let Some((id, keys)) = row else { return Ok(None) };
-    Ok(get_trace(conn, &keys.project_id, &id)?.map(|t| (fts_body(&t), keys)))
+    Ok(trace_at(conn, pk, &keys.project_id, &id)?.map(|t| (fts_body(&t), keys)))
 }
 
 fn fts_body(t: &Trace) -> String {
@@ -876,12 +952,18 @@ fn write_trace(
     p: &Prepared,
     now_us: i64,
     docs: &mut Vec<search::Doc>,
+    ids: &ids::TraceIds,
 ) -> Result<bool> {
     let t = &p.summary;
-    let existing: Option<(i64, String, i64)> = conn
-        .prepare_cached("SELECT pk, tags, ts FROM traces WHERE project_id = ?1 AND id = ?2")?
-        .query_row(params![t.project_id, t.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+    let existing: Option<(i64, String, i64)> = match ids.find(conn, &t.project_id, &t.id)? {
+        Some(pk) => conn
+            .prepare_cached(
+                "SELECT pk, tags, ts FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3",
+            )?
+            .query_row(params![pk, t.project_id, t.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .optional()?,
+        None => None,
+    };
     let ts = time::to_micros(t.timestamp);
     let (tags, metadata) = (&p.tags, &p.metadata);
     let values: [&dyn ToSql; 30] = [
@@ -928,7 +1010,9 @@ fn write_trace(
                  ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
             )?
             .execute(&values[..])?;
-            (conn.last_insert_rowid(), true)
+            let pk = conn.last_insert_rowid();
+            ids.add(conn, &t.project_id, &t.id, pk)?;
+            (pk, true)
         }
         Some((pk, old_tags, old_ts)) => {
             let old: Vec<String> = serde_json::from_str(&old_tags).unwrap_or_default();
@@ -1047,6 +1131,7 @@ fn save_pending(
 
 /// Merges OTLP spans (and log events) into a trace: new spans replace stored ones with the same
 /// id (a retrying exporter's duplicates are stored once), and the whole trace is re-assembled.
+#[allow(clippy::too_many_arguments)] // the transaction's context, passed as write_trace takes it
 fn merge_trace(
     conn: &Connection,
     project_id: &str,
@@ -1055,11 +1140,18 @@ fn merge_trace(
     asm: &Assembler,
     now: i64,
     docs: &mut Vec<search::Doc>,
+    ids: &ids::TraceIds,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
-    let existing: Option<(i64, Option<String>)> = conn
-        .prepare_cached("SELECT pk, input FROM traces WHERE project_id = ?1 AND id = ?2")?
-        .query_row(params![project_id, batch.trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
-        .optional()?;
+    let existing: Option<(i64, Option<String>)> =
+        match ids.find(conn, project_id, &batch.trace_id)? {
+            Some(pk) => conn
+                .prepare_cached(
+                    "SELECT pk, input FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3",
+                )?
+                .query_row(params![pk, project_id, batch.trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?,
+            None => None,
+        };
     let has_pending = conn
         .prepare_cached(
             "SELECT 1 FROM pending_events WHERE project_id = ?1 AND trace_id = ?2 LIMIT 1",
@@ -1069,7 +1161,7 @@ fn merge_trace(
         && !has_pending
         && let Some(p) = fresh
     {
-        let created = write_trace(conn, p, now, docs)?;
+        let created = write_trace(conn, p, now, docs, ids)?;
         return Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary.clone())));
     }
     let mut events =
@@ -1102,7 +1194,7 @@ fn merge_trace(
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
     let p = prepare_changes(trace, Some(&input), existing.is_some().then_some(&stored_digests))?;
-    let created = write_trace(conn, &p, now, docs)?;
+    let created = write_trace(conn, &p, now, docs, ids)?;
     Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
 }
 
@@ -1491,22 +1583,44 @@ fn search_page(
 }
 
 /// A trace's row as the trace without spans (`span_count` says how many), and its row key.
-fn trace_head(conn: &Connection, project_id: &str, id: &str) -> Result<Option<(Trace, i64)>> {
+fn trace_head(
+    conn: &Connection,
+    ids: &ids::TraceIds,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<(Trace, i64)>> {
+    let Some(pk) = ids.find(conn, project_id, id)? else { return Ok(None) };
+    Ok(head_at(conn, pk, project_id, id)?.map(|head| (head, pk)))
+}
+
+/// The row `pk` as the trace without spans, if it is `id` of `project_id`.
+fn head_at(conn: &Connection, pk: i64, project_id: &str, id: &str) -> Result<Option<Trace>> {
     Ok(conn
         .prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
-             WHERE t.project_id = ?1 AND t.id = ?2"
+             WHERE t.pk = ?1 AND t.project_id = ?2 AND t.id = ?3"
         ))?
-        .query_row(params![project_id, id], |r| {
-            let (s, pk) = summary_from_row(r)?;
+        .query_row(params![pk, project_id, id], |r| {
+            let (s, _) = summary_from_row(r)?;
             let metadata = serde_json::from_str(&r.get::<_, String>(28)?).unwrap_or_default();
-            Ok((s.into_trace(r.get(26)?, r.get(27)?, metadata, Vec::new()), pk))
+            Ok(s.into_trace(r.get(26)?, r.get(27)?, metadata, Vec::new()))
         })
         .optional()?)
 }
 
-fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Trace>> {
-    let Some((mut trace, pk)) = trace_head(conn, project_id, id)? else {
+fn get_trace(
+    conn: &Connection,
+    ids: &ids::TraceIds,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<Trace>> {
+    let Some(pk) = ids.find(conn, project_id, id)? else { return Ok(None) };
+    trace_at(conn, pk, project_id, id)
+}
+
+/// The row `pk` as the whole trace, if it is `id` of `project_id`.
+fn trace_at(conn: &Connection, pk: i64, project_id: &str, id: &str) -> Result<Option<Trace>> {
+    let Some(mut trace) = head_at(conn, pk, project_id, id)? else {
         return Ok(None);
     };
     let mut stmt =
@@ -1519,16 +1633,31 @@ fn get_trace(conn: &Connection, project_id: &str, id: &str) -> Result<Option<Tra
     Ok(Some(trace))
 }
 
-fn get_span_ids(conn: &Connection, project_id: &str, trace_id: &str) -> Result<Vec<String>> {
+/// The row key of `trace_id` in `project_id`, checked against its row.
+fn trace_pk(
+    conn: &Connection,
+    ids: &ids::TraceIds,
+    project_id: &str,
+    trace_id: &str,
+) -> Result<Option<i64>> {
+    let Some(pk) = ids.find(conn, project_id, trace_id)? else { return Ok(None) };
+    let here = conn
+        .prepare_cached("SELECT 1 FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3")?
+        .exists(params![pk, project_id, trace_id])?;
+    Ok(here.then_some(pk))
+}
+
+fn get_span_ids(
+    conn: &Connection,
+    ids: &ids::TraceIds,
+    project_id: &str,
+    trace_id: &str,
+) -> Result<Vec<String>> {
+    let Some(pk) = trace_pk(conn, ids, project_id, trace_id)? else { return Ok(Vec::new()) };
     // sorted here from the keys alone, not by SQLite with the documents
     let mut keys = conn
-        .prepare_cached(
-            "SELECT s.start_us, s.id FROM traces t JOIN spans s ON s.trace_pk = t.pk
-             WHERE t.project_id = ?1 AND t.id = ?2",
-        )?
-        .query_map(params![project_id, trace_id], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
-        })?
+        .prepare_cached("SELECT start_us, id FROM spans WHERE trace_pk = ?1")?
+        .query_map([pk], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)))?
         .collect::<rusqlite::Result<Vec<_>>>()?;
     keys.sort_unstable();
     Ok(keys.into_iter().map(|(_, id)| id).collect())
@@ -1536,15 +1665,12 @@ fn get_span_ids(conn: &Connection, project_id: &str, trace_id: &str) -> Result<V
 
 fn get_spans(
     conn: &Connection,
+    ids: &ids::TraceIds,
     project_id: &str,
     trace_id: &str,
     span_ids: &[String],
 ) -> Result<Vec<Span>> {
-    let pk: Option<i64> = conn
-        .prepare_cached("SELECT pk FROM traces WHERE project_id = ?1 AND id = ?2")?
-        .query_row(params![project_id, trace_id], |r| r.get(0))
-        .optional()?;
-    let Some(pk) = pk else { return Ok(Vec::new()) };
+    let Some(pk) = trace_pk(conn, ids, project_id, trace_id)? else { return Ok(Vec::new()) };
     let mut stmt = conn.prepare_cached("SELECT doc FROM spans WHERE trace_pk = ?1 AND id = ?2")?;
     let mut spans = Vec::with_capacity(span_ids.len());
     for id in span_ids {
@@ -1659,17 +1785,20 @@ impl Store for SqliteStore {
 
     async fn get_trace(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
         let (p, i) = (project_id.to_string(), id.to_string());
-        self.readers.run(move |c| get_trace(c, &p, &i)).await
+        let ids = Arc::clone(&self.ids);
+        self.readers.run(move |c| get_trace(c, &ids, &p, &i)).await
     }
 
     async fn get_trace_head(&self, project_id: &str, id: &str) -> Result<Option<Trace>> {
         let (p, i) = (project_id.to_string(), id.to_string());
-        self.readers.run(move |c| Ok(trace_head(c, &p, &i)?.map(|(head, _)| head))).await
+        let ids = Arc::clone(&self.ids);
+        self.readers.run(move |c| Ok(trace_head(c, &ids, &p, &i)?.map(|(head, _)| head))).await
     }
 
     async fn get_span_ids(&self, project_id: &str, trace_id: &str) -> Result<Vec<String>> {
         let (p, t) = (project_id.to_string(), trace_id.to_string());
-        self.readers.run(move |c| get_span_ids(c, &p, &t)).await
+        let ids = Arc::clone(&self.ids);
+        self.readers.run(move |c| get_span_ids(c, &ids, &p, &t)).await
     }
 
     async fn get_spans(
@@ -1679,7 +1808,8 @@ impl Store for SqliteStore {
         span_ids: Vec<String>,
     ) -> Result<Vec<Span>> {
         let (p, t) = (project_id.to_string(), trace_id.to_string());
-        self.readers.run(move |c| get_spans(c, &p, &t, &span_ids)).await
+        let ids = Arc::clone(&self.ids);
+        self.readers.run(move |c| get_spans(c, &ids, &p, &t, &span_ids)).await
     }
 
     async fn get_span(
@@ -1689,13 +1819,15 @@ impl Store for SqliteStore {
         span_id: &str,
     ) -> Result<Option<(Span, Option<String>)>> {
         let (p, t, s) = (project_id.to_string(), trace_id.to_string(), span_id.to_string());
+        let ids = Arc::clone(&self.ids);
         self.readers
             .run(move |c| {
+                let Some(pk) = ids.find(c, &p, &t)? else { return Ok(None) };
                 let mut stmt = c.prepare_cached(
                     "SELECT s.doc, t.environment FROM traces t JOIN spans s ON s.trace_pk = t.pk
-                     WHERE t.project_id = ?1 AND t.id = ?2 AND s.id = ?3",
+                     WHERE t.pk = ?1 AND t.project_id = ?2 AND t.id = ?3 AND s.id = ?4",
                 )?;
-                let mut rows = stmt.query(params![p, t, s])?;
+                let mut rows = stmt.query(params![pk, p, t, s])?;
                 match rows.next()? {
                     Some(r) => Ok(Some((doc::unpack(r.get_ref(0)?)?, r.get(1)?))),
                     None => Ok(None),
@@ -1987,6 +2119,66 @@ impl Store for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A database from before the trace-id map (schema 7, ids in a UNIQUE index of `traces`)
+    /// is upgraded in place: its traces are found by id, whole, and a trace sent again under
+    /// the same id is updated, not stored twice.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_schema_7_database_keeps_its_traces_by_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let trace = |id: &str, name: &str| {
+            let doc = serde_json::json!({"id": id, "name": name, "spans": [{"id": "a",
+                "name": name, "kind": "agent", "start_time": "2026-05-31T10:00:00Z",
+                "end_time": "2026-05-31T10:00:01Z"}]});
+            tracellm_core::normalize_trace(
+                doc,
+                "default",
+                &tracellm_core::PriceTable::builtin(),
+                &tracellm_core::NormalizeOptions::default(),
+            )
+            .unwrap()
+        };
+        {
+            let conn = Connection::open(&path).unwrap();
+            conn.pragma_update(None, "page_size", 16384).unwrap();
+            for sql in &MIGRATIONS[..7] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 7).unwrap();
+            for (i, id) in ["old-1", "old-2"].into_iter().enumerate() {
+                let t = trace(id, "before");
+                conn.execute(
+                    "INSERT INTO traces (pk, project_id, id, name, status, ts, prompt_tokens,
+                     completion_tokens, total_tokens, tokens_estimated, retries, tags, span_count,
+                     error_count, metadata, updated_us)
+                     VALUES (?1, 'default', ?2, 'before', 'success', ?3, 0, 0, 0, 0, 0, '[]', 1, 0, '{}', 0)",
+                    params![i as i64 + 1, id, time::to_micros(t.timestamp)],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO spans (trace_pk, id, start_us, doc) VALUES (?1, 'a', 0, ?2)",
+                    params![i as i64 + 1, serde_json::to_string(&t.spans[0]).unwrap()],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        for id in ["old-1", "old-2"] {
+            let t = store.get_trace("default", id).await.unwrap().expect(id);
+            assert_eq!((t.name.as_str(), t.spans.len()), ("before", 1));
+        }
+        assert!(store.get_trace("other", "old-1").await.unwrap().is_none());
+        store.ingest(vec![trace("old-2", "after"), trace("new-1", "after")]).await.unwrap();
+        assert_eq!(store.get_trace("default", "old-2").await.unwrap().unwrap().name, "after");
+        assert_eq!(store.get_trace("default", "new-1").await.unwrap().unwrap().name, "after");
+        let q = TraceQuery { project_id: "default".into(), limit: 50, ..Default::default() };
+        let mut names: Vec<_> =
+            store.list_traces(q).await.unwrap().traces.into_iter().map(|t| t.id).collect();
+        names.sort();
+        assert_eq!(names, ["new-1", "old-1", "old-2"]);
+        store.close().await.unwrap();
+    }
 
     /// A search answers the same whichever way it reads the index (every match looked up and
     /// sorted, or the newest traces checked a stretch at a time), through every page, with

@@ -1,0 +1,214 @@
+//! Trace ids to row keys, written in sorted runs instead of one random page per trace.
+//!
+//! W3C trace ids are random, so an index of them takes each new trace on a random leaf: at
+//! millions of traces every trace dirtied a 16 KB page of its own (and its parents) in the
+//! acknowledging commit and again in the checkpoint, most of the bytes the writer wrote.
+//! Here a new trace's id goes to `recent_ids`, appended in arrival order (row key order, so a
+//! commit adds to the last page), and to a map in memory that lookups read first. When the map
+//! holds `GENERATION` ids it is frozen, sorted, and merged into `trace_ids` (the index of every
+//! older id, in id order) a slice per ingest commit, inside that commit: consecutive slices are
+//! consecutive keys, so each leaf of `trace_ids` is written about once per generation, however
+//! random the ids. The commit holding the last slice also deletes the generation from
+//! `recent_ids`; on start the map is loaded from what `recent_ids` still holds.
+//!
+//! A row key found here is a candidate: callers read the row and check its project and id, so
+//! an entry left by a rolled-back transaction (its key reused by a later trace) finds nothing.
+
+use std::collections::HashMap;
+use std::sync::RwLock;
+
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::Result;
+
+/// Ids held in memory before a generation is merged (about 5 MB of map).
+const GENERATION: usize = 1 << 16;
+
+#[derive(Default)]
+struct Inner {
+    /// Ids added since the last freeze, by `key`.
+    young: HashMap<Box<str>, i64>,
+    /// A frozen generation in key order, merged into `trace_ids` up to `merged`.
+    frozen: Vec<(Box<str>, i64)>,
+    merged: usize,
+}
+
+pub(crate) struct TraceIds {
+    inner: RwLock<Inner>,
+    /// Ids held before a freeze: `GENERATION` but in tests.
+    generation: usize,
+}
+
+/// One string per (project, id), ordered as `trace_ids`' key (no project holds a NUL).
+fn key(project_id: &str, id: &str) -> Box<str> {
+    let mut k = String::with_capacity(project_id.len() + 1 + id.len());
+    k.push_str(project_id);
+    k.push('\0');
+    k.push_str(id);
+    k.into()
+}
+
+fn split(key: &str) -> (&str, &str) {
+    key.split_once('\0').unwrap_or((key, ""))
+}
+
+impl TraceIds {
+    /// The ids `recent_ids` holds (all but those of a completed merge).
+    pub(crate) fn load(conn: &Connection) -> Result<TraceIds> {
+        Self::load_with(conn, GENERATION)
+    }
+
+    fn load_with(conn: &Connection, generation: usize) -> Result<TraceIds> {
+        let mut young = HashMap::new();
+        let mut stmt = conn.prepare("SELECT project_id, id, pk FROM recent_ids")?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let (project_id, id): (String, String) = (r.get(0)?, r.get(1)?);
+            young.insert(key(&project_id, &id), r.get(2)?);
+        }
+        let ids = TraceIds { inner: RwLock::new(Inner { young, ..Inner::default() }), generation };
+        ids.freeze_if_full();
+        Ok(ids)
+    }
+
+    /// The row key stored for `id`, if any (to be checked against the row).
+    pub(crate) fn find(
+        &self,
+        conn: &Connection,
+        project_id: &str,
+        id: &str,
+    ) -> Result<Option<i64>> {
+        {
+            let k = key(project_id, id);
+            let inner = self.inner.read().expect("trace ids lock");
+            if let Some(&pk) = inner.young.get(&k) {
+                return Ok(Some(pk));
+            }
+            if let Ok(i) = inner.frozen.binary_search_by(|(f, _)| f.as_ref().cmp(&k)) {
+                return Ok(Some(inner.frozen[i].1));
+            }
+        }
+        Ok(conn
+            .prepare_cached("SELECT pk FROM trace_ids WHERE project_id = ?1 AND id = ?2")?
+            .query_row(params![project_id, id], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// A new trace, inside the writer's transaction: appended to `recent_ids`, and found in
+    /// memory from now on (by a reader too, which finds its row once the commit is made).
+    pub(crate) fn add(&self, conn: &Connection, project_id: &str, id: &str, pk: i64) -> Result<()> {
+        conn.prepare_cached("INSERT INTO recent_ids (pk, project_id, id) VALUES (?1, ?2, ?3)")?
+            .execute(params![pk, project_id, id])?;
+        self.inner.write().expect("trace ids lock").young.insert(key(project_id, id), pk);
+        Ok(())
+    }
+
+    /// Inside the writer's transaction, before its commit: merges the next `n` ids of a frozen
+    /// generation into `trace_ids` (and, with the last of them, takes the generation out of
+    /// `recent_ids`). Returns how many, for `merged` once the commit is made.
+    pub(crate) fn merge_step(&self, conn: &Connection, n: usize) -> Result<usize> {
+        let inner = self.inner.read().expect("trace ids lock");
+        let from = inner.merged;
+        let to = (from + n).min(inner.frozen.len());
+        if from == to {
+            return Ok(0);
+        }
+        let mut put = conn.prepare_cached(
+            "INSERT OR REPLACE INTO trace_ids (project_id, id, pk) VALUES (?1, ?2, ?3)",
+        )?;
+        for (k, pk) in &inner.frozen[from..to] {
+            let (project_id, id) = split(k);
+            put.execute(params![project_id, id, pk])?;
+        }
+        if to == inner.frozen.len() {
+            let last = inner.frozen.iter().map(|&(_, pk)| pk).max().unwrap_or(0);
+            conn.prepare_cached("DELETE FROM recent_ids WHERE pk <= ?1")?.execute([last])?;
+        }
+        Ok(to - from)
+    }
+
+    /// After the commit that held a `merge_step` of `n`: those ids are found in `trace_ids`;
+    /// a generation merged whole is dropped, and a full map frozen in its place.
+    pub(crate) fn merged(&self, n: usize) {
+        {
+            let mut inner = self.inner.write().expect("trace ids lock");
+            inner.merged += n;
+            if inner.merged >= inner.frozen.len() {
+                inner.frozen = Vec::new();
+                inner.merged = 0;
+            }
+        }
+        self.freeze_if_full();
+    }
+
+    /// Freezes the map once it holds a generation and no other is being merged.
+    fn freeze_if_full(&self) {
+        let mut inner = self.inner.write().expect("trace ids lock");
+        if inner.young.len() < self.generation || !inner.frozen.is_empty() {
+            return;
+        }
+        let mut frozen: Vec<(Box<str>, i64)> = inner.young.drain().collect();
+        frozen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        inner.frozen = frozen;
+        inner.merged = 0;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn count(conn: &Connection, table: &str) -> usize {
+        conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get::<_, i64>(0))
+            .unwrap() as usize
+    }
+
+    /// Ids added in commits as the writer makes them (ten a commit, a merge step in each) are
+    /// found at every point: in memory, mid-merge, merged, after a restart mid-merge (a crash:
+    /// the map dropped unsaved), and `recent_ids` keeps no more than it must.
+    #[test]
+    fn every_id_is_found_through_generations_and_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("traces.db")).unwrap();
+        super::super::migrate(&mut conn).unwrap();
+        let id =
+            |n: usize| format!("{:032x}", (n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c));
+        let mut ids = TraceIds::load_with(&conn, 100).unwrap();
+        let mut added = 0;
+        for round in 0..60 {
+            let tx = conn.transaction().unwrap();
+            for _ in 0..10 {
+                added += 1;
+                let project = if added % 3 == 0 { "p-2" } else { "default" };
+                ids.add(&tx, project, &id(added), added as i64).unwrap();
+            }
+            let n = ids.merge_step(&tx, 20).unwrap();
+            tx.commit().unwrap();
+            ids.merged(n);
+            if round % 20 == 19 {
+                // a restart: the map is gone, what was committed is all there is
+                ids = TraceIds::load_with(&conn, 100).unwrap();
+            }
+            for k in 1..=added {
+                let project = if k % 3 == 0 { "p-2" } else { "default" };
+                assert_eq!(ids.find(&conn, project, &id(k)).unwrap(), Some(k as i64), "id {k}");
+                let other = if k % 3 == 0 { "default" } else { "p-2" };
+                assert_eq!(ids.find(&conn, other, &id(k)).unwrap(), None, "id {k} elsewhere");
+            }
+            // at most a generation filling and one being merged stay in recent_ids
+            assert!(count(&conn, "recent_ids") <= 200 + 10, "{}", count(&conn, "recent_ids"));
+        }
+        assert_eq!(added, 600);
+        assert!(count(&conn, "trace_ids") >= 400, "merged: {}", count(&conn, "trace_ids"));
+        assert_eq!(ids.find(&conn, "default", &id(601)).unwrap(), None);
+    }
+
+    #[test]
+    fn keys_sort_as_the_index_does() {
+        // project first, then id: "a" < "a-b" as projects although 'a\0' < 'a-'
+        let mut keys = [key("a-b", "0"), key("a", "z"), key("a", "y")];
+        keys.sort();
+        let pairs: Vec<_> = keys.iter().map(|k| split(k)).collect();
+        assert_eq!(pairs, [("a", "y"), ("a", "z"), ("a-b", "0")]);
+    }
+}
