@@ -452,7 +452,7 @@ impl SqliteStore {
                 }
                 configure(&conn, o.sync_full)?;
                 migrate(&mut conn)?;
-                let ids = Arc::new(ids::TraceIds::load(&conn)?);
+                let ids = Arc::new(ids::TraceIds::load(&p)?);
                 checkpoints.install(&mut conn)?;
                 // texts waiting for the indexer: a quarter of the ingest queue's memory bound
                 let (search_conn, progress) = search::open(&p, &conn, o.queue_bytes / 4)?;

@@ -21,16 +21,83 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::Result;
 
-/// Ids held in memory before a generation is merged (about 5 MB of map).
-const GENERATION: usize = 1 << 16;
+/// Ids held in memory before a generation is merged: with the one being merged, at most 64 Ki
+/// ids, ~3 MB of memory.
+const GENERATION: usize = 1 << 15;
+
+/// A trace id in memory. Ids as OpenTelemetry sends them (32 lowercase hex digits) are held as
+/// their 16 bytes with the project's number: 24 bytes, where a string would take ~90 with its
+/// allocation. Within a project both kinds order as their text does, so a frozen generation
+/// sorted by `Key` is in `trace_ids` order, one project after another.
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+enum Key {
+    Hex(u32, [u8; 16]),
+    /// Any other id: "project\0id" (no project holds a NUL).
+    Text(Box<str>),
+}
 
 #[derive(Default)]
 struct Inner {
-    /// Ids added since the last freeze, by `key`.
-    young: HashMap<Box<str>, i64>,
+    /// Project ids by number (`Key::Hex`), and their numbers.
+    projects: Vec<Box<str>>,
+    numbers: HashMap<Box<str>, u32>,
+    /// Ids added since the last freeze.
+    young: HashMap<Key, i64>,
     /// A frozen generation in key order, merged into `trace_ids` up to `merged`.
-    frozen: Vec<(Box<str>, i64)>,
+    frozen: Vec<(Key, i64)>,
     merged: usize,
+}
+
+impl Inner {
+    /// The key of `id` in `project_id`; `None` when the project has no number yet (so no id of
+    /// it is held as hex). `add` numbers it.
+    fn key(&self, project_id: &str, id: &str) -> Option<Key> {
+        match hex(id) {
+            Some(bytes) => self.numbers.get(project_id).map(|&n| Key::Hex(n, bytes)),
+            None => Some(Key::Text(text_key(project_id, id))),
+        }
+    }
+
+    fn key_or_number(&mut self, project_id: &str, id: &str) -> Key {
+        if let Some(k) = self.key(project_id, id) {
+            return k;
+        }
+        let n = self.projects.len() as u32;
+        self.projects.push(project_id.into());
+        self.numbers.insert(project_id.into(), n);
+        self.key(project_id, id).expect("numbered")
+    }
+
+    /// The project and id a key stands for.
+    fn parts(&self, key: &Key) -> (String, String) {
+        match key {
+            Key::Hex(n, bytes) => (
+                self.projects[*n as usize].to_string(),
+                bytes.iter().map(|b| format!("{b:02x}")).collect(),
+            ),
+            Key::Text(k) => {
+                let (p, i) = k.split_once('\0').unwrap_or((k, ""));
+                (p.to_string(), i.to_string())
+            }
+        }
+    }
+}
+
+/// The 16 bytes of a 32-digit lowercase hex id (whose text orders as its bytes do).
+fn hex(id: &str) -> Option<[u8; 16]> {
+    let b = id.as_bytes();
+    if b.len() != 32 || !b.iter().all(|c| c.is_ascii_digit() || (b'a'..=b'f').contains(c)) {
+        return None;
+    }
+    Some(u128::from_str_radix(id, 16).ok()?.to_be_bytes())
+}
+
+fn text_key(project_id: &str, id: &str) -> Box<str> {
+    let mut k = String::with_capacity(project_id.len() + 1 + id.len());
+    k.push_str(project_id);
+    k.push('\0');
+    k.push_str(id);
+    k.into()
 }
 
 pub(crate) struct TraceIds {
@@ -39,36 +106,32 @@ pub(crate) struct TraceIds {
     generation: usize,
 }
 
-/// One string per (project, id), ordered as `trace_ids`' key (no project holds a NUL).
-fn key(project_id: &str, id: &str) -> Box<str> {
-    let mut k = String::with_capacity(project_id.len() + 1 + id.len());
-    k.push_str(project_id);
-    k.push('\0');
-    k.push_str(id);
-    k.into()
-}
-
-fn split(key: &str) -> (&str, &str) {
-    key.split_once('\0').unwrap_or((key, ""))
-}
-
 impl TraceIds {
-    /// The ids `recent_ids` holds (all but those of a completed merge).
-    pub(crate) fn load(conn: &Connection) -> Result<TraceIds> {
-        Self::load_with(conn, GENERATION)
+    /// The ids `recent_ids` holds (all but those of a completed merge), read on a connection of
+    /// its own so that its page cache goes with it.
+    pub(crate) fn load(path: &std::path::Path) -> Result<TraceIds> {
+        let conn = Connection::open_with_flags(path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+        Self::load_with(&conn, GENERATION)
     }
 
     fn load_with(conn: &Connection, generation: usize) -> Result<TraceIds> {
-        let mut young = HashMap::new();
+        let mut inner = Inner::default();
+        let n: i64 = conn.query_row("SELECT count(*) FROM recent_ids", [], |r| r.get(0))?;
+        let mut all = Vec::with_capacity(n as usize);
         let mut stmt = conn.prepare("SELECT project_id, id, pk FROM recent_ids")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
             let (project_id, id): (String, String) = (r.get(0)?, r.get(1)?);
-            young.insert(key(&project_id, &id), r.get(2)?);
+            all.push((inner.key_or_number(&project_id, &id), r.get(2)?));
         }
-        let ids = TraceIds { inner: RwLock::new(Inner { young, ..Inner::default() }), generation };
-        ids.freeze_if_full();
-        Ok(ids)
+        if all.len() >= generation {
+            // a full generation (or more, from a crash mid-merge) is merged from the start
+            all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+            inner.frozen = all;
+        } else {
+            inner.young = all.into_iter().collect();
+        }
+        Ok(TraceIds { inner: RwLock::new(inner), generation })
     }
 
     /// The row key stored for `id`, if any (to be checked against the row).
@@ -79,13 +142,14 @@ impl TraceIds {
         id: &str,
     ) -> Result<Option<i64>> {
         {
-            let k = key(project_id, id);
             let inner = self.inner.read().expect("trace ids lock");
-            if let Some(&pk) = inner.young.get(&k) {
-                return Ok(Some(pk));
-            }
-            if let Ok(i) = inner.frozen.binary_search_by(|(f, _)| f.as_ref().cmp(&k)) {
-                return Ok(Some(inner.frozen[i].1));
+            if let Some(k) = inner.key(project_id, id) {
+                if let Some(&pk) = inner.young.get(&k) {
+                    return Ok(Some(pk));
+                }
+                if let Ok(i) = inner.frozen.binary_search_by(|(f, _)| f.cmp(&k)) {
+                    return Ok(Some(inner.frozen[i].1));
+                }
             }
         }
         Ok(conn
@@ -99,7 +163,9 @@ impl TraceIds {
     pub(crate) fn add(&self, conn: &Connection, project_id: &str, id: &str, pk: i64) -> Result<()> {
         conn.prepare_cached("INSERT INTO recent_ids (pk, project_id, id) VALUES (?1, ?2, ?3)")?
             .execute(params![pk, project_id, id])?;
-        self.inner.write().expect("trace ids lock").young.insert(key(project_id, id), pk);
+        let mut inner = self.inner.write().expect("trace ids lock");
+        let k = inner.key_or_number(project_id, id);
+        inner.young.insert(k, pk);
         Ok(())
     }
 
@@ -117,7 +183,7 @@ impl TraceIds {
             "INSERT OR REPLACE INTO trace_ids (project_id, id, pk) VALUES (?1, ?2, ?3)",
         )?;
         for (k, pk) in &inner.frozen[from..to] {
-            let (project_id, id) = split(k);
+            let (project_id, id) = inner.parts(k);
             put.execute(params![project_id, id, pk])?;
         }
         if to == inner.frozen.len() {
@@ -147,10 +213,11 @@ impl TraceIds {
         if inner.young.len() < self.generation || !inner.frozen.is_empty() {
             return;
         }
-        let mut frozen: Vec<(Box<str>, i64)> = inner.young.drain().collect();
+        let mut frozen: Vec<(Key, i64)> = inner.young.drain().collect();
         frozen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         inner.frozen = frozen;
         inner.merged = 0;
+        inner.young.shrink_to(self.generation);
     }
 }
 
@@ -171,8 +238,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("traces.db")).unwrap();
         super::super::migrate(&mut conn).unwrap();
-        let id =
-            |n: usize| format!("{:032x}", (n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c));
+        // OpenTelemetry's hex ids, and every fifth one a native id of any text
+        let id = |n: usize| match n % 5 {
+            0 => format!("native-{n}"),
+            _ => format!("{:032x}", (n as u128).wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c)),
+        };
         let mut ids = TraceIds::load_with(&conn, 100).unwrap();
         let mut added = 0;
         for round in 0..60 {
@@ -204,11 +274,15 @@ mod tests {
     }
 
     #[test]
-    fn keys_sort_as_the_index_does() {
-        // project first, then id: "a" < "a-b" as projects although 'a\0' < 'a-'
-        let mut keys = [key("a-b", "0"), key("a", "z"), key("a", "y")];
+    fn keys_sort_as_the_index_does_within_a_project() {
+        let mut inner = Inner::default();
+        let ids = ["00ff0000000000000000000000000001", "0a000000000000000000000000000000", "b"];
+        let mut keys: Vec<Key> = ids.iter().map(|id| inner.key_or_number("p", id)).collect();
+        keys.push(inner.key_or_number("p", "a"));
         keys.sort();
-        let pairs: Vec<_> = keys.iter().map(|k| split(k)).collect();
-        assert_eq!(pairs, [("a", "y"), ("a", "z"), ("a-b", "0")]);
+        let parts: Vec<String> = keys.iter().map(|k| inner.parts(k).1).collect();
+        // hex ids in text order, then the others in text order
+        assert_eq!(parts, [ids[0], ids[1], "a", "b"]);
+        assert_eq!(hex("0A000000000000000000000000000000"), None, "upper case stays text");
     }
 }
