@@ -5,7 +5,7 @@
 //! acknowledging commit and again in the checkpoint, most of the bytes the writer wrote.
 //! Here a new trace's id goes to `recent_ids`, appended in arrival order (row key order, so a
 //! commit adds to the last page), and to a map in memory that lookups read first. When the map
-//! holds `GENERATION` ids it is frozen, sorted, and merged into `trace_ids` (the index of every
+//! holds a generation of ids it is frozen, sorted, and merged into `trace_ids` (the index of every
 //! older id, in id order) a slice per ingest commit, inside that commit: consecutive slices are
 //! consecutive keys, so each leaf of `trace_ids` is written about once per generation, however
 //! random the ids. The commit holding the last slice also deletes the generation from
@@ -21,14 +21,19 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::Result;
 
-/// Ids held in memory before a generation is merged: with the one being merged, at most 64 Ki
-/// ids, ~3 MB of memory.
+/// Ids held in memory before a generation is merged: one per `STORED_PER_ID` traces stored, so that a
+/// merge writes each leaf of `trace_ids` for ~64 ids (~0.3 pages per id, where a random insert
+/// costs a page and its parents) however big the store; at least `GENERATION`, at most 8 times
+/// that. Two generations (one filling, one merging) of 32 Ki take ~2 MB; the store needs 2 M
+/// traces (12 M spans) before a generation grows past it.
 const GENERATION: usize = 1 << 15;
+const STORED_PER_ID: usize = 64;
 
 /// A trace id in memory. Ids as OpenTelemetry sends them (32 lowercase hex digits) are held as
 /// their 16 bytes with the project's number: 24 bytes, where a string would take ~90 with its
-/// allocation. Within a project both kinds order as their text does, so a frozen generation
-/// sorted by `Key` is in `trace_ids` order, one project after another.
+/// allocation. Sorted by `Key`, a frozen generation is each project's hex ids, then every text
+/// id, each run in `trace_ids`' order (hex digits order as the bytes do): a slice of it is a
+/// run of neighbouring keys in `trace_ids`.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 enum Key {
     Hex(u32, [u8; 16]),
@@ -46,6 +51,8 @@ struct Inner {
     /// A frozen generation in key order, merged into `trace_ids` up to `merged`.
     frozen: Vec<(Key, i64)>,
     merged: usize,
+    /// The highest row key seen: about the number of traces stored (row keys follow arrival).
+    last_pk: i64,
 }
 
 impl Inner {
@@ -102,7 +109,7 @@ fn text_key(project_id: &str, id: &str) -> Box<str> {
 
 pub(crate) struct TraceIds {
     inner: RwLock<Inner>,
-    /// Ids held before a freeze: `GENERATION` but in tests.
+    /// The smallest generation: `GENERATION` but in tests.
     generation: usize,
 }
 
@@ -121,10 +128,11 @@ impl TraceIds {
         let mut stmt = conn.prepare("SELECT project_id, id, pk FROM recent_ids")?;
         let mut rows = stmt.query([])?;
         while let Some(r) = rows.next()? {
-            let (project_id, id): (String, String) = (r.get(0)?, r.get(1)?);
-            all.push((inner.key_or_number(&project_id, &id), r.get(2)?));
+            let (project_id, id, pk): (String, String, i64) = (r.get(0)?, r.get(1)?, r.get(2)?);
+            all.push((inner.key_or_number(&project_id, &id), pk));
+            inner.last_pk = inner.last_pk.max(pk);
         }
-        if all.len() >= generation {
+        if all.len() >= generation_of(generation, inner.last_pk) {
             // a full generation (or more, from a crash mid-merge) is merged from the start
             all.sort_unstable_by(|a, b| a.0.cmp(&b.0));
             inner.frozen = all;
@@ -166,6 +174,7 @@ impl TraceIds {
         let mut inner = self.inner.write().expect("trace ids lock");
         let k = inner.key_or_number(project_id, id);
         inner.young.insert(k, pk);
+        inner.last_pk = inner.last_pk.max(pk);
         Ok(())
     }
 
@@ -210,15 +219,21 @@ impl TraceIds {
     /// Freezes the map once it holds a generation and no other is being merged.
     fn freeze_if_full(&self) {
         let mut inner = self.inner.write().expect("trace ids lock");
-        if inner.young.len() < self.generation || !inner.frozen.is_empty() {
+        let generation = generation_of(self.generation, inner.last_pk);
+        if inner.young.len() < generation || !inner.frozen.is_empty() {
             return;
         }
         let mut frozen: Vec<(Key, i64)> = inner.young.drain().collect();
         frozen.sort_unstable_by(|a, b| a.0.cmp(&b.0));
         inner.frozen = frozen;
         inner.merged = 0;
-        inner.young.shrink_to(self.generation);
+        inner.young.shrink_to(generation);
     }
+}
+
+/// Ids in a generation, with `stored` traces: one per `STORED_PER_ID`, from `least` to 8 times that.
+fn generation_of(least: usize, stored: i64) -> usize {
+    (stored.max(0) as usize / STORED_PER_ID).clamp(least, 8 * least)
 }
 
 #[cfg(test)]
@@ -271,6 +286,13 @@ mod tests {
         assert_eq!(added, 600);
         assert!(count(&conn, "trace_ids") >= 400, "merged: {}", count(&conn, "trace_ids"));
         assert_eq!(ids.find(&conn, "default", &id(601)).unwrap(), None);
+    }
+
+    #[test]
+    fn a_generation_grows_with_the_store() {
+        assert_eq!(generation_of(GENERATION, 0), GENERATION);
+        assert_eq!(generation_of(GENERATION, 5_000_000), 5_000_000 / STORED_PER_ID);
+        assert_eq!(generation_of(GENERATION, 1 << 40), 8 * GENERATION);
     }
 
     #[test]
