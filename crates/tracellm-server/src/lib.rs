@@ -218,6 +218,9 @@ async fn housekeeping(state: AppState, mut stop: watch::Receiver<bool>) {
             Ok(n) => tracing::info!(events = n, "dropped log events whose span never arrived"),
             Err(e) => tracing::debug!(error = %e, "expiring pending log events failed"),
         }
+        if let Err(e) = state.store.tidy().await {
+            tracing::debug!(error = %e, "store housekeeping failed");
+        }
     }
 }
 

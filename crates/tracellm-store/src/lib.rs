@@ -257,6 +257,11 @@ pub trait Store: Send + Sync + 'static {
     /// returns how many.
     async fn expire_pending_events(&self, before_us: i64) -> Result<u64>;
 
+    /// Housekeeping the store does while ingest is quiet (called every 30 s).
+    async fn tidy(&self) -> Result<()> {
+        Ok(())
+    }
+
     async fn get_setting(&self, key: &str) -> Result<Option<String>>;
 
     async fn set_setting(&self, key: &str, value: &str) -> Result<()>;

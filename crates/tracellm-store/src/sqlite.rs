@@ -290,6 +290,8 @@ type AdminJob = Box<dyn FnOnce(&Connection) -> Result<serde_json::Value> + Send>
 enum Job {
     Write(WriteRequest),
     Admin(AdminJob, oneshot::Sender<Result<serde_json::Value>>),
+    /// Merge the trace ids waiting in memory, if ingest is quiet (see `settle_ids`).
+    Tidy,
 }
 
 /// One trace's change, as the writer applies it.
@@ -683,6 +685,7 @@ fn writer_loop(
 ) {
     let mut held: Option<Job> = None;
     let mut docs = Vec::new();
+    let mut last_write = std::time::Instant::now();
     loop {
         let first = match held.take() {
             Some(j) => j,
@@ -695,6 +698,12 @@ fn writer_loop(
         let first = match first {
             Job::Admin(job, ack) => {
                 let _ = ack.send(run_admin(&mut w.conn, job).map_err(|e| w.diagnose(e)));
+                continue;
+            }
+            Job::Tidy => {
+                if last_write.elapsed() >= QUIET {
+                    held = settle_ids(&mut w, &mut rx);
+                }
                 continue;
             }
             Job::Write(r) => r,
@@ -719,6 +728,7 @@ fn writer_loop(
         // the log is trimmed in steps, not at every commit
         let indexed = w.progress.indexed();
         let trim_to = (indexed - w.trimmed >= 1024).then_some(indexed);
+        last_write = std::time::Instant::now();
         match write_batch(&mut w.conn, &batch, &asm, &mut docs, trim_to, &w.ids) {
             Ok(outcomes) => {
                 if let Some(seq) = trim_to {
@@ -764,6 +774,39 @@ fn writer_loop(
         tracing::warn!(error = %e, "checkpoint at shutdown failed");
     }
     tracing::debug!("sqlite writer stopped");
+}
+
+/// Ingest is quiet after this long without a write: the writer may settle trace ids then.
+const QUIET: Duration = Duration::from_secs(10);
+
+/// While ingest is quiet, merges every trace id waiting in memory into `trace_ids`, a slice per
+/// transaction, so a quiet server holds none in memory and a restart has none to read back.
+/// Stops at the first job that arrives, which it returns to be run next.
+fn settle_ids(w: &mut Writer, rx: &mut mpsc::Receiver<Job>) -> Option<Job> {
+    const SLICE: usize = 8192;
+    loop {
+        match rx.try_recv() {
+            Ok(job) => return Some(job),
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+            Err(mpsc::error::TryRecvError::Empty) => {}
+        }
+        if !w.ids.freeze_waiting() {
+            return None;
+        }
+        let step = (|| -> Result<usize> {
+            let tx = w.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            let n = w.ids.merge_step(&tx, SLICE)?;
+            tx.commit()?;
+            Ok(n)
+        })();
+        match step {
+            Ok(n) => w.ids.merged(n),
+            Err(e) => {
+                tracing::debug!(error = %e, "merging trace ids failed");
+                return None;
+            }
+        }
+    }
 }
 
 fn run_admin(conn: &mut Connection, job: AdminJob) -> Result<serde_json::Value> {
@@ -2041,6 +2084,13 @@ impl Store for SqliteStore {
             Ok(serde_json::Value::Null)
         })
         .await
+    }
+
+    async fn tidy(&self) -> Result<()> {
+        let queue = self.queue.lock().expect("queue lock").clone().ok_or(StoreError::Closed)?;
+        // a full queue is not quiet: nothing to do this round
+        let _ = queue.try_send(Job::Tidy);
+        Ok(())
     }
 
     async fn expire_pending_events(&self, before_us: i64) -> Result<u64> {
