@@ -21,12 +21,13 @@ use rusqlite::{Connection, OptionalExtension, params};
 
 use crate::Result;
 
-/// Ids held in memory before a generation is merged: one per `STORED_PER_ID` traces stored, so that a
-/// merge writes each leaf of `trace_ids` for ~64 ids (~0.3 pages per id, where a random insert
-/// costs a page and its parents) however big the store; at least `GENERATION`, at most 8 times
-/// that. Two generations (one filling, one merging) of 32 Ki take ~2 MB; the store needs 2 M
-/// traces (12 M spans) before a generation grows past it.
-const GENERATION: usize = 1 << 15;
+/// Ids held in memory before a generation is merged: one per `STORED_PER_ID` traces stored. A
+/// 16 KB leaf of `trace_ids` holds ~250 ids, so a merge writes a leaf for ~4 of them (~0.25
+/// pages per id, where a random insert costs a page and its parents) however big the store; at least `GENERATION`, at most 8 times
+/// that. Two generations (one filling, one merging) of 64 Ki take ~5 MB; the store needs 4 M
+/// traces (25 M spans) before a generation grows past it. Ids waiting when ingest goes quiet
+/// are merged then (see `freeze_waiting`), so an idle server holds none.
+const GENERATION: usize = 1 << 16;
 const STORED_PER_ID: usize = 64;
 
 /// A trace id in memory. Ids as OpenTelemetry sends them (32 lowercase hex digits) are held as
