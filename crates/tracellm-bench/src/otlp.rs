@@ -100,6 +100,32 @@ fn post(http: &reqwest::Client, endpoint: &str, body: Vec<u8>) -> reqwest::Reque
     http.post(endpoint).header("content-type", "application/x-protobuf").body(body)
 }
 
+/// Posts `body` until it is taken, waiting `first` after a 429 or 503 and twice as long after
+/// each next one, up to `most` (as an exporter backs off); any other answer is an error.
+/// Returns how many times it was turned away.
+async fn post_until_taken(
+    http: &reqwest::Client,
+    endpoint: &str,
+    body: Vec<u8>,
+    first: Duration,
+    most: Duration,
+) -> anyhow::Result<usize> {
+    let mut wait = first;
+    let mut refused = 0;
+    loop {
+        let r = post(http, endpoint, body.clone()).send().await?;
+        match r.status().as_u16() {
+            200..=299 => return Ok(refused),
+            429 | 503 => {
+                refused += 1;
+                tokio::time::sleep(wait).await;
+                wait = (wait * 2).min(most);
+            }
+            st => bail!("ingest answered {st}: {}", r.text().await?),
+        }
+    }
+}
+
 fn request(spans: Vec<Span>) -> Vec<u8> {
     ExportTraceServiceRequest {
         resource_spans: vec![ResourceSpans {
@@ -196,17 +222,8 @@ pub async fn flood(
             let mut retried = 0usize;
             while left.fetch_sub(batch as i64, std::sync::atomic::Ordering::Relaxed) > 0 {
                 let (body, _) = agent_request(&mut w, &mut trace_no, batch);
-                loop {
-                    let r = post(&http, &endpoint, body.clone()).send().await?;
-                    match r.status().as_u16() {
-                        200..=299 => break,
-                        429 | 503 => {
-                            retried += 1;
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                        }
-                        st => bail!("ingest answered {st}: {}", r.text().await?),
-                    }
-                }
+                let fixed = Duration::from_millis(50);
+                retried += post_until_taken(&http, &endpoint, body, fixed, fixed).await?;
             }
             Ok::<_, anyhow::Error>(retried)
         }));
@@ -342,22 +359,10 @@ pub async fn sustained(
                 }
                 let n = spans.len() as u64;
                 let body = request(std::mem::take(&mut spans));
-                let mut backoff = Duration::from_millis(10);
-                loop {
-                    let r = post(&http, &endpoint, body.clone()).send().await?;
-                    match r.status().as_u16() {
-                        200..=299 => {
-                            acked.fetch_add(n, Relaxed);
-                            break;
-                        }
-                        429 | 503 => {
-                            throttled.fetch_add(1, Relaxed);
-                            tokio::time::sleep(backoff).await;
-                            backoff = (backoff * 2).min(Duration::from_secs(1));
-                        }
-                        st => bail!("ingest answered {st}: {}", r.text().await?),
-                    }
-                }
+                let (first, most) = (Duration::from_millis(10), Duration::from_secs(1));
+                let retried = post_until_taken(&http, &endpoint, body, first, most).await?;
+                throttled.fetch_add(retried as u64, Relaxed);
+                acked.fetch_add(n, Relaxed);
             }
             Ok::<_, anyhow::Error>(())
         }));
