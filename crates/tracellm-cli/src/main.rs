@@ -24,6 +24,24 @@ use clap::{CommandFactory, Parser, Subcommand};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// mimalloc returns a thread's freed memory to the OS only when that thread allocates or frees
+/// again: a worker that goes idle after a load keeps what it freed (tens of MB). Each runtime
+/// thread collects when it parks, at most once a second, and when it ends.
+pub(crate) fn collect_freed_memory(force: bool) {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    if !force
+        && LAST.get().is_some_and(|t| now.duration_since(t) < std::time::Duration::from_secs(1))
+    {
+        return;
+    }
+    LAST.set(Some(now));
+    // SAFETY: mi_collect works on the calling thread's own heap.
+    unsafe { libmimalloc_sys::mi_collect(force) }
+}
+
 /// TraceLLM: local-first tracing for LLM applications and agents.
 ///
 /// Every flag can also be set with its TRACELLM_* environment variable or in the config file

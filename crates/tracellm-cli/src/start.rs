@@ -166,6 +166,7 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
             .or(file.ingest_queue_requests)
             .unwrap_or(SqliteOptions::default().queue_requests),
         queue_bytes: ingest_memory,
+        on_quiet: Some(|| crate::collect_freed_memory(true)),
         ..SqliteOptions::default()
     };
     let cfg = ServerConfig {
@@ -199,7 +200,11 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
         redact: file.redact.unwrap_or_default(),
     };
 
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_park(|| crate::collect_freed_memory(false))
+        .on_thread_stop(|| crate::collect_freed_memory(true))
+        .build()?;
     runtime.block_on(async move {
         let store = tracellm_store::open(&store_url, SqliteOptions { assembler, ..sqlite })
             .await

@@ -51,6 +51,10 @@ pub struct SqliteOptions {
     pub sync_full: bool,
     /// Prices and limits for re-assembling traces whose spans arrive over many requests.
     pub assembler: Arc<Assembler>,
+    /// Called on the writer's and the indexer's threads once ingest has gone quiet and they
+    /// have released their caches: a binary whose allocator keeps each thread's freed memory
+    /// (mimalloc) hands it back to the OS here.
+    pub on_quiet: Option<fn()>,
 }
 
 impl Default for SqliteOptions {
@@ -62,6 +66,7 @@ impl Default for SqliteOptions {
             max_batch_traces: 2000,
             sync_full: true,
             assembler: Arc::new(Assembler::default()),
+            on_quiet: None,
         }
     }
 }
@@ -474,6 +479,7 @@ impl SqliteStore {
             main: path.clone(),
             progress: Arc::clone(&progress),
             readers: Arc::clone(&readers),
+            on_quiet: opts.on_quiet,
         };
         let indexer = std::thread::Builder::new()
             .name("sqlite-indexer".into())
@@ -502,6 +508,7 @@ impl SqliteStore {
             progress: Arc::clone(&progress),
             trimmed: 0,
             ids: Arc::clone(&ids),
+            on_quiet: opts.on_quiet,
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -618,6 +625,7 @@ struct Writer {
     /// Trace ids to row keys (see sqlite/ids.rs).
     ids: Arc<ids::TraceIds>,
     checkpoints: Arc<checkpoint::Checkpoints>,
+    on_quiet: Option<fn()>,
 }
 
 impl Writer {
@@ -647,6 +655,18 @@ impl Writer {
             }
             Err(e) => tracing::warn!(error = %e, "write connection cannot be opened again yet"),
         }
+    }
+
+    /// While ingest is quiet: the write connection, the idle read connections and the indexer
+    /// hand back the memory of their page caches (up to 16 MB each; the files stay in the OS's
+    /// cache), and the C allocator returns what they freed to the OS (the indexer, last).
+    fn release_memory(&self) {
+        let _ = self.conn.release_memory();
+        self.readers.release_idle();
+        if let Some(f) = self.on_quiet {
+            f();
+        }
+        self.progress.handoff().ask_release();
     }
 
     /// SQLite reports some refused writes as a bare I/O error; a probe write beside the database
@@ -703,6 +723,9 @@ fn writer_loop(
             Job::Tidy => {
                 if last_write.elapsed() >= QUIET {
                     held = settle_ids(&mut w, &mut rx);
+                    if held.is_none() {
+                        w.release_memory();
+                    }
                 }
                 continue;
             }
@@ -776,8 +799,19 @@ fn writer_loop(
     tracing::debug!("sqlite writer stopped");
 }
 
+/// SQLite allocates with the C allocator (the binary's allocator is Rust's), whose per-thread
+/// arenas keep freed memory: after a load, tens of MB of page caches released while idle.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own arenas, under their locks.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Ingest is quiet after this long without a write: the writer may settle trace ids then.
-const QUIET: Duration = Duration::from_secs(10);
+const QUIET: Duration =
+    if cfg!(test) { Duration::from_millis(300) } else { Duration::from_secs(10) };
 
 /// While ingest is quiet, merges every trace id waiting in memory into `trace_ids`, a slice per
 /// transaction, so a quiet server holds none in memory and a restart has none to read back.
@@ -1271,6 +1305,13 @@ impl ReaderPool {
 
     /// Closes the idle connections: SQLite opens a file's shared-memory index anew only once
     /// every connection to it is closed (one opened on a read-only directory stays read-only).
+    /// Has the idle connections hand back their page caches' memory.
+    fn release_idle(&self) {
+        for c in self.idle.lock().expect("reader pool lock").iter() {
+            let _ = c.release_memory();
+        }
+    }
+
     fn close_idle(&self) {
         self.idle.lock().expect("reader pool lock").clear();
     }
@@ -2227,6 +2268,73 @@ mod tests {
             store.list_traces(q).await.unwrap().traces.into_iter().map(|t| t.id).collect();
         names.sort();
         assert_eq!(names, ["new-1", "old-1", "old-2"]);
+        store.close().await.unwrap();
+    }
+
+    /// Once ingest is quiet, the writer merges the trace ids waiting in memory, and the writer
+    /// and the indexer release their caches and call `on_quiet`, each on its own thread;
+    /// every trace is still found by id and by search, and ingest goes on after. Not before:
+    /// a tidy while writes are recent leaves the ids waiting.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_quiet_store_merges_waiting_ids_and_hands_back_memory() {
+        static CALLED_ON: Mutex<Vec<String>> = Mutex::new(Vec::new());
+        fn record() {
+            let name = std::thread::current().name().unwrap_or("").to_string();
+            CALLED_ON.lock().unwrap().push(name);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let opts = SqliteOptions { on_quiet: Some(record), ..Default::default() };
+        let store = SqliteStore::open(&path, opts).await.unwrap();
+        let trace = |i: usize| {
+            let doc = serde_json::json!({"id": format!("{i:032x}"), "spans": [{"id": "a",
+                "name": "agent", "kind": "agent", "input": "quietly done",
+                "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z"}]});
+            tracellm_core::normalize_trace(
+                doc,
+                "default",
+                &tracellm_core::PriceTable::builtin(),
+                &tracellm_core::NormalizeOptions::default(),
+            )
+            .unwrap()
+        };
+        let count = |table: &str| -> i64 {
+            let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+            c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
+        };
+        store.ingest((1..=20).map(trace).collect()).await.unwrap();
+        // not quiet yet: the tidy is a no-op (the write queued behind it shows it ran)
+        store.tidy().await.unwrap();
+        store.ingest(vec![trace(21)]).await.unwrap();
+        assert_eq!((count("recent_ids"), count("trace_ids")), (21, 0));
+        assert!(CALLED_ON.lock().unwrap().is_empty());
+
+        tokio::time::sleep(QUIET + Duration::from_millis(100)).await;
+        store.tidy().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let called = CALLED_ON.lock().unwrap().clone();
+            if ["sqlite-writer", "sqlite-indexer"].iter().all(|t| called.iter().any(|c| c == t)) {
+                break;
+            }
+            assert!(std::time::Instant::now() < deadline, "on_quiet called on {called:?}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!((count("recent_ids"), count("trace_ids")), (0, 21));
+        for i in 1..=21 {
+            let id = format!("{i:032x}");
+            assert!(store.get_trace("default", &id).await.unwrap().is_some(), "{id}");
+        }
+        let q = TraceQuery {
+            project_id: "default".into(),
+            q: Some("quietly".into()),
+            limit: 50,
+            ..Default::default()
+        };
+        assert_eq!(store.list_traces(q.clone()).await.unwrap().traces.len(), 21);
+        store.ingest(vec![trace(22)]).await.unwrap();
+        assert!(store.get_trace("default", &format!("{:032x}", 22)).await.unwrap().is_some());
+        assert_eq!(store.list_traces(q).await.unwrap().traces.len(), 22);
         store.close().await.unwrap();
     }
 

@@ -144,6 +144,8 @@ struct HandoffState {
     hurry: bool,
     /// When the oldest text waiting arrived.
     since: Option<std::time::Instant>,
+    /// Ingest is quiet: the indexer should hand back its page cache's memory.
+    release: bool,
 }
 
 impl Handoff {
@@ -222,14 +224,22 @@ impl Handoff {
         self.ready.notify_one();
     }
 
+    /// Ingest is quiet: asks the indexer to hand back the memory it holds (see `release_memory`).
+    pub fn ask_release(&self) {
+        self.state.lock().expect("handoff lock").release = true;
+        self.ready.notify_one();
+    }
+
     /// Waits for texts to have gathered (`GATHER`, `GATHER_BYTES`, a waiting search or writer,
-    /// the end) or a gap; `None` once closed and drained. Gives the texts, whether there was a
-    /// gap, and their bytes (to hand back with `finished`).
-    fn take(&self) -> Option<(Vec<Doc>, bool, usize)> {
+    /// the end), a gap, or a request to release memory; `None` once closed and drained. Gives
+    /// the texts, whether there was a gap, their bytes (to hand back with `finished`), and
+    /// whether memory is to be released.
+    fn take(&self) -> Option<(Vec<Doc>, bool, usize, bool)> {
         let mut s = self.state.lock().expect("handoff lock");
         loop {
             let due = s.since.map(|t| t + GATHER);
             let ready = s.gap
+                || s.release
                 || (!s.docs.is_empty()
                     && (s.hurry
                         || s.closed
@@ -240,7 +250,8 @@ impl Handoff {
                 s.since = None;
                 let gap = std::mem::take(&mut s.gap);
                 let bytes = std::mem::take(&mut s.waiting);
-                return Some((std::mem::take(&mut s.docs), gap, bytes));
+                let release = std::mem::take(&mut s.release);
+                return Some((std::mem::take(&mut s.docs), gap, bytes, release));
             }
             if s.closed {
                 return None;
@@ -434,6 +445,8 @@ pub(crate) struct Indexer {
     pub progress: Arc<Progress>,
     /// The read connections, which attach the search database.
     pub readers: Arc<super::ReaderPool>,
+    /// See `SqliteOptions::on_quiet`.
+    pub on_quiet: Option<fn()>,
 }
 
 impl Indexer {
@@ -461,7 +474,14 @@ impl Indexer {
                     }
                 }
             }
-            let Some((docs, gap, bytes)) = self.handoff().take() else { break };
+            let Some((docs, gap, bytes, release)) = self.handoff().take() else { break };
+            if release {
+                let _ = self.conn.release_memory();
+                if let Some(f) = self.on_quiet {
+                    f();
+                }
+                crate::sqlite::release_freed_memory();
+            }
             if gap {
                 self.handoff().finished(bytes);
                 behind = true;
