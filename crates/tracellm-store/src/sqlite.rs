@@ -1303,8 +1303,6 @@ impl ReaderPool {
         ReaderPool { path, idle: Mutex::new(Vec::new()), permits: Semaphore::new(size) }
     }
 
-    /// Closes the idle connections: SQLite opens a file's shared-memory index anew only once
-    /// every connection to it is closed (one opened on a read-only directory stays read-only).
     /// Has the idle connections hand back their page caches' memory.
     fn release_idle(&self) {
         for c in self.idle.lock().expect("reader pool lock").iter() {
@@ -1312,6 +1310,8 @@ impl ReaderPool {
         }
     }
 
+    /// Closes the idle connections: SQLite opens a file's shared-memory index anew only once
+    /// every connection to it is closed (one opened on a read-only directory stays read-only).
     fn close_idle(&self) {
         self.idle.lock().expect("reader pool lock").clear();
     }
