@@ -2211,6 +2211,17 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A trace of the default project from a native JSON document, as ingest would store it.
+    fn normalized(doc: serde_json::Value) -> Trace {
+        tracellm_core::normalize_trace(
+            doc,
+            "default",
+            &tracellm_core::PriceTable::builtin(),
+            &tracellm_core::NormalizeOptions::default(),
+        )
+        .unwrap()
+    }
+
     /// A database from before the trace-id map (schema 7, ids in a UNIQUE index of `traces`)
     /// is upgraded in place: its traces are found by id, whole, and a trace sent again under
     /// the same id is updated, not stored twice.
@@ -2222,13 +2233,7 @@ mod tests {
             let doc = serde_json::json!({"id": id, "name": name, "spans": [{"id": "a",
                 "name": name, "kind": "agent", "start_time": "2026-05-31T10:00:00Z",
                 "end_time": "2026-05-31T10:00:01Z"}]});
-            tracellm_core::normalize_trace(
-                doc,
-                "default",
-                &tracellm_core::PriceTable::builtin(),
-                &tracellm_core::NormalizeOptions::default(),
-            )
-            .unwrap()
+            normalized(doc)
         };
         {
             let conn = Connection::open(&path).unwrap();
@@ -2290,13 +2295,7 @@ mod tests {
             let doc = serde_json::json!({"id": format!("{i:032x}"), "spans": [{"id": "a",
                 "name": "agent", "kind": "agent", "input": "quietly done",
                 "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z"}]});
-            tracellm_core::normalize_trace(
-                doc,
-                "default",
-                &tracellm_core::PriceTable::builtin(),
-                &tracellm_core::NormalizeOptions::default(),
-            )
-            .unwrap()
+            normalized(doc)
         };
         let count = |table: &str| -> i64 {
             let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
@@ -2363,13 +2362,7 @@ mod tests {
                 "spans": [{"id": "a", "name": "agent", "kind": "agent", "input": words.join(" "),
                     "start_time": format!("2026-05-31T{:02}:{:02}:00Z", m / 60, m % 60),
                     "end_time": format!("2026-05-31T{:02}:{:02}:30Z", m / 60, m % 60)}]});
-            let t = tracellm_core::normalize_trace(
-                doc,
-                "default",
-                &tracellm_core::PriceTable::builtin(),
-                &tracellm_core::NormalizeOptions::default(),
-            )
-            .unwrap();
+            let t = normalized(doc);
             traces.push(t);
         }
         for chunk in traces.chunks(50) {
@@ -2440,15 +2433,7 @@ mod tests {
                 "spans": [{"id": "a", "name": "agent", "kind": "agent",
                     "start_time": format!("2026-05-31T10:{i:02}:00Z"),
                     "end_time": format!("2026-05-31T10:{i:02}:01Z")}]});
-            traces.push(
-                tracellm_core::normalize_trace(
-                    doc,
-                    "default",
-                    &tracellm_core::PriceTable::builtin(),
-                    &tracellm_core::NormalizeOptions::default(),
-                )
-                .unwrap(),
-            );
+            traces.push(normalized(doc));
         }
         store.ingest(traces).await.unwrap();
         // the index has caught up once a filtered list answers
