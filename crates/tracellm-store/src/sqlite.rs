@@ -978,9 +978,11 @@ fn write_op(
     ids: &ids::TraceIds,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
     match op {
-        Op::Replace(t) => write_trace(conn, t, now, docs, ids).map(|created| {
-            (Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone()))
-        }),
+        Op::Replace(t) => {
+            let stored = stored_pk(conn, ids, &t.summary.project_id, &t.summary.id)?;
+            let created = write_trace(conn, t, stored, now, docs, ids)?;
+            Ok((Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone())))
+        }
         Op::Merge { project_id, batch, fresh } => {
             merge_trace(conn, project_id, batch, fresh.as_deref(), asm, now, docs, ids)
         }
@@ -1024,20 +1026,38 @@ fn fts_body(t: &Trace) -> String {
 
 /// Inserts or replaces one trace; true when it is new. Its text for search is queued in
 /// `fts_log` and in `docs`, for the indexer once committed.
+/// The row key of a stored trace, looked up once per trace written. The trace-id map gives a
+/// candidate, checked against its row: an entry left by a rolled-back transaction names a row
+/// that holds another trace, or none.
+fn stored_pk(
+    conn: &Connection,
+    ids: &ids::TraceIds,
+    project_id: &str,
+    id: &str,
+) -> Result<Option<i64>> {
+    let Some(pk) = ids.find(conn, project_id, id)? else {
+        return Ok(None);
+    };
+    let found = conn
+        .prepare_cached("SELECT 1 FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3")?
+        .exists(params![pk, project_id, id])?;
+    Ok(found.then_some(pk))
+}
+
+/// Writes a prepared trace: a new row, or over the row `stored` (from `stored_pk`).
 fn write_trace(
     conn: &Connection,
     p: &Prepared,
+    stored: Option<i64>,
     now_us: i64,
     docs: &mut Vec<search::Doc>,
     ids: &ids::TraceIds,
 ) -> Result<bool> {
     let t = &p.summary;
-    let existing: Option<(i64, String, i64)> = match ids.find(conn, &t.project_id, &t.id)? {
+    let existing: Option<(i64, String, i64)> = match stored {
         Some(pk) => conn
-            .prepare_cached(
-                "SELECT pk, tags, ts FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3",
-            )?
-            .query_row(params![pk, t.project_id, t.id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .prepare_cached("SELECT pk, tags, ts FROM traces WHERE pk = ?1")?
+            .query_row([pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
             .optional()?,
         None => None,
     };
@@ -1219,16 +1239,14 @@ fn merge_trace(
     docs: &mut Vec<search::Doc>,
     ids: &ids::TraceIds,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
-    let existing: Option<(i64, Option<String>)> =
-        match ids.find(conn, project_id, &batch.trace_id)? {
-            Some(pk) => conn
-                .prepare_cached(
-                    "SELECT pk, input FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3",
-                )?
-                .query_row(params![pk, project_id, batch.trace_id], |r| Ok((r.get(0)?, r.get(1)?)))
-                .optional()?,
-            None => None,
-        };
+    let stored = stored_pk(conn, ids, project_id, &batch.trace_id)?;
+    let existing: Option<(i64, Option<String>)> = match stored {
+        Some(pk) => conn
+            .prepare_cached("SELECT pk, input FROM traces WHERE pk = ?1")?
+            .query_row([pk], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?,
+        None => None,
+    };
     let has_pending = conn
         .prepare_cached(
             "SELECT 1 FROM pending_events WHERE project_id = ?1 AND trace_id = ?2 LIMIT 1",
@@ -1238,7 +1256,7 @@ fn merge_trace(
         && !has_pending
         && let Some(p) = fresh
     {
-        let created = write_trace(conn, p, now, docs, ids)?;
+        let created = write_trace(conn, p, None, now, docs, ids)?;
         return Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary.clone())));
     }
     let mut events =
@@ -1271,7 +1289,7 @@ fn merge_trace(
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
     let p = prepare_changes(trace, Some(&input), existing.is_some().then_some(&stored_digests))?;
-    let created = write_trace(conn, &p, now, docs, ids)?;
+    let created = write_trace(conn, &p, stored, now, docs, ids)?;
     Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
 }
 
