@@ -979,7 +979,7 @@ fn write_op(
 ) -> Result<(Ingested, Option<TraceSummary>)> {
     match op {
         Op::Replace(t) => {
-            let stored = stored_pk(conn, ids, &t.summary.project_id, &t.summary.id)?;
+            let stored = trace_pk(conn, ids, &t.summary.project_id, &t.summary.id)?;
             let created = write_trace(conn, t, stored, now, docs, ids)?;
             Ok((Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone())))
         }
@@ -1024,27 +1024,9 @@ fn fts_body(t: &Trace) -> String {
     body
 }
 
-/// Inserts or replaces one trace; true when it is new. Its text for search is queued in
-/// `fts_log` and in `docs`, for the indexer once committed.
-/// The row key of a stored trace, looked up once per trace written. The trace-id map gives a
-/// candidate, checked against its row: an entry left by a rolled-back transaction names a row
-/// that holds another trace, or none.
-fn stored_pk(
-    conn: &Connection,
-    ids: &ids::TraceIds,
-    project_id: &str,
-    id: &str,
-) -> Result<Option<i64>> {
-    let Some(pk) = ids.find(conn, project_id, id)? else {
-        return Ok(None);
-    };
-    let found = conn
-        .prepare_cached("SELECT 1 FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3")?
-        .exists(params![pk, project_id, id])?;
-    Ok(found.then_some(pk))
-}
-
-/// Writes a prepared trace: a new row, or over the row `stored` (from `stored_pk`).
+/// Inserts or replaces one trace; true when it is new: a new row, or over the row `stored`
+/// (from `trace_pk`). Its text for search is queued in `fts_log` and in `docs`, for the indexer
+/// once committed.
 fn write_trace(
     conn: &Connection,
     p: &Prepared,
@@ -1239,7 +1221,7 @@ fn merge_trace(
     docs: &mut Vec<search::Doc>,
     ids: &ids::TraceIds,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
-    let stored = stored_pk(conn, ids, project_id, &batch.trace_id)?;
+    let stored = trace_pk(conn, ids, project_id, &batch.trace_id)?;
     let existing: Option<(i64, Option<String>)> = match stored {
         Some(pk) => conn
             .prepare_cached("SELECT pk, input FROM traces WHERE pk = ?1")?
@@ -1735,7 +1717,9 @@ fn trace_at(conn: &Connection, pk: i64, project_id: &str, id: &str) -> Result<Op
     Ok(Some(trace))
 }
 
-/// The row key of `trace_id` in `project_id`, checked against its row.
+/// The row key of `trace_id` in `project_id`. The trace-id map gives a candidate, checked
+/// against its row: an entry left by a rolled-back transaction names a row that holds another
+/// trace, or none.
 fn trace_pk(
     conn: &Connection,
     ids: &ids::TraceIds,
