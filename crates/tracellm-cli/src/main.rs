@@ -42,6 +42,32 @@ pub(crate) fn collect_freed_memory(force: bool) {
     unsafe { libmimalloc_sys::mi_collect(force) }
 }
 
+/// A runtime worker parked at least this long had nothing to do: whatever it still holds is
+/// what the load before left.
+const IDLE_PARK: std::time::Duration = std::time::Duration::from_secs(5);
+
+thread_local! {
+    static PARKED_AT: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+}
+
+/// A runtime worker parks: collect what it freed (at most once a second, see above). That
+/// collection leaves the pages it frees mapped for a while (mimalloc's purge delay, so that a
+/// busy worker does not give pages back only to fault them in again), and an idle worker never
+/// comes back to give them up.
+pub(crate) fn worker_parks() {
+    PARKED_AT.set(Some(std::time::Instant::now()));
+    collect_freed_memory(false);
+}
+
+/// A runtime worker wakes: after a long idle park it hands everything it holds back to the OS
+/// at once, before the task that woke it (a few hundred microseconds, once per idle spell). Under
+/// load workers park for milliseconds and this costs a clock read.
+pub(crate) fn worker_unparks() {
+    if PARKED_AT.take().is_some_and(|t| t.elapsed() >= IDLE_PARK) {
+        collect_freed_memory(true);
+    }
+}
+
 /// TraceLLM: local-first tracing for LLM applications and agents.
 ///
 /// Every flag can also be set with its TRACELLM_* environment variable or in the config file

@@ -202,7 +202,8 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
-        .on_thread_park(|| crate::collect_freed_memory(false))
+        .on_thread_park(crate::worker_parks)
+        .on_thread_unpark(crate::worker_unparks)
         .on_thread_stop(|| crate::collect_freed_memory(true))
         .build()?;
     runtime.block_on(async move {
