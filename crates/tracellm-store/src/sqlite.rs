@@ -979,7 +979,10 @@ fn write_op(
 ) -> Result<(Ingested, Option<TraceSummary>)> {
     match op {
         Op::Replace(t) => {
-            let stored = trace_pk(conn, ids, &t.summary.project_id, &t.summary.id)?;
+            let (project_id, id) = (&t.summary.project_id, &t.summary.id);
+            let stored =
+                find_trace(conn, ids, project_id, id, "tags, ts", |r| Ok((r.get(0)?, r.get(1)?)))?
+                    .map(|(pk, (tags, ts))| Stored { pk, tags, ts });
             let created = write_trace(conn, t, stored, now, docs, ids)?;
             Ok((Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone())))
         }
@@ -1024,25 +1027,26 @@ fn fts_body(t: &Trace) -> String {
     body
 }
 
+/// What a write replaces of a stored trace's row: its key, and the tags and time its
+/// `trace_tags` rows were filed under.
+struct Stored {
+    pk: i64,
+    tags: String,
+    ts: i64,
+}
+
 /// Inserts or replaces one trace; true when it is new: a new row, or over the row `stored`
-/// (from `trace_pk`). Its text for search is queued in `fts_log` and in `docs`, for the indexer
-/// once committed.
+/// (read by `find_trace` in this transaction). Its text for search is queued in `fts_log` and in
+/// `docs`, for the indexer once committed.
 fn write_trace(
     conn: &Connection,
     p: &Prepared,
-    stored: Option<i64>,
+    stored: Option<Stored>,
     now_us: i64,
     docs: &mut Vec<search::Doc>,
     ids: &ids::TraceIds,
 ) -> Result<bool> {
     let t = &p.summary;
-    let existing: Option<(i64, String, i64)> = match stored {
-        Some(pk) => conn
-            .prepare_cached("SELECT pk, tags, ts FROM traces WHERE pk = ?1")?
-            .query_row([pk], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-            .optional()?,
-        None => None,
-    };
     let ts = time::to_micros(t.timestamp);
     let (tags, metadata) = (&p.tags, &p.metadata);
     let values: [&dyn ToSql; 30] = [
@@ -1077,7 +1081,7 @@ fn write_trace(
         &now_us,
         &t.environment,
     ];
-    let (pk, created) = match existing {
+    let (pk, created) = match stored {
         None => {
             conn.prepare_cached(
                 "INSERT INTO traces (project_id, id, name, status, ts, end_ts, latency_ms, model,
@@ -1093,7 +1097,7 @@ fn write_trace(
             ids.add(conn, &t.project_id, &t.id, pk)?;
             (pk, true)
         }
-        Some((pk, old_tags, old_ts)) => {
+        Some(Stored { pk, tags: old_tags, ts: old_ts }) => {
             let old: Vec<String> = serde_json::from_str(&old_tags).unwrap_or_default();
             let mut del = conn.prepare_cached(
                 "DELETE FROM trace_tags WHERE project_id = ?1 AND tag = ?2 AND ts = ?3 AND trace_pk = ?4",
@@ -1221,14 +1225,9 @@ fn merge_trace(
     docs: &mut Vec<search::Doc>,
     ids: &ids::TraceIds,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
-    let stored = trace_pk(conn, ids, project_id, &batch.trace_id)?;
-    let existing: Option<(i64, Option<String>)> = match stored {
-        Some(pk) => conn
-            .prepare_cached("SELECT pk, input FROM traces WHERE pk = ?1")?
-            .query_row([pk], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?,
-        None => None,
-    };
+    let existing = find_trace(conn, ids, project_id, &batch.trace_id, "input, tags, ts", |r| {
+        Ok((r.get::<_, Option<String>>(0)?, r.get(1)?, r.get(2)?))
+    })?;
     let has_pending = conn
         .prepare_cached(
             "SELECT 1 FROM pending_events WHERE project_id = ?1 AND trace_id = ?2 LIMIT 1",
@@ -1245,7 +1244,7 @@ fn merge_trace(
         if has_pending { load_pending(conn, project_id, &batch.trace_id)? } else { Vec::new() };
     events.extend(batch.log_events.iter().cloned());
     let (mut spans, stored_digests, input) = match &existing {
-        Some((pk, input)) => {
+        Some((pk, (input, _, _))) => {
             let stored: TraceInput =
                 input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
             let (spans, digests) = load_spans(conn, *pk)?;
@@ -1271,6 +1270,7 @@ fn merge_trace(
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
     let p = prepare_changes(trace, Some(&input), existing.is_some().then_some(&stored_digests))?;
+    let stored = existing.map(|(pk, (_, tags, ts))| Stored { pk, tags, ts });
     let created = write_trace(conn, &p, stored, now, docs, ids)?;
     Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
 }
@@ -1717,20 +1717,35 @@ fn trace_at(conn: &Connection, pk: i64, project_id: &str, id: &str) -> Result<Op
     Ok(Some(trace))
 }
 
-/// The row key of `trace_id` in `project_id`. The trace-id map gives a candidate, checked
-/// against its row: an entry left by a rolled-back transaction names a row that holds another
-/// trace, or none.
+/// The row of `trace_id` in `project_id`: its key and `cols` of it, as `read` takes them. The
+/// trace-id map gives a candidate key, read only if its row is this trace: an entry left by a
+/// rolled-back transaction names a row that holds another trace, or none.
+fn find_trace<T>(
+    conn: &Connection,
+    ids: &ids::TraceIds,
+    project_id: &str,
+    trace_id: &str,
+    cols: &str,
+    read: impl FnOnce(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> Result<Option<(i64, T)>> {
+    let Some(pk) = ids.find(conn, project_id, trace_id)? else { return Ok(None) };
+    let row = conn
+        .prepare_cached(&format!(
+            "SELECT {cols} FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3"
+        ))?
+        .query_row(params![pk, project_id, trace_id], read)
+        .optional()?;
+    Ok(row.map(|row| (pk, row)))
+}
+
+/// The row key of `trace_id` in `project_id`, checked against its row (`find_trace`).
 fn trace_pk(
     conn: &Connection,
     ids: &ids::TraceIds,
     project_id: &str,
     trace_id: &str,
 ) -> Result<Option<i64>> {
-    let Some(pk) = ids.find(conn, project_id, trace_id)? else { return Ok(None) };
-    let here = conn
-        .prepare_cached("SELECT 1 FROM traces WHERE pk = ?1 AND project_id = ?2 AND id = ?3")?
-        .exists(params![pk, project_id, trace_id])?;
-    Ok(here.then_some(pk))
+    Ok(find_trace(conn, ids, project_id, trace_id, "1", |_| Ok(()))?.map(|(pk, ())| pk))
 }
 
 fn get_span_ids(
