@@ -42,25 +42,6 @@ pub(crate) fn collect_freed_memory(force: bool) {
     unsafe { libmimalloc_sys::mi_collect(force) }
 }
 
-/// SQLite allocates with the C library's malloc, not the allocator above. glibc gives a thread
-/// that finds the arenas busy one of its own (up to eight per core), and each arena keeps free
-/// space of its own after a load: SQLite's threads (writer, indexer, checkpointer, readers) made
-/// seven, holding 1.9-2.3 MiB when idle after a load where one arena holds 1.5-1.6. SQLite
-/// calls the allocator about ten times per span stored, so the lock they share instead is
-/// rarely contended (server CPU for a load did not move). Call before the threads start;
-/// `MALLOC_ARENA_MAX` or `GLIBC_TUNABLES` in the environment win.
-pub(crate) fn one_c_allocator_arena() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    if std::env::var_os("MALLOC_ARENA_MAX").is_none()
-        && std::env::var_os("GLIBC_TUNABLES").is_none()
-    {
-        // SAFETY: mallopt only sets a limit that glibc reads when it next creates an arena.
-        unsafe {
-            libc::mallopt(libc::M_ARENA_MAX, 1);
-        }
-    }
-}
-
 /// A runtime worker parked at least this long had nothing to do: whatever it still holds is
 /// what the load before left.
 const IDLE_PARK: std::time::Duration = std::time::Duration::from_secs(5);

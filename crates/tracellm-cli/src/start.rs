@@ -200,7 +200,7 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
         redact: file.redact.unwrap_or_default(),
     };
 
-    crate::one_c_allocator_arena();
+    tracellm_store::one_c_allocator_arena();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .on_thread_park(crate::worker_parks)

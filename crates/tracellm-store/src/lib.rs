@@ -15,7 +15,7 @@ use tracellm_core::api::{Analytics, AnalyticsQuery, FailurePage, TracePage, Trac
 use tracellm_core::otel::SpanBatch;
 use tracellm_core::{Span, Trace, TraceSummary};
 
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use sqlite::{SqliteOptions, SqliteStore, one_c_allocator_arena};
 
 /// What can go wrong in a store, by what the caller should do about it.
 #[derive(Debug, thiserror::Error)]
