@@ -59,7 +59,8 @@ pub struct SqliteOptions {
     /// Prices and limits for re-assembling traces whose spans arrive over many requests.
     pub assembler: Arc<Assembler>,
     /// Called on the writer's and the indexer's threads once ingest has gone quiet and they
-    /// have released their caches: a binary whose allocator keeps each thread's freed memory
+    /// have released their caches, and on the checkpointer's when it closes its connection: a
+    /// binary whose allocator keeps each thread's freed memory
     /// (mimalloc) hands it back to the OS here.
     pub on_quiet: Option<fn()>,
 }
@@ -494,14 +495,16 @@ impl SqliteStore {
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         let checkpointer = {
             let (c, p, sync_full) = (Arc::clone(&checkpoints), path.clone(), opts.sync_full);
+            let on_quiet = opts.on_quiet;
             std::thread::Builder::new()
                 .name("sqlite-checkpoint".into())
                 .spawn(move || {
-                    c.run(p, |path| {
+                    let open = |path: &Path| {
                         let conn = Connection::open(path)?;
                         configure(&conn, sync_full)?;
                         Ok(conn)
-                    })
+                    };
+                    c.run(p, open, QUIET, on_quiet)
                 })
                 .map_err(|e| StoreError::Internal(e.to_string()))?
         };
@@ -2318,10 +2321,11 @@ mod tests {
         store.close().await.unwrap();
     }
 
-    /// Once ingest is quiet, the writer merges the trace ids waiting in memory, and the writer
-    /// and the indexer release their caches and call `on_quiet`, each on its own thread;
-    /// every trace is still found by id and by search, and ingest goes on after. Not before:
-    /// a tidy while writes are recent leaves the ids waiting.
+    /// Once ingest is quiet, the writer merges the trace ids waiting in memory, the writer and
+    /// the indexer release their caches, and the checkpointer, its WAL copied, closes its
+    /// connection; each calls `on_quiet` on its own thread. Every trace is still found by id and
+    /// by search, and ingest goes on after (the checkpointer opens its connection again). Not
+    /// before: a tidy while writes are recent leaves the ids waiting.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_quiet_store_merges_waiting_ids_and_hands_back_memory() {
         static CALLED_ON: Mutex<Vec<String>> = Mutex::new(Vec::new());
@@ -2343,25 +2347,46 @@ mod tests {
             let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
             c.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| r.get(0)).unwrap()
         };
+        // 6 MB of text that does not compress, for a checkpoint pass (it starts at 4 MB of WAL)
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut bulky = |i: usize| {
+            let text: Vec<String> = (0..1000)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    format!("{x:x}")
+                })
+                .collect();
+            let doc = serde_json::json!({"id": format!("b{i:031x}"), "spans": [{"id": "a",
+                "name": "agent", "kind": "agent", "input": text.join(" "),
+                "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z"}]});
+            normalized(doc)
+        };
+        for chunk in 0..15 {
+            store.ingest((0..24).map(|i| bulky(chunk * 24 + i)).collect()).await.unwrap();
+        }
         store.ingest((1..=20).map(trace).collect()).await.unwrap();
         // not quiet yet: the tidy is a no-op (the write queued behind it shows it ran)
         store.tidy().await.unwrap();
         store.ingest(vec![trace(21)]).await.unwrap();
-        assert_eq!((count("recent_ids"), count("trace_ids")), (21, 0));
-        assert!(CALLED_ON.lock().unwrap().is_empty());
+        assert_eq!((count("recent_ids"), count("trace_ids")), (381, 0));
+        let called = CALLED_ON.lock().unwrap().clone();
+        assert!(!called.iter().any(|c| c != "sqlite-checkpoint"), "on_quiet called on {called:?}");
 
         tokio::time::sleep(QUIET + Duration::from_millis(100)).await;
         store.tidy().await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         loop {
             let called = CALLED_ON.lock().unwrap().clone();
-            if ["sqlite-writer", "sqlite-indexer"].iter().all(|t| called.iter().any(|c| c == t)) {
+            let threads = ["sqlite-writer", "sqlite-indexer", "sqlite-checkpoint"];
+            if threads.iter().all(|t| called.iter().any(|c| c == t)) {
                 break;
             }
             assert!(std::time::Instant::now() < deadline, "on_quiet called on {called:?}");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        assert_eq!((count("recent_ids"), count("trace_ids")), (0, 21));
+        assert_eq!((count("recent_ids"), count("trace_ids")), (0, 381));
         for i in 1..=21 {
             let id = format!("{i:032x}");
             assert!(store.get_trace("default", &id).await.unwrap().is_some(), "{id}");
