@@ -928,14 +928,15 @@ fn write_batch(
     {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         trim(&tx)?;
-        let now = chrono::Utc::now().timestamp_micros();
+        let mut w =
+            Writes { asm, now: chrono::Utc::now().timestamp_micros(), docs: &mut *docs, ids };
         let mut out = Vec::with_capacity(batch.len());
         let mut failed = None;
         'requests: for req in batch {
             let mut written = Vec::with_capacity(req.ops.len());
             for op in &req.ops {
-                match write_op(&tx, op, asm, now, docs, ids) {
-                    Ok(w) => written.push(w),
+                match write_op(&tx, op, &mut w) {
+                    Ok(done) => written.push(done),
                     Err(e @ StoreError::Storage(_)) => return Err(e),
                     Err(e) => {
                         failed = Some(e);
@@ -954,7 +955,7 @@ fn write_batch(
             }
             // the batch was this one request: its error is the answer
             Some(e) if batch.len() == 1 => {
-                docs.clear();
+                w.docs.clear();
                 return Ok(vec![Err(e)]);
             }
             Some(_) => {} // dropping `tx` rolls the batch back
@@ -963,16 +964,16 @@ fn write_batch(
     docs.clear();
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     trim(&tx)?;
-    let now = chrono::Utc::now().timestamp_micros();
+    let mut w = Writes { asm, now: chrono::Utc::now().timestamp_micros(), docs, ids };
     let mut out = Vec::with_capacity(batch.len());
     for req in batch {
         let sp = tx.savepoint()?;
         let mut written = Vec::with_capacity(req.ops.len());
         let mut result = Ok(());
-        let kept = docs.len();
+        let kept = w.docs.len();
         for op in &req.ops {
-            match write_op(&sp, op, asm, now, docs, ids) {
-                Ok(w) => written.push(w),
+            match write_op(&sp, op, &mut w) {
+                Ok(done) => written.push(done),
                 Err(e @ StoreError::Storage(_)) => return Err(e),
                 Err(e) => {
                     result = Err(e);
@@ -987,7 +988,7 @@ fn write_batch(
             }
             Err(e) => {
                 drop(sp); // rolls back this request only
-                docs.truncate(kept);
+                w.docs.truncate(kept);
                 out.push(Err(e));
             }
         }
@@ -998,26 +999,33 @@ fn write_batch(
     Ok(out)
 }
 
+/// What the writes of one transaction share.
+struct Writes<'a> {
+    asm: &'a Assembler,
+    /// The transaction's time, Unix microseconds.
+    now: i64,
+    /// Receives the texts to index of what is written.
+    docs: &'a mut Vec<search::Doc>,
+    ids: &'a ids::TraceIds,
+}
+
 fn write_op(
     conn: &Connection,
     op: &Op,
-    asm: &Assembler,
-    now: i64,
-    docs: &mut Vec<search::Doc>,
-    ids: &ids::TraceIds,
+    w: &mut Writes<'_>,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
     match op {
         Op::Replace(t) => {
             let (project_id, id) = (&t.summary.project_id, &t.summary.id);
-            let stored = find_trace(conn, ids, project_id, id, trace_row!("tags, ts"), |r| {
+            let stored = find_trace(conn, w.ids, project_id, id, trace_row!("tags, ts"), |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?
             .map(|(pk, (tags, ts))| Stored { pk, tags, ts });
-            let created = write_trace(conn, t, stored, now, docs, ids)?;
+            let created = write_trace(conn, t, stored, w)?;
             Ok((Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone())))
         }
         Op::Merge { project_id, batch, fresh } => {
-            merge_trace(conn, project_id, batch, fresh.as_deref(), asm, now, docs, ids)
+            merge_trace(conn, project_id, batch, fresh.as_deref(), w)
         }
     }
 }
@@ -1067,14 +1075,12 @@ struct Stored {
 
 /// Inserts or replaces one trace; true when it is new: a new row, or over the row `stored`
 /// (read by `find_trace` in this transaction). Its text for search is queued in `fts_log` and in
-/// `docs`, for the indexer once committed.
+/// `w.docs`, for the indexer once committed.
 fn write_trace(
     conn: &Connection,
     p: &Prepared,
     stored: Option<Stored>,
-    now_us: i64,
-    docs: &mut Vec<search::Doc>,
-    ids: &ids::TraceIds,
+    w: &mut Writes<'_>,
 ) -> Result<bool> {
     let t = &p.summary;
     let ts = time::to_micros(t.timestamp);
@@ -1108,7 +1114,7 @@ fn write_trace(
         &p.response,
         &metadata,
         &p.input,
-        &now_us,
+        &w.now,
         &t.environment,
     ];
     let (pk, created) = match stored {
@@ -1124,7 +1130,7 @@ fn write_trace(
             )?
             .execute(&values[..])?;
             let pk = conn.last_insert_rowid();
-            ids.add(conn, &t.project_id, &t.id, pk)?;
+            w.ids.add(conn, &t.project_id, &t.id, pk)?;
             (pk, true)
         }
         Some(Stored { pk, tags: old_tags, ts: old_ts }) => {
@@ -1169,7 +1175,7 @@ fn write_trace(
         span_stmt.execute(params![pk, id, start_us, doc])?;
     }
     conn.prepare_cached("INSERT INTO fts_log (pk) VALUES (?1)")?.execute([pk])?;
-    docs.push(search::Doc {
+    w.docs.push(search::Doc {
         seq: conn.last_insert_rowid(),
         pk,
         fresh: created,
@@ -1250,13 +1256,10 @@ fn merge_trace(
     project_id: &str,
     batch: &SpanBatch,
     fresh: Option<&Prepared>,
-    asm: &Assembler,
-    now: i64,
-    docs: &mut Vec<search::Doc>,
-    ids: &ids::TraceIds,
+    w: &mut Writes<'_>,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
     let existing =
-        find_trace(conn, ids, project_id, &batch.trace_id, trace_row!("input, tags, ts"), |r| {
+        find_trace(conn, w.ids, project_id, &batch.trace_id, trace_row!("input, tags, ts"), |r| {
             Ok((r.get::<_, Option<String>>(0)?, r.get(1)?, r.get(2)?))
         })?;
     let has_pending = conn
@@ -1268,7 +1271,7 @@ fn merge_trace(
         && !has_pending
         && let Some(p) = fresh
     {
-        let created = write_trace(conn, p, None, now, docs, ids)?;
+        let created = write_trace(conn, p, None, w)?;
         return Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary.clone())));
     }
     let mut events =
@@ -1290,19 +1293,20 @@ fn merge_trace(
     };
     crate::upsert_spans(&mut spans, arrived);
     let left = fold_events(&mut spans, events);
-    save_pending(conn, project_id, &batch.trace_id, &left, now)?;
+    save_pending(conn, project_id, &batch.trace_id, &left, w.now)?;
     if spans.is_empty() {
         // Only log events, for spans not seen yet: kept until their spans arrive.
         return Ok((Ingested { id: batch.trace_id.clone(), created: false }, None));
     }
     let mut input = input;
     input.id = Some(batch.trace_id.clone());
-    let trace = asm
+    let trace = w
+        .asm
         .partial(project_id, input.clone(), spans)
         .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
     let p = prepare_changes(trace, Some(&input), existing.is_some().then_some(&stored_digests))?;
     let stored = existing.map(|(pk, (_, tags, ts))| Stored { pk, tags, ts });
-    let created = write_trace(conn, &p, stored, now, docs, ids)?;
+    let created = write_trace(conn, &p, stored, w)?;
     Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
 }
 
