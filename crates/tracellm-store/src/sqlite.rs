@@ -232,6 +232,9 @@ DROP INDEX traces_by_user;
 -- arrival dirtied a 16 KB page per trace (most of the writer's bytes at millions of traces).
 -- New ids are appended to `recent_ids` and merged into `trace_ids` in sorted runs (see
 -- sqlite/ids.rs). Row keys are kept, so spans, tags and the search index stay as they are.
+-- SQLite's ALTER TABLE cannot drop a UNIQUE constraint: `traces` is rebuilt, its columns restated
+-- as migrations 1-7 left them but for `UNIQUE (project_id, id)`, copied, and renamed into place
+-- (SQLite's own recipe for other schema changes); no table refers to it by foreign key.
 CREATE TABLE trace_ids (
     project_id TEXT NOT NULL,
     id         TEXT NOT NULL,
