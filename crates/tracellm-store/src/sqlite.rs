@@ -2408,6 +2408,22 @@ mod tests {
         store.ingest(vec![trace(22)]).await.unwrap();
         assert!(store.get_trace("default", &format!("{:032x}", 22)).await.unwrap().is_some());
         assert_eq!(store.list_traces(q).await.unwrap().traces.len(), 22);
+
+        // the checkpointer, asleep since it closed its connection, wakes for the next commits:
+        // it copies the WAL again, and closes its connection again when they stop
+        let closed =
+            |called: &[String]| called.iter().filter(|c| *c == "sqlite-checkpoint").count();
+        assert_eq!(closed(&CALLED_ON.lock().unwrap()), 1);
+        for chunk in 15..30 {
+            store.ingest((0..24).map(|i| bulky(chunk * 24 + i)).collect()).await.unwrap();
+        }
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while closed(&CALLED_ON.lock().unwrap()) < 2 {
+            assert!(std::time::Instant::now() < deadline, "the checkpointer did not run again");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let wal = std::fs::metadata(dir.path().join("traces.db-wal")).unwrap().len();
+        assert!(wal < 16 << 20, "the WAL grew to {wal} bytes");
         store.close().await.unwrap();
     }
 

@@ -9,7 +9,8 @@
 //! that commits while the checkpoint runs never finds; so when frames remain after a pass, the
 //! writer copies those few itself between two transactions. A pass that finds every frame
 //! copied is not run again before the next commit, and the thread closes its connection once
-//! commits stop (its page cache, lookaside and schema: 0.3-0.5 MiB of an idle server).
+//! commits stop (its page cache, lookaside and schema: 0.3-0.5 MiB of an idle server), then
+//! sleeps until the next commit wakes it.
 
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
@@ -27,7 +28,7 @@ const START_FRAMES: i64 = 250;
 /// WAL frames at which a commit wakes the thread at once: 16 MB, SQLite's own default. Waking it
 /// at 4 MB under heavy ingest made 12 passes a second and cost 14 % of throughput.
 const WAKE_FRAMES: i64 = 1000;
-/// How often the thread looks when no commit has woken it.
+/// How often the thread looks when no commit has woken it (but for when it sleeps: see `asleep`).
 const LOOK_EVERY: Duration = Duration::from_millis(250);
 
 #[derive(Default)]
@@ -38,6 +39,9 @@ pub(crate) struct Checkpoints {
     commits: AtomicU64,
     /// A pass left frames behind: the writer copies them before its next transaction.
     finish: AtomicBool,
+    /// The thread sleeps until the next commit (commits stopped, and it has nothing to copy and
+    /// no connection): an idle server has no thread that wakes on a timer.
+    asleep: AtomicBool,
     closed: Mutex<bool>,
     wake: Condvar,
 }
@@ -49,8 +53,12 @@ impl Checkpoints {
         let me = Arc::clone(self);
         conn.wal_hook(Some(move |_: &mut rusqlite::hooks::Wal, frames: c_int| {
             me.frames.store(i64::from(frames), Ordering::Release);
-            me.commits.fetch_add(1, Ordering::AcqRel);
-            if i64::from(frames) >= WAKE_FRAMES {
+            me.commits.fetch_add(1, Ordering::SeqCst);
+            if me.asleep.swap(false, Ordering::SeqCst) {
+                // the lock is held from the thread's last look of `commits` until it waits
+                let _held = me.closed.lock().expect("checkpoint lock");
+                me.wake.notify_one();
+            } else if i64::from(frames) >= WAKE_FRAMES {
                 me.wake.notify_one();
             }
             Ok(())
@@ -86,14 +94,28 @@ impl Checkpoints {
         let mut copied = None;
         // the commit count last seen, and since when
         let mut seen = (0, Instant::now());
+        let mut sleep = false;
         loop {
             {
-                let closed = self.closed.lock().expect("checkpoint lock");
+                let mut closed = self.closed.lock().expect("checkpoint lock");
                 if *closed {
                     break;
                 }
-                let (closed, _) =
-                    self.wake.wait_timeout(closed, LOOK_EVERY).expect("checkpoint lock");
+                if sleep {
+                    self.asleep.store(true, Ordering::SeqCst);
+                    // a commit after this look finds `asleep` set, and wakes the thread
+                    if self.commits.load(Ordering::SeqCst) == seen.0 {
+                        closed = self
+                            .wake
+                            .wait_while(closed, |closed| {
+                                !*closed && self.asleep.load(Ordering::SeqCst)
+                            })
+                            .expect("checkpoint lock");
+                    }
+                    self.asleep.store(false, Ordering::SeqCst);
+                } else {
+                    closed = self.wake.wait_timeout(closed, LOOK_EVERY).expect("checkpoint lock").0;
+                }
                 if *closed {
                     break;
                 }
@@ -102,13 +124,18 @@ impl Checkpoints {
             if commits != seen.0 {
                 seen = (commits, Instant::now());
             }
+            sleep = false;
             if copied == Some(commits) || self.frames.load(Ordering::Acquire) < START_FRAMES {
-                // nothing to copy: the connection goes once commits have stopped
-                if seen.1.elapsed() >= idle && conn.take().is_some() {
-                    if let Some(f) = on_close {
-                        f();
+                // nothing to copy: once commits have stopped, the connection goes and the
+                // thread sleeps
+                if seen.1.elapsed() >= idle {
+                    if conn.take().is_some() {
+                        if let Some(f) = on_close {
+                            f();
+                        }
+                        super::release_freed_memory();
                     }
-                    super::release_freed_memory();
+                    sleep = true;
                 }
                 continue;
             }
