@@ -40,7 +40,7 @@ pub(crate) struct Checkpoints {
     /// A pass left frames behind: the writer copies them before its next transaction.
     finish: AtomicBool,
     /// The thread sleeps until the next commit (commits stopped, and it has nothing to copy and
-    /// no connection): an idle server has no thread that wakes on a timer.
+    /// no connection), instead of looking every `LOOK_EVERY` for nothing.
     asleep: AtomicBool,
     closed: Mutex<bool>,
     wake: Condvar,
