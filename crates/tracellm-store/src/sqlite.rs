@@ -60,8 +60,8 @@ pub struct SqliteOptions {
     pub assembler: Arc<Assembler>,
     /// Called on the writer's and the indexer's threads once ingest has gone quiet and they
     /// have released their caches, and on the checkpointer's when it closes its connection: a
-    /// binary whose allocator keeps each thread's freed memory
-    /// (mimalloc) hands it back to the OS here.
+    /// binary whose allocator keeps each thread's freed memory (mimalloc) hands it back to the
+    /// OS here.
     pub on_quiet: Option<fn()>,
 }
 
@@ -507,7 +507,7 @@ impl SqliteStore {
                         configure(&conn, sync_full)?;
                         Ok(conn)
                     };
-                    c.run(p, open, QUIET, on_quiet)
+                    c.run(p, open, on_quiet)
                 })
                 .map_err(|e| StoreError::Internal(e.to_string()))?
         };
@@ -812,9 +812,13 @@ fn writer_loop(
     tracing::debug!("sqlite writer stopped");
 }
 
-/// SQLite allocates with the C allocator (the binary's allocator is Rust's), whose per-thread
-/// arenas keep freed memory: after a load, tens of MB of page caches released while idle.
-pub(crate) fn release_freed_memory() {
+/// Hands back to the OS what a thread freed on releasing its SQLite caches: the binary's
+/// allocator's share through `on_quiet`, then the C allocator's, which SQLite allocates with and
+/// which keeps freed memory (after a load, tens of MB of page caches) until trimmed.
+pub(crate) fn hand_back_freed(on_quiet: Option<fn()>) {
+    if let Some(f) = on_quiet {
+        f();
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: malloc_trim only walks the allocator's own arenas, under their locks.
     unsafe {

@@ -80,14 +80,13 @@ impl Checkpoints {
     }
 
     /// The checkpoint thread: `open` gives it a connection to the database (again after errors,
-    /// and after it closed it: with nothing to copy and no commit for `idle`, calling
-    /// `on_close`).
+    /// and after it closed it: with nothing to copy and no commit for `QUIET`, handing back what
+    /// the connection held, `on_quiet` included).
     pub fn run(
         self: Arc<Self>,
         path: PathBuf,
         open: impl Fn(&Path) -> rusqlite::Result<Connection>,
-        idle: Duration,
-        on_close: Option<fn()>,
+        on_quiet: Option<fn()>,
     ) {
         let mut conn = None;
         // the commit count when a pass last found every frame copied
@@ -128,12 +127,9 @@ impl Checkpoints {
             if copied == Some(commits) || self.frames.load(Ordering::Acquire) < START_FRAMES {
                 // nothing to copy: once commits have stopped, the connection goes and the
                 // thread sleeps
-                if seen.1.elapsed() >= idle {
+                if seen.1.elapsed() >= super::QUIET {
                     if conn.take().is_some() {
-                        if let Some(f) = on_close {
-                            f();
-                        }
-                        super::release_freed_memory();
+                        super::hand_back_freed(on_quiet);
                     }
                     sleep = true;
                 }

@@ -477,10 +477,7 @@ impl Indexer {
             let Some((docs, gap, bytes, release)) = self.handoff().take() else { break };
             if release {
                 let _ = self.conn.release_memory();
-                if let Some(f) = self.on_quiet {
-                    f();
-                }
-                crate::sqlite::release_freed_memory();
+                crate::sqlite::hand_back_freed(self.on_quiet);
             }
             if gap {
                 self.handoff().finished(bytes);
