@@ -9,7 +9,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
 use opentelemetry_proto::tonic::common::v1::{AnyValue, KeyValue, any_value};
 use serde_json::{Map, Value, json};
 
-use super::{Mapped, OtelLimits, SpanBatch, hex, parsed};
+use super::{Attrs, Lookup, Mapped, OtelLimits, SpanBatch, hex, parsed};
 use crate::model::{Span, SpanError, SpanEvent, SpanKind, Status, Tokens, ToolCall};
 use crate::normalize::TraceInput;
 use crate::{MAX_COST_USD, MAX_DURATION_MS, MAX_TOKENS};
@@ -46,10 +46,12 @@ fn any_to_json(v: AnyValue, depth: usize, max_depth: usize) -> Value {
     }
 }
 
-/// Attributes as a JSON map, capped at `limits.max_attributes` (the count dropped is returned).
-fn attributes(kvs: Vec<KeyValue>, limits: &OtelLimits) -> (Map<String, Value>, usize) {
+/// Attributes as an [`Attrs`] map, capped at `limits.max_attributes` (the count dropped is
+/// returned).
+fn attributes(kvs: Vec<KeyValue>, limits: &OtelLimits) -> (Attrs, usize) {
     let dropped = kvs.len().saturating_sub(limits.max_attributes);
-    let mut m = Map::with_capacity(kvs.len().min(limits.max_attributes));
+    let mut m =
+        Attrs::with_capacity_and_hasher(kvs.len().min(limits.max_attributes), Default::default());
     let depth = limits.max_value_depth.min(super::MAX_PARSED_DEPTH);
     for kv in kvs.into_iter().take(limits.max_attributes) {
         let v = kv.value.map_or(Value::Null, |v| any_to_json(v, 0, depth));
@@ -77,12 +79,12 @@ fn str_of(v: &Value) -> Option<String> {
     }
 }
 
-fn first_str(a: &Map<String, Value>, keys: &[&str]) -> Option<String> {
-    keys.iter().find_map(|k| a.get(*k).and_then(str_of))
+fn first_str(a: &impl Lookup, keys: &[&str]) -> Option<String> {
+    keys.iter().find_map(|k| a.lookup(k).and_then(str_of))
 }
 
 /// A count (tokens), clamped to [`MAX_TOKENS`]; negative or unreadable values are ignored.
-fn first_u64(a: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
+fn first_u64(a: &Attrs, keys: &[&str]) -> Option<u64> {
     keys.iter()
         .find_map(|k| match a.get(*k)? {
             Value::Number(n) => {
@@ -94,7 +96,7 @@ fn first_u64(a: &Map<String, Value>, keys: &[&str]) -> Option<u64> {
         .map(|n| n.min(MAX_TOKENS))
 }
 
-fn first_f64(a: &Map<String, Value>, keys: &[&str]) -> Option<f64> {
+fn first_f64(a: &Attrs, keys: &[&str]) -> Option<f64> {
     keys.iter().find_map(|k| match a.get(*k)? {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse().ok(),
@@ -112,7 +114,7 @@ const MAX_SLOTS: usize = 100_000;
 /// Takes flattened indexed keys `prefix.{i}.rest…` out of `a` into an array of nested objects,
 /// e.g. `llm.input_messages.0.message.role` → `[{"message": {"role": …}}]`. The keys are content
 /// (`is_content_key`), which `attributes` does not keep: their values move, not copied.
-fn indexed(a: &mut Map<String, Value>, prefix: &str) -> Vec<Value> {
+fn indexed(a: &mut Attrs, prefix: &str) -> Vec<Value> {
     let mut taken: Vec<(usize, String, Value)> = Vec::new();
     a.retain(|k, v| {
         let Some(rest) = k.strip_prefix(prefix).and_then(|r| r.strip_prefix('.')) else {
@@ -207,7 +209,7 @@ pub fn normalize_provider(p: &str) -> String {
     .to_string()
 }
 
-fn kind_from(a: &Map<String, Value>) -> Option<SpanKind> {
+fn kind_from(a: &Attrs) -> Option<SpanKind> {
     if let Some(k) = first_str(a, &["tracellm.span.kind", "langfuse.observation.type"])
         && let Some(k) = SpanKind::parse(&k)
     {
@@ -361,23 +363,32 @@ fn from_parts_messages(v: &Value) -> Vec<Value> {
 
 /// OpenInference `llm.*_messages.{i}.message.*` (already unflattened).
 fn from_openinference(items: Vec<Value>) -> Vec<Value> {
+    // The items are the mapping's own (unflattened from attributes): their values move into the
+    // messages, prompts and responses are not copied.
+    let object = |v: Value| match v {
+        Value::Object(o) => o,
+        _ => Map::new(),
+    };
     items
         .into_iter()
         .map(|item| {
-            let m = item.get("message").cloned().unwrap_or(item);
+            let mut m = object(item);
+            if let Some(inner) = m.remove("message") {
+                m = object(inner);
+            }
             let mut msg = Map::new();
-            msg.insert("role".into(), m.get("role").cloned().unwrap_or(json!("user")));
-            let content = match m.get("content") {
-                Some(c) => c.clone(),
+            msg.insert("role".into(), m.remove("role").unwrap_or_else(|| json!("user")));
+            let content = match m.remove("content") {
+                Some(c) => c,
                 None => {
-                    let parts: Vec<String> = m
+                    let parts: Vec<&str> = m
                         .get("contents")
                         .and_then(Value::as_array)
                         .map(|cs| {
                             cs.iter()
                                 .filter_map(|c| {
                                     let c = c.get("message_content").unwrap_or(c);
-                                    c.get("text").and_then(Value::as_str).map(str::to_string)
+                                    c.get("text").and_then(Value::as_str)
                                 })
                                 .collect()
                         })
@@ -387,21 +398,20 @@ fn from_openinference(items: Vec<Value>) -> Vec<Value> {
             };
             msg.insert("content".into(), content);
             for key in ["name", "tool_call_id"] {
-                if let Some(v) = m.get(key) {
-                    msg.insert(key.into(), v.clone());
+                if let Some(v) = m.remove(key) {
+                    msg.insert(key.into(), v);
                 }
             }
-            if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
+            if let Some(Value::Array(calls)) = m.remove("tool_calls") {
                 let calls: Vec<Value> = calls
-                    .iter()
+                    .into_iter()
                     .map(|c| {
-                        let c = c.get("tool_call").unwrap_or(c);
-                        let f = c.get("function");
-                        tool_call(
-                            c.get("id").cloned(),
-                            f.and_then(|f| f.get("name")).cloned(),
-                            f.and_then(|f| f.get("arguments")).cloned(),
-                        )
+                        let mut c = object(c);
+                        if let Some(inner) = c.remove("tool_call") {
+                            c = object(inner);
+                        }
+                        let mut f = c.remove("function").map(object).unwrap_or_default();
+                        tool_call(c.remove("id"), f.remove("name"), f.remove("arguments"))
                     })
                     .collect();
                 msg.insert("tool_calls".into(), Value::Array(calls));
@@ -543,7 +553,7 @@ pub fn apply_message_events(s: &mut Span) {
     }
 }
 
-fn input_messages(a: &mut Map<String, Value>) -> Option<Vec<Value>> {
+fn input_messages(a: &mut Attrs) -> Option<Vec<Value>> {
     let oi = indexed(a, "llm.input_messages");
     if !oi.is_empty() {
         return Some(from_openinference(oi));
@@ -577,7 +587,7 @@ fn input_messages(a: &mut Map<String, Value>) -> Option<Vec<Value>> {
     None
 }
 
-fn output_messages(a: &mut Map<String, Value>) -> Option<Vec<Value>> {
+fn output_messages(a: &mut Attrs) -> Option<Vec<Value>> {
     let oi = indexed(a, "llm.output_messages");
     if !oi.is_empty() {
         let mut msgs = from_openinference(oi);
@@ -633,7 +643,7 @@ fn is_content_key(k: &str) -> bool {
 // ---------------------------------------------------------------------------------------------
 // Spans
 
-fn value_of(a: &Map<String, Value>, key: &str) -> Option<Value> {
+fn value_of(a: &Attrs, key: &str) -> Option<Value> {
     let v = parsed(a, key)?;
     // OpenInference input.value with a JSON mime type is structured.
     Some(v)
@@ -641,7 +651,7 @@ fn value_of(a: &Map<String, Value>, key: &str) -> Option<Value> {
 
 fn map_span(
     mut span: opentelemetry_proto::tonic::trace::v1::Span,
-    mut a: Map<String, Value>,
+    mut a: Attrs,
     limits: &OtelLimits,
 ) -> Span {
     let explicit_kind = kind_from(&a);
@@ -808,7 +818,7 @@ fn map_span(
             time: nanos(e.time_unix_nano)
                 .or_else(|| nanos(span.start_time_unix_nano))
                 .unwrap_or_default(),
-            attributes: attrs,
+            attributes: attrs.into_iter().collect(),
         });
     }
     let status_code = span.status.as_ref().map_or(0, |s| s.code);
@@ -860,7 +870,7 @@ fn map_span(
         cost_usd,
         time_to_first_token_ms: ttft,
         error,
-        attributes,
+        attributes: attributes.into_iter().collect(),
         events,
     };
     apply_message_events(&mut s);
@@ -868,7 +878,7 @@ fn map_span(
 }
 
 /// What a span says about its trace: session, user, tags, metadata.
-fn trace_hints(input: &mut TraceInput, a: &Map<String, Value>, is_root: bool) {
+fn trace_hints(input: &mut TraceInput, a: &Attrs, is_root: bool) {
     let session = first_str(
         a,
         &[
@@ -963,7 +973,10 @@ pub fn map_traces(req: ExportTraceServiceRequest, limits: &OtelLimits) -> Mapped
     let mut copy_budget = RESOURCE_COPY_BYTES;
     let mut uncopied = 0usize;
     for rs in req.resource_spans {
-        let resource = rs.resource.map(|r| attributes(r.attributes, limits).0).unwrap_or_default();
+        let resource: Map<String, Value> = rs
+            .resource
+            .map(|r| attributes(r.attributes, limits).0.into_iter().collect())
+            .unwrap_or_default();
         let resource_size = json_size(&resource);
         for ss in rs.scope_spans {
             let scope = ss.scope.map(|s| s.name).filter(|n| !n.is_empty());
@@ -1089,9 +1102,10 @@ pub fn map_logs(req: &ExportLogsServiceRequest, limits: &OtelLimits) -> Mapped {
                 let time = nanos(rec.time_unix_nano)
                     .or_else(|| nanos(rec.observed_time_unix_nano))
                     .unwrap_or_else(Utc::now);
-                batch_of(&mut out, &mut by_trace, &rec.trace_id)
-                    .log_events
-                    .push((hex(&rec.span_id), SpanEvent { name, time, attributes: event_attrs }));
+                batch_of(&mut out, &mut by_trace, &rec.trace_id).log_events.push((
+                    hex(&rec.span_id),
+                    SpanEvent { name, time, attributes: event_attrs.into_iter().collect() },
+                ));
             }
         }
     }
@@ -1112,7 +1126,7 @@ mod tests {
             "llm.input_messagesX": "not it"
         }))
         .unwrap();
-        let mut a = a;
+        let mut a: Attrs = a.into_iter().collect();
         let items = indexed(&mut a, "llm.input_messages");
         assert_eq!(a.len(), 1, "the indexed keys are taken out, the others stay");
         assert_eq!(items.len(), 2);
