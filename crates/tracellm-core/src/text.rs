@@ -7,8 +7,9 @@ use crate::model::Trace;
 
 /// Calls `f` once for every distinct text of `t` that full-text search covers: names, message
 /// contents, tool data, errors, prompt and response. The same text often appears several times
-/// (a trace's prompt is its root span's input, a tool's arguments are its input); each is given
-/// once. Stores index them in their own way.
+/// (a trace's prompt is its root span's input, a tool's arguments are its input, and each call
+/// of an agent's loop sends the whole conversation so far again); each is given once, a
+/// conversation message by message. Stores index them in their own way.
 pub fn each_searchable_text(t: &Trace, mut f: impl FnMut(&str)) {
     use std::hash::BuildHasher;
     let hasher = foldhash::fast::RandomState::default();
@@ -21,12 +22,12 @@ pub fn each_searchable_text(t: &Trace, mut f: impl FnMut(&str)) {
     visit(&t.name);
     for s in &t.spans {
         visit(&s.name);
-        visit(&text_of(&s.input));
-        visit(&text_of(&s.output));
+        each_text(&s.input, &mut visit);
+        each_text(&s.output, &mut visit);
         if let Some(tool) = &s.tool {
             visit(&tool.name);
-            visit(&text_of(&tool.arguments));
-            visit(&text_of(&tool.result));
+            each_text(&tool.arguments, &mut visit);
+            each_text(&tool.result, &mut visit);
         }
         if let Some(e) = &s.error {
             visit(&e.summary());
@@ -43,6 +44,30 @@ pub fn text_of(v: &Value) -> String {
     let mut out = String::new();
     push_text(v, &mut out);
     out
+}
+
+/// Calls `f` with each piece of text [`text_of`] joins: a string, one message's text, a content
+/// part's text, anything else as compact JSON.
+fn each_text(v: &Value, f: &mut impl FnMut(&str)) {
+    match v {
+        Value::Null => {}
+        Value::String(s) => f(s),
+        Value::Array(items) => items.iter().for_each(|item| each_text(item, f)),
+        Value::Object(o) => {
+            if let Some(msgs) = o.get("messages").and_then(Value::as_array) {
+                for m in msgs {
+                    f(&message_text(m));
+                }
+            } else if o.contains_key("role") || o.contains_key("content") {
+                f(&message_text(v));
+            } else if let Some(Value::String(s)) = o.get("text") {
+                f(s);
+            } else {
+                f(&v.to_string());
+            }
+        }
+        other => f(&other.to_string()),
+    }
 }
 
 fn push_sep(out: &mut String) {
@@ -228,6 +253,54 @@ mod tests {
             )
             .as_deref(),
             Some("yes")
+        );
+    }
+
+    #[test]
+    fn a_conversation_sent_again_is_searchable_text_once() {
+        // An agent's loop: each call sends the conversation so far, and one more message.
+        let msgs = [
+            json!({"role": "system", "content": "You are a travel agent."}),
+            json!({"role": "user", "content": "Find a flight to Lisbon."}),
+            json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c1",
+                "type": "function", "function": {"name": "search", "arguments": "{\"to\":\"LIS\"}"}}]}),
+            json!({"role": "tool", "tool_call_id": "c1", "content": "TP1350 at 09:05"}),
+        ];
+        let span = |i: usize, input: Value, output: Value| {
+            json!({"id": format!("s{i}"), "name": "chat", "kind": "llm",
+                "start_time": "2026-01-01T00:00:00Z", "status": "success",
+                "input": input, "output": output, "attributes": {}, "events": []})
+        };
+        let spans: Vec<Value> = (2..=4)
+            .map(|n| {
+                let out =
+                    json!({"messages": [{"role": "assistant", "content": format!("step {n}")}]});
+                span(n, json!({"messages": &msgs[..n]}), out)
+            })
+            .collect();
+        let trace: Trace = serde_json::from_value(json!({
+            "id": "t", "project_id": "default", "name": "agent", "status": "success",
+            "timestamp": "2026-01-01T00:00:00Z", "prompt": "Find a flight to Lisbon.",
+            "tokens": {"prompt": 0, "completion": 0, "total": 0, "estimated": false},
+            "retries": 0, "tags": [],
+            "metadata": {}, "span_count": 3, "error_count": 0, "spans": spans
+        }))
+        .unwrap();
+        let mut texts = Vec::new();
+        each_searchable_text(&trace, |t| texts.push(t.to_string()));
+        assert_eq!(
+            texts,
+            [
+                "agent",
+                "chat",
+                "You are a travel agent.",
+                "Find a flight to Lisbon.",
+                "step 2",
+                "search({\"to\":\"LIS\"})",
+                "step 3",
+                "TP1350 at 09:05",
+                "step 4"
+            ]
         );
     }
 
