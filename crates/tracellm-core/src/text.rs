@@ -77,45 +77,12 @@ fn push_sep(out: &mut String) {
 }
 
 fn push_text(v: &Value, out: &mut String) {
-    match v {
-        Value::Null => {}
-        Value::String(s) => {
+    each_text(v, &mut |t| {
+        if !t.is_empty() {
             push_sep(out);
-            out.push_str(s);
+            out.push_str(t);
         }
-        Value::Array(items) => {
-            for item in items {
-                push_text(item, out);
-            }
-        }
-        Value::Object(o) => {
-            if let Some(msgs) = o.get("messages").and_then(Value::as_array) {
-                for m in msgs {
-                    let t = message_text(m);
-                    if !t.is_empty() {
-                        push_sep(out);
-                        out.push_str(&t);
-                    }
-                }
-            } else if o.contains_key("role") || o.contains_key("content") {
-                let t = message_text(v);
-                if !t.is_empty() {
-                    push_sep(out);
-                    out.push_str(&t);
-                }
-            } else if let Some(Value::String(s)) = o.get("text") {
-                push_sep(out);
-                out.push_str(s);
-            } else {
-                push_sep(out);
-                out.push_str(&v.to_string());
-            }
-        }
-        other => {
-            push_sep(out);
-            out.push_str(&other.to_string());
-        }
-    }
+    });
 }
 
 /// Text of one chat message: its content (string or parts) and the calls it makes.
