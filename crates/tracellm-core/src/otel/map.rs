@@ -46,17 +46,19 @@ fn any_to_json(v: AnyValue, depth: usize, max_depth: usize) -> Value {
     }
 }
 
-/// Attributes as an [`Attrs`] map, capped at `limits.max_attributes` (the count dropped is
-/// returned).
-fn attributes(kvs: Vec<KeyValue>, limits: &OtelLimits) -> (Attrs, usize) {
+/// Attributes as a map, capped at `limits.max_attributes` (the count dropped is returned): an
+/// [`Attrs`] for a span the mapping reads, a serde_json map for what is kept as it is.
+fn attributes<M: Default + Extend<(String, Value)>>(
+    kvs: Vec<KeyValue>,
+    limits: &OtelLimits,
+) -> (M, usize) {
     let dropped = kvs.len().saturating_sub(limits.max_attributes);
-    let mut m =
-        Attrs::with_capacity_and_hasher(kvs.len().min(limits.max_attributes), Default::default());
     let depth = limits.max_value_depth.min(super::MAX_PARSED_DEPTH);
-    for kv in kvs.into_iter().take(limits.max_attributes) {
+    let mut m = M::default();
+    m.extend(kvs.into_iter().take(limits.max_attributes).map(|kv| {
         let v = kv.value.map_or(Value::Null, |v| any_to_json(v, 0, depth));
-        m.insert(kv.key, v);
-    }
+        (kv.key, v)
+    }));
     (m, dropped)
 }
 
@@ -805,7 +807,8 @@ fn map_span(
     let mut events = Vec::new();
     let mut exception: Option<SpanError> = None;
     for e in span.events.iter_mut().take(limits.max_events) {
-        let (attrs, _) = attributes(std::mem::take(&mut e.attributes), limits);
+        let (attrs, _): (Map<String, Value>, _) =
+            attributes(std::mem::take(&mut e.attributes), limits);
         if e.name == "exception" && exception.is_none() {
             exception = Some(SpanError {
                 kind: first_str(&attrs, &["exception.type"]),
@@ -818,7 +821,7 @@ fn map_span(
             time: nanos(e.time_unix_nano)
                 .or_else(|| nanos(span.start_time_unix_nano))
                 .unwrap_or_default(),
-            attributes: attrs.into_iter().collect(),
+            attributes: attrs,
         });
     }
     let status_code = span.status.as_ref().map_or(0, |s| s.code);
@@ -973,10 +976,8 @@ pub fn map_traces(req: ExportTraceServiceRequest, limits: &OtelLimits) -> Mapped
     let mut copy_budget = RESOURCE_COPY_BYTES;
     let mut uncopied = 0usize;
     for rs in req.resource_spans {
-        let resource: Map<String, Value> = rs
-            .resource
-            .map(|r| attributes(r.attributes, limits).0.into_iter().collect())
-            .unwrap_or_default();
+        let resource: Map<String, Value> =
+            rs.resource.map(|r| attributes(r.attributes, limits).0).unwrap_or_default();
         let resource_size = json_size(&resource);
         for ss in rs.scope_spans {
             let scope = ss.scope.map(|s| s.name).filter(|n| !n.is_empty());
@@ -998,7 +999,8 @@ pub fn map_traces(req: ExportTraceServiceRequest, limits: &OtelLimits) -> Mapped
                     out.warn(format!("span {label:?} refused: {e}"));
                     continue;
                 }
-                let (mut a, dropped) = attributes(std::mem::take(&mut span.attributes), limits);
+                let (mut a, dropped): (Attrs, _) =
+                    attributes(std::mem::take(&mut span.attributes), limits);
                 if dropped > 0 {
                     out.warn(format!(
                         "span {label:?}: kept the first {} attributes, dropped {dropped}",
@@ -1081,7 +1083,8 @@ pub fn map_logs(req: &ExportLogsServiceRequest, limits: &OtelLimits) -> Mapped {
     for rl in &req.resource_logs {
         for sl in &rl.scope_logs {
             for rec in &sl.log_records {
-                let (attrs, _) = attributes(rec.attributes.clone(), limits);
+                let (attrs, _): (Map<String, Value>, _) =
+                    attributes(rec.attributes.clone(), limits);
                 let name = if rec.event_name.is_empty() {
                     first_str(&attrs, &["event.name"]).unwrap_or_default()
                 } else {
@@ -1102,10 +1105,9 @@ pub fn map_logs(req: &ExportLogsServiceRequest, limits: &OtelLimits) -> Mapped {
                 let time = nanos(rec.time_unix_nano)
                     .or_else(|| nanos(rec.observed_time_unix_nano))
                     .unwrap_or_else(Utc::now);
-                batch_of(&mut out, &mut by_trace, &rec.trace_id).log_events.push((
-                    hex(&rec.span_id),
-                    SpanEvent { name, time, attributes: event_attrs.into_iter().collect() },
-                ));
+                batch_of(&mut out, &mut by_trace, &rec.trace_id)
+                    .log_events
+                    .push((hex(&rec.span_id), SpanEvent { name, time, attributes: event_attrs }));
             }
         }
     }
