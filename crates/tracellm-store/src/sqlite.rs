@@ -28,6 +28,7 @@ use tracellm_core::{
 mod checkpoint;
 mod ids;
 mod search;
+mod tokenizer;
 
 use crate::doc;
 use crate::{

@@ -335,6 +335,9 @@ fn open_search_db(path: &Path) -> rusqlite::Result<Connection> {
     // its commits must be as durable as the main database's.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -16_000)?;
+    // the indexer tokenizes every trace's text: unicode61 with its fast path for ASCII (the
+    // same terms; the read connections tokenize only queries, with the built-in)
+    super::tokenizer::register(&conn)?;
     Ok(conn)
 }
 
