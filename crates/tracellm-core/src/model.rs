@@ -161,6 +161,7 @@ pub struct ToolCall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct SpanEvent {
     pub name: String,
+    #[serde(serialize_with = "crate::time::serialize")]
     pub time: DateTime<Utc>,
     #[schema(value_type = Object)]
     pub attributes: Map<String, Value>,
@@ -173,7 +174,9 @@ pub struct Span {
     pub parent_id: Option<String>,
     pub name: String,
     pub kind: SpanKind,
+    #[serde(serialize_with = "crate::time::serialize")]
     pub start_time: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
     pub end_time: Option<DateTime<Utc>>,
     pub latency_ms: Option<f64>,
     pub status: Status,
@@ -204,7 +207,9 @@ pub struct Trace {
     pub environment: Option<String>,
     pub name: String,
     pub status: Status,
+    #[serde(serialize_with = "crate::time::serialize")]
     pub timestamp: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
     pub end_time: Option<DateTime<Utc>>,
     pub latency_ms: Option<f64>,
     pub prompt: Option<String>,
@@ -235,7 +240,9 @@ pub struct TraceSummary {
     pub environment: Option<String>,
     pub name: String,
     pub status: Status,
+    #[serde(serialize_with = "crate::time::serialize")]
     pub timestamp: DateTime<Utc>,
+    #[serde(serialize_with = "crate::time::serialize_opt")]
     pub end_time: Option<DateTime<Utc>>,
     pub latency_ms: Option<f64>,
     pub model: Option<String>,
