@@ -4,8 +4,9 @@
 //! Tokenizing was a third of what the indexer spends (unicode61 decodes and classifies each byte
 //! through a loop built for any code point, and copies every token into a folding buffer). For
 //! ASCII, unicode61's rules are simple: a token is a run of `[0-9A-Za-z]` and is folded to lower
-//! case. This module does that with one table lookup a byte, hands out tokens without upper case
-//! straight from the text, and gives every stretch holding a non-ASCII byte to unicode61 itself.
+//! case. This module finds those runs from bit masks of 64 bytes at a time, hands out tokens
+//! without upper case straight from the text, and gives every stretch holding a non-ASCII byte
+//! to unicode61 itself.
 //!
 //! Registered under unicode61's own name, it applies to the search tables as they are (no schema
 //! change, no index to rebuild), and any connection without it (the `sqlite3` shell, the read
@@ -173,15 +174,19 @@ unsafe extern "C" fn x_tokenize(
         }
         let bytes = std::slice::from_raw_parts(text.cast::<u8>(), n_text as usize);
         let delegate = |start: usize, end: usize| {
-            let mut shifted = Shifted { ctx, x_token, base: start as c_int };
-            builtin(
+            let mut shifted =
+                Shifted { ctx, x_token, base: start as c_int, stopped: ffi::SQLITE_OK };
+            let rc = builtin(
                 instance.builtin,
                 (&raw mut shifted).cast(),
                 flags,
                 text.add(start),
                 (end - start) as c_int,
                 Some(x_token_shifted),
-            )
+            );
+            // the built-in answers OK when the callback stopped it with SQLITE_DONE: so must
+            // the whole text, not go on past it
+            if shifted.stopped != ffi::SQLITE_OK { shifted.stopped } else { rc }
         };
         let emit = |token: &[u8], start: usize, end: usize| {
             #[cfg(test)]
@@ -206,6 +211,8 @@ struct Shifted {
     ctx: *mut c_void,
     x_token: TokenFn,
     base: c_int,
+    /// What the callback answered when it asked to stop.
+    stopped: c_int,
 }
 
 unsafe extern "C" fn x_token_shifted(
@@ -218,8 +225,12 @@ unsafe extern "C" fn x_token_shifted(
 ) -> c_int {
     // SAFETY: `ctx` is the `Shifted` that `x_tokenize` passed with this callback.
     unsafe {
-        let s = &*ctx.cast::<Shifted>();
-        (s.x_token)(s.ctx, tflags, token, n_token, start + s.base, end + s.base)
+        let s = &mut *ctx.cast::<Shifted>();
+        let rc = (s.x_token)(s.ctx, tflags, token, n_token, start + s.base, end + s.base);
+        if rc != ffi::SQLITE_OK {
+            s.stopped = rc;
+        }
+        rc
     }
 }
 
@@ -583,6 +594,64 @@ mod tests {
         );
         assert_eq!(got, [("hi".to_string(), 0, 2), ("world".to_string(), 11, 16)]);
         assert_eq!(delegated, ["naïve", "wide—x"]);
+    }
+
+    /// A callback that answers SQLITE_DONE is called no more, whether the token came from the
+    /// fast path or from a stretch given to the built-in.
+    #[test]
+    fn a_callback_that_stops_is_not_called_again() {
+        unsafe extern "C" fn take(
+            ctx: *mut c_void,
+            _: c_int,
+            token: *const c_char,
+            n: c_int,
+            _: c_int,
+            _: c_int,
+        ) -> c_int {
+            // SAFETY: `ctx` is the test's (tokens, stop after) pair; FTS5 passes n bytes.
+            unsafe {
+                let (got, stop_after) = &mut *ctx.cast::<(Vec<String>, usize)>();
+                let bytes = std::slice::from_raw_parts(token.cast::<u8>(), n as usize);
+                got.push(String::from_utf8_lossy(bytes).into_owned());
+                if got.len() == *stop_after { ffi::SQLITE_DONE } else { ffi::SQLITE_OK }
+            }
+        }
+        let conn = Connection::open_in_memory().unwrap();
+        register(&conn).unwrap();
+        let text = "First naïve Third fourth";
+        for (stop_after, expected) in [
+            (1, vec!["first"]),
+            (2, vec!["first", "naive"]),
+            (9, vec!["first", "naive", "third", "fourth"]),
+        ] {
+            // SAFETY: the tokenizer FTS5 finds under the name is ours, created and used as FTS5
+            // would, with arguments that live through the calls.
+            unsafe {
+                let api = fts5_api(&conn).unwrap();
+                let mut tok = ffi::fts5_tokenizer { xCreate: None, xDelete: None, xTokenize: None };
+                let mut user_data = ptr::null_mut();
+                let found =
+                    (*api).xFindTokenizer.unwrap()(api, NAME.as_ptr(), &mut user_data, &mut tok);
+                assert_eq!(found, ffi::SQLITE_OK);
+                let args = [c"remove_diacritics".as_ptr(), c"2".as_ptr()];
+                let mut instance = ptr::null_mut();
+                let rc =
+                    tok.xCreate.unwrap()(user_data, args.as_ptr().cast_mut(), 2, &mut instance);
+                assert_eq!(rc, ffi::SQLITE_OK);
+                let mut ctx = (Vec::<String>::new(), stop_after);
+                let rc = tok.xTokenize.unwrap()(
+                    instance,
+                    (&raw mut ctx).cast(),
+                    ffi::FTS5_TOKENIZE_DOCUMENT,
+                    text.as_ptr().cast(),
+                    text.len() as c_int,
+                    Some(take),
+                );
+                tok.xDelete.unwrap()(instance);
+                assert_eq!(rc, ffi::SQLITE_OK, "SQLITE_DONE is answered as OK, as unicode61 does");
+                assert_eq!(ctx.0, expected, "stopping after {stop_after}");
+            }
+        }
     }
 
     /// highlight() places its marks by the tokens' byte offsets: those from unicode61's
