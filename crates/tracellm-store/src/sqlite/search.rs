@@ -589,7 +589,7 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
         last.entry(d.pk).or_insert((!d.fresh, i)).1 = i;
     }
     // each trace's last doc, and whether the trace was indexed before
-    let latest: Vec<(&Doc, bool)> = docs
+    let mut latest: Vec<(&Doc, bool)> = docs
         .iter()
         .enumerate()
         .filter_map(|(i, d)| {
@@ -597,6 +597,10 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
             (at == i).then_some((d, indexed_before))
         })
         .collect();
+    // In row key order: FTS5 writes its pending terms out as a segment of their own whenever a
+    // row key goes backwards, and in commit order a trace updated after newer ones were written
+    // (a trace whose spans came in two requests) does.
+    latest.sort_unstable_by_key(|(d, _)| d.pk);
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         // Sessions and users first: an INSERT OR REPLACE opens a statement savepoint, and once
@@ -633,4 +637,64 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
     }
     tx.commit()?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(seq: i64, pk: i64, fresh: bool, body: &str) -> Doc {
+        let keys = Keys { project_id: "p".into(), ts: 0, session_id: None, user_id: None };
+        Doc { seq, pk, fresh, body: body.into(), keys }
+    }
+
+    /// FTS5's segments (rows of `trace_fts_data` by segment id; tombstones not counted).
+    fn segments(conn: &Connection) -> i64 {
+        conn.query_row(
+            "SELECT count(DISTINCT id >> 37) FROM trace_fts_data WHERE (id >> 37) BETWEEN 1 AND 65535",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    }
+
+    fn matches(conn: &Connection, q: &str) -> Vec<i64> {
+        conn.prepare("SELECT rowid FROM trace_fts WHERE trace_fts MATCH ?1 ORDER BY rowid")
+            .unwrap()
+            .query_map([q], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_with_older_traces_updated_is_written_as_one_segment() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        conn.execute("INSERT INTO indexed (id, main_id, seq) VALUES (1, 'm', 0)", []).unwrap();
+        let first: Vec<Doc> =
+            (1..=8).map(|pk| doc(pk, pk, true, &format!("first text of {pk}"))).collect();
+        index(&mut conn, &first, &[], 8).unwrap();
+        let before = segments(&conn);
+        assert_eq!(before, 1);
+        // new traces, with updates of older ones between them as commits hand them over
+        let batch = [
+            doc(9, 9, true, "new nine"),
+            doc(10, 2, false, "second two"),
+            doc(11, 10, true, "new ten"),
+            doc(12, 5, false, "second five"),
+            doc(13, 11, true, "new eleven"),
+            doc(14, 7, false, "second seven"),
+            doc(15, 12, true, "new twelve"),
+            doc(16, 12, false, "new twelve again"),
+        ];
+        index(&mut conn, &batch, &[], 16).unwrap();
+        assert_eq!(segments(&conn), before + 1, "the batch is one segment");
+        assert_eq!(matches(&conn, "first"), [1, 3, 4, 6, 8]);
+        assert_eq!(matches(&conn, "second"), [2, 5, 7]);
+        assert_eq!(matches(&conn, "new"), [9, 10, 11, 12]);
+        assert_eq!(matches(&conn, "again"), [12]);
+        let seq: i64 = conn.query_row("SELECT seq FROM indexed", [], |r| r.get(0)).unwrap();
+        assert_eq!(seq, 16);
+    }
 }
