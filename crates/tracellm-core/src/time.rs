@@ -226,8 +226,8 @@ mod tests {
             seed ^= seed << 13;
             seed ^= seed >> 7;
             seed ^= seed << 17;
-            // any instant 1900–2200, at each precision
-            let ns = (seed % 9_467_280_000_000_000_000) as i64 - 2_208_988_800_000_000_000;
+            // any instant 1938–2168, at each precision
+            let ns = (seed % 7_258_000_000_000_000_000) as i64 - 1_000_000_000_000_000_000;
             let ns =
                 ns - ns.rem_euclid([1, 1_000, 1_000_000, 1_000_000_000][(seed >> 60) as usize % 4]);
             times.push(Utc.timestamp_nanos(ns));
