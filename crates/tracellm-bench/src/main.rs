@@ -343,6 +343,8 @@ async fn query(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
         .nth(3)
         .unwrap_or("x")
         .to_string();
+    // a prefix a user might type of it: the terms it starts are many, and common
+    let stem: String = word.chars().take(3).collect();
     let mut cases: Vec<(String, String)> = vec![
         ("GET /traces (newest page of 50)".into(), format!("{}/traces", cli.url)),
         ("GET /traces?status=error".into(), format!("{}/traces?status=error", cli.url)),
@@ -350,6 +352,10 @@ async fn query(cli: &Cli, iterations: usize) -> anyhow::Result<()> {
         (
             format!("GET /traces?q={word} (full-text, top 50)"),
             format!("{}/traces?q={word}", cli.url),
+        ),
+        (
+            format!("GET /traces?q={stem}* (prefix, top 50)"),
+            format!("{}/traces?q={stem}*", cli.url),
         ),
         ("GET /traces/{id} (6 spans)".into(), format!("{}/traces/{id}", cli.url)),
         ("GET /analytics?since=24h".into(), format!("{}/analytics?since=24h", cli.url)),
