@@ -583,24 +583,17 @@ impl Indexer {
 /// removed, and the index is marked as covering the log up to `upto`.
 fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result<()> {
     // A trace written several times since the last batch is indexed once, with its last text;
-    // it was indexed before unless its first write here created it.
-    let mut last: foldhash::HashMap<i64, (bool, usize)> = foldhash::HashMap::default();
-    for (i, d) in docs.iter().enumerate() {
-        last.entry(d.pk).or_insert((!d.fresh, i)).1 = i;
-    }
-    // each trace's last doc, and whether the trace was indexed before
-    let mut latest: Vec<(&Doc, bool)> = docs
-        .iter()
-        .enumerate()
-        .filter_map(|(i, d)| {
-            let (indexed_before, at) = last[&d.pk];
-            (at == i).then_some((d, indexed_before))
-        })
+    // it was indexed before unless its first write here created it. In row key order: FTS5
+    // writes its pending terms out as a segment of their own whenever a row key goes backwards,
+    // and in commit order a trace updated after newer ones were written (a trace whose spans
+    // came in two requests) does. (Deletions of `gone` traces come last: a step back with no
+    // insert after it writes no segment of its own.)
+    let mut order: Vec<usize> = (0..docs.len()).collect();
+    order.sort_unstable_by_key(|&i| (docs[i].pk, i));
+    let latest: Vec<(&Doc, bool)> = order
+        .chunk_by(|&a, &b| docs[a].pk == docs[b].pk)
+        .map(|writes| (&docs[writes[writes.len() - 1]], !docs[writes[0]].fresh))
         .collect();
-    // In row key order: FTS5 writes its pending terms out as a segment of their own whenever a
-    // row key goes backwards, and in commit order a trace updated after newer ones were written
-    // (a trace whose spans came in two requests) does.
-    latest.sort_unstable_by_key(|(d, _)| d.pk);
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     {
         // Sessions and users first: an INSERT OR REPLACE opens a statement savepoint, and once
