@@ -1490,7 +1490,7 @@ fn fts_query(q: &str) -> Option<String> {
 /// against 1.17 s left to FTS5.
 const PREFIX_TERMS_MAX: usize = 64;
 
-/// The FTS5 query for a user's search words, each ASCII prefix spelled out as the terms the
+/// The FTS5 query for a user's search words, each prefix spelled out as the terms the
 /// index holds that start with it (`bill*` → `("billing" OR "bills")`); `None` when nothing can
 /// match (only punctuation, or a prefix no term starts with).
 ///
@@ -1498,17 +1498,26 @@ const PREFIX_TERMS_MAX: usize = 64;
 /// merging them into one, whatever rows the query asks for: at 4 M spans, 320 ms for `bill*`
 /// where `billing` takes 4 ms. An OR of terms is read lazily like a single term. The terms are
 /// looked up in the index's vocabulary one seek each, the next after the last; past
-/// `PREFIX_TERMS_MAX` of them the prefix is left to FTS5. Only ASCII prefixes: the index folds
-/// them to lower case and nothing else, so its terms are found byte for byte (a non-ASCII prefix
-/// would need the tokenizer's folding of accents and cases).
+/// `PREFIX_TERMS_MAX` of them the prefix is left to FTS5. A prefix is folded as the index folds
+/// its terms: ASCII to lower case, anything else by the tokenizer itself (`Über*` → `uber`).
 fn match_query(conn: &Connection, q: &str) -> Result<Option<String>> {
     let mut parts = Vec::new();
     for (word, prefix) in search_terms(q) {
-        if !prefix || !word.is_ascii() {
+        let stem = if !prefix {
+            None
+        } else if word.is_ascii() {
+            Some(word.to_ascii_lowercase())
+        } else {
+            // folded as FTS5 folds the word of a query; a word it splits is left to it
+            match &tokenizer::query_terms(conn, &tokenizer::SEARCH_ARGS, word)?[..] {
+                [term] => Some(term.clone()),
+                _ => None,
+            }
+        };
+        let Some(stem) = stem else {
             parts.push(format!("\"{word}\"{}", if prefix { "*" } else { "" }));
             continue;
-        }
-        let stem = word.to_ascii_lowercase();
+        };
         let terms = terms_starting_with(conn, &stem, PREFIX_TERMS_MAX + 1)?;
         match terms.len() {
             0 => return Ok(None),
@@ -2588,8 +2597,8 @@ mod tests {
     }
 
     /// A prefix spelled out as the index's terms finds the same traces as FTS5's own prefix
-    /// query, whether it is spelled out, left to FTS5 (too many terms, not ASCII) or starts no
-    /// term at all; and words in upper case find what they find in lower case.
+    /// query, whether it is spelled out, left to FTS5 (too many terms) or starts no term at
+    /// all; and words in upper case or with accents find what FTS5 finds for them.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn prefix_searches_find_what_fts5s_prefix_query_finds() {
         let dir = tempfile::tempdir().unwrap();
@@ -2621,7 +2630,9 @@ mod tests {
         let pre06: Vec<String> = (0..10).map(|i| format!("\"pre06{i}\"")).collect();
         let pre06 = format!("({})", pre06.join(" OR "));
         assert_eq!(match_query(&conn, "pre06*").unwrap(), Some(pre06));
-        assert_eq!(match_query(&conn, "ün*").unwrap().as_deref(), Some(r#""ün"*"#));
+        // folded by the tokenizer: case and accents
+        assert_eq!(match_query(&conn, "ÜN*").unwrap().as_deref(), Some(r#"("under")"#));
+        assert_eq!(match_query(&conn, "naï*").unwrap().as_deref(), Some(r#"("naive")"#));
         assert_eq!(match_query(&conn, "billing zzz*").unwrap(), None);
         assert_eq!(match_query(&conn, "-*").unwrap(), None);
 
@@ -2651,6 +2662,8 @@ mod tests {
             ("pre06*", "pre06", 20),
             ("ub*", "ub", 25),
             ("üb*", "üb", 25),
+            ("ÜB*", "üb", 25),
+            ("naï*", "naï", 25),
             ("na*", "na", 25),
             ("w19*", "w19", 11),
             ("zzz*", "zzz", 0),

@@ -75,6 +75,72 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
+/// The arguments the search table gives unicode61 (its `tokenize` option in the migrations).
+pub(crate) const SEARCH_ARGS: [&CStr; 2] = [c"remove_diacritics", c"2"];
+
+/// The terms the built-in unicode61, with `args`, makes of a word of a query: what FTS5 looks up
+/// for it (folded to lower case, accents removed).
+pub(crate) fn query_terms(
+    conn: &Connection,
+    args: &[&CStr],
+    text: &str,
+) -> rusqlite::Result<Vec<String>> {
+    unsafe extern "C" fn take(
+        ctx: *mut c_void,
+        _flags: c_int,
+        token: *const c_char,
+        n: c_int,
+        _start: c_int,
+        _end: c_int,
+    ) -> c_int {
+        // SAFETY: `ctx` is the vector below; FTS5 hands `n` bytes of token.
+        unsafe {
+            let token = std::slice::from_raw_parts(token.cast::<u8>(), n.max(0) as usize);
+            (*ctx.cast::<Vec<String>>()).push(String::from_utf8_lossy(token).into_owned());
+        }
+        ffi::SQLITE_OK
+    }
+    let n_text = c_int::try_from(text.len()).map_err(|_| failure("query word too long"))?;
+    // SAFETY: the handle stays open for the calls below; the tokenizer made is deleted before
+    // returning, and `terms` outlives the tokenize call that fills it.
+    unsafe {
+        let api = fts5_api(conn)?;
+        let find =
+            (*api).xFindTokenizer.ok_or_else(|| failure("fts5_api has no xFindTokenizer"))?;
+        let mut module = ffi::fts5_tokenizer { xCreate: None, xDelete: None, xTokenize: None };
+        let mut user_data = ptr::null_mut();
+        if find(api, NAME.as_ptr(), &mut user_data, &mut module) != ffi::SQLITE_OK {
+            return Err(failure("FTS5 has no unicode61 tokenizer"));
+        }
+        let (Some(create), Some(delete), Some(tokenize)) =
+            (module.xCreate, module.xDelete, module.xTokenize)
+        else {
+            return Err(failure("unicode61 lacks a function"));
+        };
+        let mut argv: Vec<*const c_char> = args.iter().map(|a| a.as_ptr()).collect();
+        let mut tokenizer = ptr::null_mut();
+        if create(user_data, argv.as_mut_ptr(), argv.len() as c_int, &mut tokenizer)
+            != ffi::SQLITE_OK
+        {
+            return Err(failure("unicode61 refused its arguments"));
+        }
+        let mut terms: Vec<String> = Vec::new();
+        let rc = tokenize(
+            tokenizer,
+            (&raw mut terms).cast(),
+            ffi::FTS5_TOKENIZE_QUERY | ffi::FTS5_TOKENIZE_PREFIX,
+            text.as_ptr().cast(),
+            n_text,
+            Some(take),
+        );
+        delete(tokenizer);
+        if rc != ffi::SQLITE_OK {
+            return Err(failure("unicode61 failed on a query word"));
+        }
+        Ok(terms)
+    }
+}
+
 fn failure(msg: &str) -> rusqlite::Error {
     rusqlite::Error::SqliteFailure(ffi::Error::new(ffi::SQLITE_ERROR), Some(msg.to_owned()))
 }
