@@ -689,5 +689,11 @@ mod tests {
         assert_eq!(matches(&conn, "again"), [12]);
         let seq: i64 = conn.query_row("SELECT seq FROM indexed", [], |r| r.get(0)).unwrap();
         assert_eq!(seq, 16);
+        // deleted traces, older than the batch's, removed after its inserts: still one segment
+        let batch = [doc(17, 13, true, "new thirteen"), doc(18, 4, false, "second four")];
+        index(&mut conn, &batch, &[3, 6], 18).unwrap();
+        assert_eq!(segments(&conn), before + 2, "the batch and its deletions are one segment");
+        assert_eq!(matches(&conn, "first"), [1, 8]);
+        assert_eq!(matches(&conn, "second"), [2, 4, 5, 7]);
     }
 }
