@@ -1500,37 +1500,142 @@ const PREFIX_TERMS_MAX: usize = 64;
 /// looked up in the index's vocabulary one seek each, the next after the last; past
 /// `PREFIX_TERMS_MAX` of them the prefix is left to FTS5. A prefix is folded as the index folds
 /// its terms: ASCII to lower case, anything else by the tokenizer itself (`Über*` → `uber`).
-fn match_query(conn: &Connection, q: &str) -> Result<Option<String>> {
-    let mut parts = Vec::new();
+fn match_query(conn: &Connection, q: &str) -> Result<Option<SearchMatch>> {
+    // each part of the query, and whether it is a wide prefix
+    let mut parts: Vec<(String, bool)> = Vec::new();
+    let mut folded = Some(Vec::new());
     for (word, prefix) in search_terms(q) {
-        let stem = if !prefix {
-            None
-        } else if word.is_ascii() {
+        // folded as FTS5 folds the word of a query; a word it splits is left to it
+        let term = if word.is_ascii() {
             Some(word.to_ascii_lowercase())
         } else {
-            // folded as FTS5 folds the word of a query; a word it splits is left to it
             match &tokenizer::query_terms(conn, &tokenizer::SEARCH_ARGS, word)?[..] {
                 [term] => Some(term.clone()),
                 _ => None,
             }
         };
-        let Some(stem) = stem else {
-            parts.push(format!("\"{word}\"{}", if prefix { "*" } else { "" }));
+        match (&term, folded.as_mut()) {
+            (Some(t), Some(f)) => f.push((t.clone(), prefix)),
+            _ => folded = None,
+        }
+        let Some(stem) = term.filter(|_| prefix) else {
+            parts.push((format!("\"{word}\"{}", if prefix { "*" } else { "" }), false));
             continue;
         };
         let terms = terms_starting_with(conn, &stem, PREFIX_TERMS_MAX + 1)?;
         match terms.len() {
             0 => return Ok(None),
-            n if n > PREFIX_TERMS_MAX => parts.push(format!("\"{stem}\"*")),
+            n if n > PREFIX_TERMS_MAX => parts.push((format!("\"{stem}\"*"), true)),
             _ => {
                 let alternatives: Vec<String> =
                     terms.iter().map(|t| format!("\"{}\"", t.replace('"', "\"\""))).collect();
-                parts.push(format!("({})", alternatives.join(" OR ")));
+                parts.push((format!("({})", alternatives.join(" OR ")), false));
             }
         }
     }
+    if parts.is_empty() {
+        return Ok(None);
+    }
     // explicit ANDs: FTS5 joins phrases implicitly, but not a phrase and a parenthesis
-    Ok((!parts.is_empty()).then(|| parts.join(" AND ")))
+    let and = |wide: Option<bool>| {
+        let chosen: Vec<&str> = parts
+            .iter()
+            .filter(|(_, w)| wide.is_none_or(|wide| *w == wide))
+            .map(|(p, _)| p.as_str())
+            .collect();
+        (!chosen.is_empty()).then(|| chosen.join(" AND "))
+    };
+    Ok(Some(SearchMatch {
+        fts: and(None).unwrap_or_default(),
+        wide: parts.iter().any(|(_, w)| *w),
+        narrow: and(Some(false)),
+        folded,
+    }))
+}
+
+/// A user's search as the index is asked it (see `match_query`).
+#[derive(Debug, PartialEq)]
+struct SearchMatch {
+    /// The FTS5 query.
+    fts: String,
+    /// A prefix of more than `PREFIX_TERMS_MAX` terms is left to FTS5, which reads the whole
+    /// list of each of them in every query.
+    wide: bool,
+    /// The FTS5 query of the parts that are not wide prefixes, if any.
+    narrow: Option<String>,
+    /// Each word as a term of the index, and whether it is a prefix; `None` when a word is not
+    /// one term.
+    folded: Option<Vec<(String, bool)>>,
+}
+
+/// Most of the newest traces a search with a wide prefix checks by their text before it reads
+/// the index (see `newest_by_text`).
+const TEXT_CHECK_MAX: usize = 256;
+/// A trace of more spans than this is not read whole to check its text: the search goes on
+/// with the index from there.
+const TEXT_CHECK_SPANS_MAX: i64 = 200;
+
+/// The first `want` of the newest traces the query selects whose text holds every one of
+/// `words` (terms, and whether each is a prefix), read from the traces themselves and tokenized
+/// as the index tokenizes them; and what is left to read from the index.
+///
+/// A wide prefix (`te*`, hundreds of terms) is in most traces, and FTS5 reads every list of it
+/// whole to find any: seconds at millions of spans. The newest few hundred traces hold a page
+/// of such matches; a prefix found in fewer is left to the index after them. With `narrow`
+/// (the query's other words), the traces checked are the newest that match those, read from
+/// the index as any search is: every trace the whole query matches is among them.
+fn newest_by_text(
+    conn: &Connection,
+    q: &TraceQuery,
+    only: Option<&[Status]>,
+    keys: bool,
+    words: &[(String, bool)],
+    narrow: Option<&str>,
+    want: usize,
+) -> Result<(Vec<(i64, i64)>, Rest)> {
+    // the newest traces the query selects, or the newest of them that match its narrow parts
+    let step = TraceQuery { q: None, ..q.clone() };
+    let batch: Vec<(i64, i64)> = match narrow {
+        Some(m) => search_page(conn, q, only, keys, m, TEXT_CHECK_MAX, SEARCH_FEW)?,
+        None => {
+            let (sql, params) = select_sql(&step, only, keys, "{by}.pk, {by}.ts", TEXT_CHECK_MAX);
+            conn.prepare_cached(&sql)?
+                .query_map(&param_refs(&params)[..], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?
+        }
+    };
+    let mut span_count = conn.prepare_cached("SELECT span_count FROM traces WHERE pk = ?1")?;
+    let mut found = Vec::new();
+    let mut checked = q.cursor;
+    for &(pk, ts) in &batch {
+        let spans: i64 = span_count.query_row([pk], |r| r.get(0))?;
+        if spans > TEXT_CHECK_SPANS_MAX {
+            return Ok((found, Rest::From(checked)));
+        }
+        if let Some((body, _)) = stored_text(conn, pk)? {
+            let terms = tokenizer::document_terms(conn, &tokenizer::SEARCH_ARGS, &body)?;
+            let holds = |(word, prefix): &(String, bool)| {
+                terms.iter().any(|t| if *prefix { t.starts_with(word.as_str()) } else { t == word })
+            };
+            if words.iter().all(holds) {
+                found.push((pk, ts));
+                if found.len() == want {
+                    return Ok((found, Rest::Done));
+                }
+            }
+        }
+        checked = Some(Cursor { ts_micros: ts, key: pk });
+    }
+    Ok((found, if batch.len() == TEXT_CHECK_MAX { Rest::From(checked) } else { Rest::Done }))
+}
+
+/// What `newest_by_text` leaves to the index.
+#[derive(Debug, PartialEq)]
+enum Rest {
+    /// Nothing: the page is full, or every trace was checked.
+    Done,
+    /// The traces after this cursor (`None`: from the newest).
+    From(Option<Cursor>),
 }
 
 /// Up to `most` terms of the search index that start with `stem`, in order: each the first term
@@ -1684,7 +1789,20 @@ fn list_summaries(
     if let Some(words) = q.q.as_deref().filter(|w| !w.trim().is_empty()) {
         // Only punctuation, or a prefix of no term: nothing can match.
         let Some(m) = match_query(conn, words)? else { return Ok((Vec::new(), None)) };
-        let found = search_page(conn, q, only, keys, &m, limit + 1, SEARCH_FEW)?;
+        let found = match &m.folded {
+            Some(words) if m.wide => {
+                let narrow = m.narrow.as_deref();
+                let (mut found, rest) =
+                    newest_by_text(conn, q, only, keys, words, narrow, limit + 1)?;
+                if let Rest::From(cursor) = rest {
+                    let rest = TraceQuery { cursor, ..q.clone() };
+                    let want = limit + 1 - found.len();
+                    found.extend(search_page(conn, &rest, only, keys, &m.fts, want, SEARCH_FEW)?);
+                }
+                found
+            }
+            _ => search_page(conn, q, only, keys, &m.fts, limit + 1, SEARCH_FEW)?,
+        };
         let mut stmt = conn
             .prepare_cached(&format!("SELECT {SUMMARY_COLUMNS} FROM traces t WHERE t.pk = ?1"))?;
         let mut rows = Vec::with_capacity(found.len());
@@ -2596,6 +2714,103 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    fn fts(conn: &Connection, q: &str) -> Option<String> {
+        match_query(conn, q).unwrap().map(|m| m.fts)
+    }
+
+    /// A search with a wide prefix (more terms than are spelled out) reads the newest traces'
+    /// texts, then the index after them, and pages through the same traces in the same order
+    /// as FTS5's own prefix query finds: when the newest hold a page, when they hold none
+    /// (every match older than the traces checked by text), and past a trace too big to read.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_wide_prefix_reads_the_newest_texts_then_the_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("traces.db"), SqliteOptions::default())
+            .await
+            .unwrap();
+        let n = TEXT_CHECK_MAX + 150;
+        let mut traces = Vec::new();
+        for i in 0..n {
+            // "wid…" in every trace; "old…" only in the oldest 80; "Déjà" in every third
+            let mut text = format!("common wid{:03} w{i}", i % (PREFIX_TERMS_MAX + 10));
+            if i < 80 {
+                text.push_str(&format!(" old{i:03}"));
+            }
+            if i % 3 == 0 {
+                text.push_str(" Déjà");
+            }
+            let spans: Vec<serde_json::Value> = (0..if i == 100 { 201 } else { 1 })
+                .map(|s| {
+                    serde_json::json!({"id": format!("s{s}"), "name": "step", "kind": "agent",
+                        "input": text, "start_time": format!("2026-05-31T{:02}:{:02}:{:02}Z",
+                        i / 3600, (i / 60) % 60, i % 60)})
+                })
+                .collect();
+            traces.push(normalized(serde_json::json!({"id": format!("t{i:03}"), "spans": spans})));
+        }
+        for chunk in traces.chunks(100) {
+            store.ingest(chunk.to_vec()).await.unwrap();
+        }
+        let all = TraceQuery { project_id: "default".into(), limit: 7, ..Default::default() };
+        let q = TraceQuery { q: Some("w1".into()), ..all.clone() };
+        assert_eq!(store.list_traces(q).await.unwrap().traces.len(), 1); // indexed
+        let conn = store.readers.connect().unwrap();
+        let newest_first: Vec<(i64, String)> = conn
+            .prepare("SELECT pk, id FROM traces ORDER BY ts DESC, pk DESC")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        // the newest hold a page; they hold none, and the index goes on after them
+        let words = |q: &str| match_query(&conn, q).unwrap().unwrap().folded.unwrap();
+        let (found, rest) =
+            newest_by_text(&conn, &all, None, false, &words("wid*"), None, 8).unwrap();
+        assert_eq!((found.len(), rest), (8, Rest::Done));
+        let (found, rest) =
+            newest_by_text(&conn, &all, None, false, &words("old*"), None, 8).unwrap();
+        let pk = newest_first[TEXT_CHECK_MAX - 1].0;
+        let ts: i64 =
+            conn.query_row("SELECT ts FROM traces WHERE pk = ?1", [pk], |r| r.get(0)).unwrap();
+        assert_eq!((found.len(), rest), (0, Rest::From(Some(Cursor { ts_micros: ts, key: pk }))));
+        for (words, fts5, at_least) in [
+            ("wid*", r#""wid"*"#, n),
+            ("old*", r#""old"*"#, 80),
+            ("WID* déjà", r#""wid"* AND "deja""#, n / 3),
+            ("old* w1*", r#""old"* AND "w1"*"#, 11),
+            // the other words narrow the traces checked by text
+            ("wid* w1", r#""wid"* AND "w1""#, 1),
+            ("old* déjà", r#""old"* AND "deja""#, 80 / 3),
+            ("common old*", r#""common" AND "old"*"#, 80),
+        ] {
+            let m = match_query(&conn, words).unwrap().unwrap();
+            assert!(m.wide, "{words}");
+            let matching: HashSet<i64> = conn
+                .prepare("SELECT rowid FROM search.trace_fts WHERE trace_fts MATCH ?1")
+                .unwrap()
+                .query_map([fts5], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let expect: Vec<String> = newest_first
+                .iter()
+                .filter(|(pk, _)| matching.contains(pk))
+                .map(|(_, id)| id.clone())
+                .collect();
+            assert!(expect.len() >= at_least, "{words}: FTS5 finds {}", expect.len());
+            let mut q = TraceQuery { q: Some(words.into()), ..all.clone() };
+            let mut got = Vec::new();
+            loop {
+                let page = store.list_traces(q.clone()).await.unwrap();
+                got.extend(page.traces.into_iter().map(|t| t.id));
+                let Some(next) = page.next_cursor else { break };
+                q.cursor = Cursor::decode(&next);
+            }
+            assert_eq!(got, expect, "{words}");
+        }
+        store.close().await.unwrap();
+    }
+
     /// A prefix spelled out as the index's terms finds the same traces as FTS5's own prefix
     /// query, whether it is spelled out, left to FTS5 (too many terms) or starts no term at
     /// all; and words in upper case or with accents find what FTS5 finds for them.
@@ -2623,16 +2838,21 @@ mod tests {
 
         let conn = store.readers.connect().unwrap();
         assert_eq!(
-            match_query(&conn, "Bill* refund").unwrap().as_deref(),
+            fts(&conn, "Bill* refund").as_deref(),
             Some(r#"("bill" OR "billboard" OR "billing" OR "bills") AND "refund""#)
         );
-        assert_eq!(match_query(&conn, "pre*").unwrap().as_deref(), Some(r#""pre"*"#));
+        assert_eq!(fts(&conn, "pre*").as_deref(), Some(r#""pre"*"#));
+        let wide = match_query(&conn, "Naïve pre*").unwrap().unwrap();
+        assert!(wide.wide);
+        assert_eq!(wide.folded, Some(vec![("naive".into(), false), ("pre".into(), true)]));
+        assert_eq!(wide.narrow.as_deref(), Some(r#""Naïve""#));
         let pre06: Vec<String> = (0..10).map(|i| format!("\"pre06{i}\"")).collect();
         let pre06 = format!("({})", pre06.join(" OR "));
-        assert_eq!(match_query(&conn, "pre06*").unwrap(), Some(pre06));
+        assert_eq!(fts(&conn, "pre06*"), Some(pre06));
+        assert!(!match_query(&conn, "pre06*").unwrap().unwrap().wide);
         // folded by the tokenizer: case and accents
-        assert_eq!(match_query(&conn, "ÜN*").unwrap().as_deref(), Some(r#"("under")"#));
-        assert_eq!(match_query(&conn, "naï*").unwrap().as_deref(), Some(r#"("naive")"#));
+        assert_eq!(fts(&conn, "ÜN*").as_deref(), Some(r#"("under")"#));
+        assert_eq!(fts(&conn, "naï*").as_deref(), Some(r#"("naive")"#));
         assert_eq!(match_query(&conn, "billing zzz*").unwrap(), None);
         assert_eq!(match_query(&conn, "-*").unwrap(), None);
 

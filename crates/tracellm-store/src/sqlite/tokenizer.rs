@@ -85,6 +85,24 @@ pub(crate) fn query_terms(
     args: &[&CStr],
     text: &str,
 ) -> rusqlite::Result<Vec<String>> {
+    terms(conn, args, ffi::FTS5_TOKENIZE_QUERY | ffi::FTS5_TOKENIZE_PREFIX, text)
+}
+
+/// The terms the built-in unicode61, with `args`, makes of a document: what FTS5 indexes of it.
+pub(crate) fn document_terms(
+    conn: &Connection,
+    args: &[&CStr],
+    text: &str,
+) -> rusqlite::Result<Vec<String>> {
+    terms(conn, args, ffi::FTS5_TOKENIZE_DOCUMENT, text)
+}
+
+fn terms(
+    conn: &Connection,
+    args: &[&CStr],
+    flags: c_int,
+    text: &str,
+) -> rusqlite::Result<Vec<String>> {
     unsafe extern "C" fn take(
         ctx: *mut c_void,
         _flags: c_int,
@@ -100,7 +118,7 @@ pub(crate) fn query_terms(
         }
         ffi::SQLITE_OK
     }
-    let n_text = c_int::try_from(text.len()).map_err(|_| failure("query word too long"))?;
+    let n_text = c_int::try_from(text.len()).map_err(|_| failure("text too long to tokenize"))?;
     // SAFETY: the handle stays open for the calls below; the tokenizer made is deleted before
     // returning, and `terms` outlives the tokenize call that fills it.
     unsafe {
@@ -128,14 +146,14 @@ pub(crate) fn query_terms(
         let rc = tokenize(
             tokenizer,
             (&raw mut terms).cast(),
-            ffi::FTS5_TOKENIZE_QUERY | ffi::FTS5_TOKENIZE_PREFIX,
+            flags,
             text.as_ptr().cast(),
             n_text,
             Some(take),
         );
         delete(tokenizer);
         if rc != ffi::SQLITE_OK {
-            return Err(failure("unicode61 failed on a query word"));
+            return Err(failure("unicode61 failed on a text"));
         }
         Ok(terms)
     }
