@@ -1484,11 +1484,12 @@ fn fts_query(q: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" "))
 }
 
-/// Most index terms a prefix is spelled out into (see `match_query`); a prefix of more is left
-/// to FTS5. Each term costs a seek in every segment to find it (0.2–0.4 ms at 4 M spans, 25
-/// segments) and another to read it: at 4 M spans `s*`, 57 terms, took 95 ms spelled out
-/// against 1.17 s left to FTS5.
-const PREFIX_TERMS_MAX: usize = 64;
+/// Most index terms a prefix is spelled out into (see `match_query`); a prefix of more is wide
+/// (see `newest_by_text`). Each term costs a seek in every segment to find it (0.15–0.4 ms at
+/// 3–4 M spans, 20–25 segments) and another to read it: at 3.2 M spans `s*`, 57 terms, took
+/// 112 ms spelled out, 17 ms checked by text as a wide prefix (1.17 s left to FTS5), `b*`, 20
+/// terms, 32 ms either way.
+const PREFIX_TERMS_MAX: usize = 32;
 
 /// The FTS5 query for a user's search words, each prefix spelled out as the terms the
 /// index holds that start with it (`bill*` → `("billing" OR "bills")`); `None` when nothing can
