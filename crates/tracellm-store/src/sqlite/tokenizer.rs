@@ -50,15 +50,9 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
     // as long as the connection.
     unsafe {
         let api = fts5_api(conn)?;
-        let find =
-            (*api).xFindTokenizer.ok_or_else(|| failure("fts5_api has no xFindTokenizer"))?;
         let create =
             (*api).xCreateTokenizer.ok_or_else(|| failure("fts5_api has no xCreateTokenizer"))?;
-        let mut builtin = ffi::fts5_tokenizer { xCreate: None, xDelete: None, xTokenize: None };
-        let mut user_data = ptr::null_mut();
-        if find(api, NAME.as_ptr(), &mut user_data, &mut builtin) != ffi::SQLITE_OK {
-            return Err(failure("FTS5 has no unicode61 tokenizer"));
-        }
+        let (builtin, user_data) = unicode61(api)?;
         let module = Box::into_raw(Box::new(Module { builtin, user_data }));
         let mut ours = ffi::fts5_tokenizer {
             xCreate: Some(x_create),
@@ -122,14 +116,7 @@ fn terms(
     // SAFETY: the handle stays open for the calls below; the tokenizer made is deleted before
     // returning, and `terms` outlives the tokenize call that fills it.
     unsafe {
-        let api = fts5_api(conn)?;
-        let find =
-            (*api).xFindTokenizer.ok_or_else(|| failure("fts5_api has no xFindTokenizer"))?;
-        let mut module = ffi::fts5_tokenizer { xCreate: None, xDelete: None, xTokenize: None };
-        let mut user_data = ptr::null_mut();
-        if find(api, NAME.as_ptr(), &mut user_data, &mut module) != ffi::SQLITE_OK {
-            return Err(failure("FTS5 has no unicode61 tokenizer"));
-        }
+        let (module, user_data) = unicode61(fts5_api(conn)?)?;
         let (Some(create), Some(delete), Some(tokenize)) =
             (module.xCreate, module.xDelete, module.xTokenize)
         else {
@@ -156,6 +143,24 @@ fn terms(
             return Err(failure("unicode61 failed on a text"));
         }
         Ok(terms)
+    }
+}
+
+/// The unicode61 tokenizer FTS5 holds under that name on the connection of `api`, and its
+/// user data.
+unsafe fn unicode61(
+    api: *mut ffi::fts5_api,
+) -> rusqlite::Result<(ffi::fts5_tokenizer, *mut c_void)> {
+    // SAFETY: `api` is a live connection's FTS5 API (see `fts5_api`).
+    unsafe {
+        let find =
+            (*api).xFindTokenizer.ok_or_else(|| failure("fts5_api has no xFindTokenizer"))?;
+        let mut module = ffi::fts5_tokenizer { xCreate: None, xDelete: None, xTokenize: None };
+        let mut user_data = ptr::null_mut();
+        if find(api, NAME.as_ptr(), &mut user_data, &mut module) != ffi::SQLITE_OK {
+            return Err(failure("FTS5 has no unicode61 tokenizer"));
+        }
+        Ok((module, user_data))
     }
 }
 
