@@ -15,7 +15,10 @@ pub mod tokens;
 pub use model::{
     Span, SpanError, SpanEvent, SpanKind, Status, Tokens, ToolCall, Trace, TraceSummary,
 };
-pub use normalize::{Assembler, NormalizeOptions, TraceInput, ValidationError, normalize_trace};
+pub use normalize::{
+    Assembler, NormalizeOptions, Orphans, SpanFacts, SpanText, TraceInput, ValidationError,
+    check_span_count, derive_span, normalize_trace, roll_up,
+};
 pub use prices::PriceTable;
 
 /// Largest token count accepted for one call or rolled up over a trace: 2^53 - 1, the largest

@@ -718,7 +718,7 @@ fn settle_times(s: &mut Span) {
 // Assembly: the tree checks and everything derived.
 
 /// Checks the span tree of one trace and derives every figure of the trace from `input` and the
-/// spans. Spans are ordered by start time.
+/// spans. Spans are ordered by start time, and spans that start together by id.
 pub fn assemble(
     project_id: &str,
     input: TraceInput,
@@ -727,16 +727,7 @@ pub fn assemble(
     opts: &NormalizeOptions,
     orphans: Orphans,
 ) -> Result<Trace, ValidationError> {
-    if spans.len() > opts.max_spans {
-        return Err(invalid(
-            "spans",
-            format!(
-                "{} spans exceed the limit of {} per trace (--max-spans-per-trace)",
-                spans.len(),
-                opts.max_spans
-            ),
-        ));
-    }
+    check_span_count(spans.len(), opts)?;
     if spans.is_empty() {
         if input.prompt.is_none() && input.response.is_none() {
             return Err(invalid(
@@ -746,30 +737,139 @@ pub fn assemble(
         }
         spans.push(synthesize_call(&input));
     }
-    spans.sort_by_key(|s| s.start_time);
+    spans.sort_by(|a, b| a.start_time.cmp(&b.start_time).then_with(|| a.id.cmp(&b.id)));
+    for s in spans.iter_mut() {
+        if s.parent_id.as_deref() == Some("") {
+            s.parent_id = None;
+        }
+        derive_span(s, prices, opts);
+    }
+    let mut trace = roll_up(project_id, input, &spans, orphans, |s, want| match want {
+        SpanText::Prompt => text::prompt_text(&s.input),
+        SpanText::Response => text::response_text(&s.output),
+    })?;
+    trace.spans = spans;
+    Ok(trace)
+}
 
+/// Refuses more spans than a trace may hold.
+pub fn check_span_count(n: usize, opts: &NormalizeOptions) -> Result<(), ValidationError> {
+    if n > opts.max_spans {
+        return Err(invalid(
+            "spans",
+            format!(
+                "{n} spans exceed the limit of {} per trace (--max-spans-per-trace)",
+                opts.max_spans
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// What the roll-ups read of a span: the span itself, or a store's compact copy of these
+/// fields (a trace that grows over many requests is rolled up again from copies, without
+/// reading every stored span back).
+pub trait SpanFacts {
+    fn id(&self) -> &str;
+    /// None for a root; never empty.
+    fn parent_id(&self) -> Option<&str>;
+    fn name(&self) -> &str;
+    fn kind(&self) -> SpanKind;
+    fn status(&self) -> Status;
+    fn start_time(&self) -> DateTime<Utc>;
+    fn end_time(&self) -> Option<DateTime<Utc>>;
+    fn tokens(&self) -> Option<&Tokens>;
+    fn cost_usd(&self) -> Option<f64>;
+    fn model(&self) -> Option<&str>;
+    fn provider(&self) -> Option<&str>;
+    /// The error's `Type: message`, if the span has an error.
+    fn error_summary(&self) -> Option<std::borrow::Cow<'_, str>>;
+}
+
+impl SpanFacts for Span {
+    fn id(&self) -> &str {
+        &self.id
+    }
+    fn parent_id(&self) -> Option<&str> {
+        self.parent_id.as_deref().filter(|p| !p.is_empty())
+    }
+    fn name(&self) -> &str {
+        &self.name
+    }
+    fn kind(&self) -> SpanKind {
+        self.kind
+    }
+    fn status(&self) -> Status {
+        self.status
+    }
+    fn start_time(&self) -> DateTime<Utc> {
+        self.start_time
+    }
+    fn end_time(&self) -> Option<DateTime<Utc>> {
+        self.end_time
+    }
+    fn tokens(&self) -> Option<&Tokens> {
+        self.tokens.as_ref()
+    }
+    fn cost_usd(&self) -> Option<f64> {
+        self.cost_usd
+    }
+    fn model(&self) -> Option<&str> {
+        self.model.as_deref()
+    }
+    fn provider(&self) -> Option<&str> {
+        self.provider.as_deref()
+    }
+    fn error_summary(&self) -> Option<std::borrow::Cow<'_, str>> {
+        self.error.as_ref().map(|e| e.summary().into())
+    }
+}
+
+/// The text of a span that a roll-up reads: the run's prompt and response come from at most
+/// three spans (the first and last LLM call and the root).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpanText {
+    /// The last user message of the span's input ([`text::prompt_text`]).
+    Prompt,
+    /// The text of the span's output ([`text::response_text`]).
+    Response,
+}
+
+/// Checks the tree of `spans` (derived already, ordered by start time and then id) and rolls
+/// them up into the trace's figures: the trace without its spans. `text` gives a span's prompt
+/// or response when the run's are taken from it.
+pub fn roll_up<S: SpanFacts>(
+    project_id: &str,
+    input: TraceInput,
+    spans: &[S],
+    orphans: Orphans,
+    mut text: impl FnMut(&S, SpanText) -> Option<String>,
+) -> Result<Trace, ValidationError> {
     let index: HashMap<&str, usize> = {
         let mut m = HashMap::with_capacity(spans.len());
         for (i, s) in spans.iter().enumerate() {
-            if m.insert(s.id.as_str(), i).is_some() {
-                return Err(invalid("spans", format!("span id {:?} appears more than once", s.id)));
+            if m.insert(s.id(), i).is_some() {
+                return Err(invalid(
+                    "spans",
+                    format!("span id {:?} appears more than once", s.id()),
+                ));
             }
         }
         m
     };
     let mut parent: Vec<Option<usize>> = Vec::with_capacity(spans.len());
     for (i, s) in spans.iter().enumerate() {
-        match s.parent_id.as_deref() {
-            None | Some("") => parent.push(None),
+        match s.parent_id() {
+            None => parent.push(None),
             Some(p) => match index.get(p) {
                 Some(&j) if j == i => {
-                    return Err(invalid(format!("span {:?}", s.id), "is its own parent"));
+                    return Err(invalid(format!("span {:?}", s.id()), "is its own parent"));
                 }
                 Some(&j) => parent.push(Some(j)),
                 None if orphans == Orphans::KeepAsRoots => parent.push(None),
                 None => {
                     return Err(invalid(
-                        format!("span {:?}.parent_id", s.id),
+                        format!("span {:?}.parent_id", s.id()),
                         format!("no span with id {p:?} in this trace"),
                     ));
                 }
@@ -777,20 +877,13 @@ pub fn assemble(
         }
     }
     drop(index);
-    let order = topological_order(&spans, &parent)?;
-
-    for s in spans.iter_mut() {
-        if s.parent_id.as_deref() == Some("") {
-            s.parent_id = None;
-        }
-        derive_span(s, prices, opts);
-    }
+    let order = topological_order(spans, &parent)?;
 
     // Retries: a call repeated under the same parent after a failed attempt.
     let mut groups: HashMap<(Option<usize>, SpanKind, &str), Vec<usize>> = HashMap::new();
     for (i, s) in spans.iter().enumerate() {
-        if s.kind.is_retryable_call() {
-            groups.entry((parent[i], s.kind, s.name.as_str())).or_default().push(i);
+        if s.kind().is_retryable_call() {
+            groups.entry((parent[i], s.kind(), s.name())).or_default().push(i);
         }
     }
     let mut inferred_retries: u32 = 0;
@@ -799,10 +892,10 @@ pub fn assemble(
         // `attempts` is in start order because spans are.
         let mut last_success = None;
         for (pos, &i) in attempts.iter().enumerate() {
-            if pos > 0 && spans[attempts[pos - 1]].status == Status::Error {
+            if pos > 0 && spans[attempts[pos - 1]].status() == Status::Error {
                 inferred_retries = inferred_retries.saturating_add(1);
             }
-            if spans[i].status != Status::Error {
+            if spans[i].status() != Status::Error {
                 last_success = Some(pos);
             }
         }
@@ -813,11 +906,11 @@ pub fn assemble(
         }
     }
 
-    let error_count = saturating_u32(spans.iter().filter(|s| s.status == Status::Error).count());
+    let error_count = saturating_u32(spans.iter().filter(|s| s.status() == Status::Error).count());
     let first_unrecovered = spans
         .iter()
         .enumerate()
-        .find(|(i, s)| s.status == Status::Error && !recovered[*i])
+        .find(|(i, s)| s.status() == Status::Error && !recovered[*i])
         .map(|(_, s)| s);
 
     // Roll-ups count only the deepest spans that carry a figure, so a parent that reports its
@@ -828,36 +921,34 @@ pub fn assemble(
     let mut cost: Option<f64> = None;
     for &i in order.iter().rev() {
         let s = &spans[i];
-        if let Some(t) = &s.tokens
+        if let Some(t) = s.tokens()
             && !below_tokens[i]
         {
             tokens.add(t);
         }
-        if let Some(c) = s.cost_usd
+        if let Some(c) = s.cost_usd()
             && !below_cost[i]
         {
             cost = Some(cost.unwrap_or(0.0) + c);
         }
         if let Some(p) = parent[i] {
-            below_tokens[p] |= below_tokens[i] || s.tokens.is_some();
-            below_cost[p] |= below_cost[i] || s.cost_usd.is_some();
+            below_tokens[p] |= below_tokens[i] || s.tokens().is_some();
+            below_cost[p] |= below_cost[i] || s.cost_usd().is_some();
         }
     }
 
-    let roots: Vec<&Span> =
-        spans.iter().zip(&parent).filter(|(_, p)| p.is_none()).map(|(s, _)| s).collect();
-    let root = roots.first().copied();
-    let first_llm = spans.iter().find(|s| s.kind == SpanKind::Llm);
-    let last_llm = spans.iter().rev().find(|s| s.kind == SpanKind::Llm);
+    let root = spans.iter().zip(&parent).find(|(_, p)| p.is_none()).map(|(s, _)| s);
+    let first_llm = spans.iter().find(|s| s.kind() == SpanKind::Llm);
+    let last_llm = spans.iter().rev().find(|s| s.kind() == SpanKind::Llm);
 
     let timestamp =
-        input.timestamp.or_else(|| spans.first().map(|s| s.start_time)).unwrap_or_else(Utc::now);
-    let span_end = spans.iter().filter_map(|s| s.end_time).max();
+        input.timestamp.or_else(|| spans.first().map(|s| s.start_time())).unwrap_or_else(Utc::now);
+    let span_end = spans.iter().filter_map(|s| s.end_time()).max();
     // A trace is running while its root is open, or (spans arriving in any order) while its
     // root has not arrived at all.
     let root_missing =
-        orphans == Orphans::KeepAsRoots && !spans.iter().any(|s| s.parent_id.is_none());
-    let root_running = root_missing || root.is_some_and(|r| r.status == Status::Running);
+        orphans == Orphans::KeepAsRoots && !spans.iter().any(|s| s.parent_id().is_none());
+    let root_running = root_missing || root.is_some_and(|r| r.status() == Status::Running);
     let end_time = input.end_time.or(if root_running { None } else { span_end });
     let latency_ms = input
         .latency_ms
@@ -865,9 +956,9 @@ pub fn assemble(
 
     let retries = input.retries.unwrap_or(0).max(inferred_retries);
     let failure_reason = input.failure_reason.clone().or_else(|| {
-        first_unrecovered.map(|s| match &s.error {
-            Some(e) => format!("{}: {}", s.name, e.summary()),
-            None => format!("{}: failed", s.name),
+        first_unrecovered.map(|s| match s.error_summary() {
+            Some(e) => format!("{}: {e}", s.name()),
+            None => format!("{}: failed", s.name()),
         })
     });
     let status = input.status.unwrap_or(if root_running {
@@ -882,9 +973,7 @@ pub fn assemble(
     let failure_reason =
         if matches!(status, Status::Error | Status::Retried) || input.failure_reason.is_some() {
             failure_reason.or_else(|| {
-                spans
-                    .iter()
-                    .find_map(|s| s.error.as_ref().map(|e| format!("{}: {}", s.name, e.summary())))
+                spans.iter().find_map(|s| s.error_summary().map(|e| format!("{}: {e}", s.name())))
             })
         } else {
             None
@@ -893,28 +982,29 @@ pub fn assemble(
     let name = input
         .name
         .clone()
-        .or_else(|| root.map(|r| r.name.clone()))
+        .or_else(|| root.map(|r| r.name().to_string()))
         .unwrap_or_else(|| "trace".to_string());
     // The run's prompt is what the user asked the model: the first LLM call's last user message
     // (a root's input is often the function's argument object), else the root's input.
     let prompt = input.prompt.clone().or_else(|| {
         first_llm
-            .and_then(|s| text::prompt_text(&s.input))
-            .or_else(|| root.and_then(|r| text::prompt_text(&r.input)))
+            .and_then(|s| text(s, SpanText::Prompt))
+            .or_else(|| root.and_then(|r| text(r, SpanText::Prompt)))
     });
     let response = input.response.clone().or_else(|| {
-        root.and_then(|r| text::response_text(&r.output))
-            .or_else(|| last_llm.and_then(|s| text::response_text(&s.output)))
+        root.and_then(|r| text(r, SpanText::Response))
+            .or_else(|| last_llm.and_then(|s| text(s, SpanText::Response)))
     });
     let model = input
         .model
         .clone()
-        .or_else(|| first_llm.and_then(|s| s.model.clone()))
-        .or_else(|| spans.iter().find_map(|s| s.model.clone()));
+        .or_else(|| first_llm.and_then(|s| s.model()).map(str::to_string))
+        .or_else(|| spans.iter().find_map(|s| s.model()).map(str::to_string));
     let provider = input.provider.clone().or_else(|| {
         first_llm
-            .and_then(|s| s.provider.clone())
-            .or_else(|| spans.iter().find_map(|s| s.provider.clone()))
+            .and_then(|s| s.provider())
+            .or_else(|| spans.iter().find_map(|s| s.provider()))
+            .map(str::to_string)
     });
     let tokens = input.tokens.unwrap_or(tokens);
     let cost_usd = input.cost_usd.or(cost);
@@ -942,7 +1032,7 @@ pub fn assemble(
         metadata: input.metadata,
         span_count: saturating_u32(spans.len()),
         error_count,
-        spans,
+        spans: Vec::new(),
     })
 }
 
@@ -951,8 +1041,8 @@ fn saturating_u32(n: usize) -> u32 {
 }
 
 /// Parents before children; a cycle of parent ids is an error.
-fn topological_order(
-    spans: &[Span],
+fn topological_order<S: SpanFacts>(
+    spans: &[S],
     parent: &[Option<usize>],
 ) -> Result<Vec<usize>, ValidationError> {
     let n = spans.len();
@@ -977,7 +1067,7 @@ fn topological_order(
         }
         let stuck = (0..n).find(|i| !seen[*i]).unwrap_or(0);
         return Err(invalid(
-            format!("span {:?}.parent_id", spans[stuck].id),
+            format!("span {:?}.parent_id", spans[stuck].id()),
             "parent ids form a cycle",
         ));
     }

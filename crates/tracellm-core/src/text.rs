@@ -3,7 +3,7 @@
 
 use serde_json::Value;
 
-use crate::model::Trace;
+use crate::model::{Span, Trace};
 
 /// Calls `f` once for every distinct text of `t` that full-text search covers: names, message
 /// contents, tool data, errors, prompt and response. The same text often appears several times
@@ -21,21 +21,27 @@ pub fn each_searchable_text(t: &Trace, mut f: impl FnMut(&str)) {
     };
     visit(&t.name);
     for s in &t.spans {
-        visit(&s.name);
-        each_text(&s.input, &mut visit);
-        each_text(&s.output, &mut visit);
-        if let Some(tool) = &s.tool {
-            visit(&tool.name);
-            each_text(&tool.arguments, &mut visit);
-            each_text(&tool.result, &mut visit);
-        }
-        if let Some(e) = &s.error {
-            visit(&e.summary());
-        }
+        each_span_text(s, &mut visit);
     }
     visit(t.prompt.as_deref().unwrap_or(""));
     visit(t.response.as_deref().unwrap_or(""));
     visit(t.failure_reason.as_deref().unwrap_or(""));
+}
+
+/// Calls `f` with each searchable text of one span, in the order [`each_searchable_text`] gives
+/// them, repeats included.
+pub fn each_span_text(s: &Span, mut f: impl FnMut(&str)) {
+    f(&s.name);
+    each_text(&s.input, &mut f);
+    each_text(&s.output, &mut f);
+    if let Some(tool) = &s.tool {
+        f(&tool.name);
+        each_text(&tool.arguments, &mut f);
+        each_text(&tool.result, &mut f);
+    }
+    if let Some(e) = &s.error {
+        f(&e.summary());
+    }
 }
 
 /// All text of a value: strings as they are, chat messages by their contents, content parts by
