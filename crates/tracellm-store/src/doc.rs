@@ -25,6 +25,7 @@ const MIN_COMPRESS: usize = 256;
 const MAX_DOC_BYTES: usize = 1 << 30;
 
 /// The stored form of a JSON document: compressed when that pays.
+#[derive(Clone)]
 pub enum Packed {
     Json(Vec<u8>),
     Lz4(Vec<u8>),
@@ -105,11 +106,12 @@ pub fn digest(json: &[u8]) -> u64 {
     foldhash::quality::FixedState::with_seed(0x7472_6163_656c_6c6d).hash_one(json)
 }
 
-/// Reads back a document packed in this process (a merge reusing what it just prepared).
-pub fn unpack_packed<T: DeserializeOwned>(p: &Packed) -> Result<T> {
+/// Reads back a document packed in this process (a merge reusing what it just prepared), with
+/// the digest of its text (as `unpack_digest`).
+pub fn unpack_packed_digest<T: DeserializeOwned>(p: &Packed) -> Result<(T, u64)> {
     match p {
-        Packed::Json(s) => unpack(ValueRef::Text(s)),
-        Packed::Lz4(b) => unpack(ValueRef::Blob(b)),
+        Packed::Json(s) => unpack_digest(ValueRef::Text(s)),
+        Packed::Lz4(b) => unpack_digest(ValueRef::Blob(b)),
     }
 }
 
@@ -124,7 +126,7 @@ mod tests {
         let packed = pack_json(serde_json::to_vec(&doc).unwrap());
         assert!(matches!(packed, Packed::Lz4(_)));
         assert!(packed.len() < serde_json::to_string(&doc).unwrap().len() / 4);
-        assert_eq!(unpack_packed::<Value>(&packed).unwrap(), doc);
+        assert_eq!(unpack_packed_digest::<Value>(&packed).unwrap().0, doc);
     }
 
     #[test]

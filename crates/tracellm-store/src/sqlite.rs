@@ -22,11 +22,13 @@ use tracellm_core::api::{
 };
 use tracellm_core::otel::{SpanBatch, apply_message_events};
 use tracellm_core::{
-    Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
+    Assembler, Orphans, Span, SpanEvent, SpanFacts, SpanText, Status, Tokens, Trace, TraceInput,
+    TraceSummary, text, time,
 };
 
 mod checkpoint;
 mod ids;
+mod merge;
 mod search;
 mod tokenizer;
 
@@ -359,27 +361,11 @@ struct Prepared {
 }
 
 fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
-    prepare_changes(t, input, None)
-}
-
-/// Like `prepare`, but with `stored` (the digest of each stored span's text, by id) only the
-/// spans whose text changed are packed, to be upserted into the stored trace: a batch joining a
-/// big trace costs what it adds, not the size of the trace.
-fn prepare_changes(
-    t: Trace,
-    input: Option<&TraceInput>,
-    stored: Option<&HashMap<String, u64>>,
-) -> Result<Prepared> {
-    let mut spans = Vec::with_capacity(if stored.is_some() { 0 } else { t.spans.len() });
+    let mut spans = Vec::with_capacity(t.spans.len());
     for s in &t.spans {
         // sized for a typical LLM span, so the text is rarely copied as it grows
         let mut text = Vec::with_capacity(2048);
         serde_json::to_writer(&mut text, s).map_err(|e| StoreError::Internal(e.to_string()))?;
-        if let Some(stored) = stored
-            && stored.get(&s.id) == Some(&doc::digest(&text))
-        {
-            continue;
-        }
         spans.push((s.id.clone(), time::to_micros(s.start_time), doc::pack_json(text)));
     }
     Ok(Prepared {
@@ -391,7 +377,7 @@ fn prepare_changes(
         summary: t.summary(),
         prompt: t.prompt,
         response: t.response,
-        merged: stored.is_some(),
+        merged: false,
     })
 }
 
@@ -523,6 +509,7 @@ impl SqliteStore {
             trimmed: 0,
             ids: Arc::clone(&ids),
             on_quiet: opts.on_quiet,
+            merges: merge::Merges::default(),
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
@@ -640,6 +627,8 @@ struct Writer {
     ids: Arc<ids::TraceIds>,
     checkpoints: Arc<checkpoint::Checkpoints>,
     on_quiet: Option<fn()>,
+    /// What traces that grow over many requests need between them (see sqlite/merge.rs).
+    merges: merge::Merges,
 }
 
 impl Writer {
@@ -652,6 +641,7 @@ impl Writer {
         }
         // every connection must be closed for the shared-memory index to be opened anew
         self.readers.close_idle();
+        self.merges.clear();
         let placeholder = Connection::open_in_memory().expect("in-memory connection");
         drop(std::mem::replace(&mut self.conn, placeholder));
         let opened = Connection::open(&self.path).and_then(|mut c| {
@@ -674,7 +664,8 @@ impl Writer {
     /// While ingest is quiet: the write connection, the idle read connections and the indexer
     /// hand back the memory of their page caches (up to 16 MB each; the files stay in the OS's
     /// cache), and the C allocator returns what they freed to the OS (the indexer, last).
-    fn release_memory(&self) {
+    fn release_memory(&mut self) {
+        self.merges.clear();
         let _ = self.conn.release_memory();
         self.readers.release_idle();
         if let Some(f) = self.on_quiet {
@@ -766,7 +757,7 @@ fn writer_loop(
         let indexed = w.progress.indexed();
         let trim_to = (indexed - w.trimmed >= 1024).then_some(indexed);
         last_write = std::time::Instant::now();
-        match write_batch(&mut w.conn, &batch, &asm, &mut docs, trim_to, &w.ids) {
+        match write_batch(&mut w.conn, &batch, &asm, &mut docs, trim_to, &w.ids, &mut w.merges) {
             Ok(outcomes) => {
                 if let Some(seq) = trim_to {
                     w.trimmed = seq;
@@ -919,6 +910,7 @@ fn write_batch(
     docs: &mut Vec<search::Doc>,
     trim_to: Option<i64>,
     ids: &ids::TraceIds,
+    merges: &mut merge::Merges,
 ) -> Result<Vec<Result<Written>>> {
     let traces: usize = batch.iter().map(|r| r.ops.len()).sum();
     let step = (2 * traces).max(32);
@@ -933,11 +925,13 @@ fn write_batch(
         Ok(())
     };
     docs.clear();
+    // left by a transaction that failed
+    merges.rolled_back();
     {
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         trim(&tx)?;
-        let mut w =
-            Writes { asm, now: chrono::Utc::now().timestamp_micros(), docs: &mut *docs, ids };
+        let now = chrono::Utc::now().timestamp_micros();
+        let mut w = Writes { asm, now, docs: &mut *docs, ids, merges: &mut *merges };
         let mut out = Vec::with_capacity(batch.len());
         let mut failed = None;
         'requests: for req in batch {
@@ -959,26 +953,30 @@ fn write_batch(
                 let merged = ids.merge_step(&tx, step)?;
                 tx.commit()?;
                 ids.merged(merged);
+                w.merges.committed();
                 return Ok(out);
             }
             // the batch was this one request: its error is the answer
             Some(e) if batch.len() == 1 => {
                 w.docs.clear();
+                w.merges.rolled_back();
                 return Ok(vec![Err(e)]);
             }
-            Some(_) => {} // dropping `tx` rolls the batch back
+            Some(_) => w.merges.rolled_back(), // dropping `tx` rolls the batch back
         }
     }
     docs.clear();
     let mut tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     trim(&tx)?;
-    let mut w = Writes { asm, now: chrono::Utc::now().timestamp_micros(), docs, ids };
+    let now = chrono::Utc::now().timestamp_micros();
+    let mut w = Writes { asm, now, docs, ids, merges };
     let mut out = Vec::with_capacity(batch.len());
     for req in batch {
         let sp = tx.savepoint()?;
         let mut written = Vec::with_capacity(req.ops.len());
         let mut result = Ok(());
         let kept = w.docs.len();
+        let mark = w.merges.mark();
         for op in &req.ops {
             match write_op(&sp, op, &mut w) {
                 Ok(done) => written.push(done),
@@ -997,6 +995,7 @@ fn write_batch(
             Err(e) => {
                 drop(sp); // rolls back this request only
                 w.docs.truncate(kept);
+                w.merges.roll_back_to(mark);
                 out.push(Err(e));
             }
         }
@@ -1004,6 +1003,7 @@ fn write_batch(
     let merged = ids.merge_step(&tx, step)?;
     tx.commit()?;
     ids.merged(merged);
+    w.merges.committed();
     Ok(out)
 }
 
@@ -1015,6 +1015,8 @@ struct Writes<'a> {
     /// Receives the texts to index of what is written.
     docs: &'a mut Vec<search::Doc>,
     ids: &'a ids::TraceIds,
+    /// States of growing traces (sqlite/merge.rs), staged until the transaction commits.
+    merges: &'a mut merge::Merges,
 }
 
 fn write_op(
@@ -1029,7 +1031,10 @@ fn write_op(
                 Ok((r.get(0)?, r.get(1)?))
             })?
             .map(|(pk, (tags, ts))| Stored { pk, tags, ts });
-            let created = write_trace(conn, t, stored, w)?;
+            if let Some(s) = &stored {
+                w.merges.forget(s.pk);
+            }
+            let (_, created) = write_trace(conn, t, stored, w)?;
             Ok((Ingested { id: t.summary.id.clone(), created }, Some(t.summary.clone())))
         }
         Op::Merge { project_id, batch, fresh } => {
@@ -1081,15 +1086,15 @@ struct Stored {
     ts: i64,
 }
 
-/// Inserts or replaces one trace; true when it is new: a new row, or over the row `stored`
-/// (read by `find_trace` in this transaction). Its text for search is queued in `fts_log` and in
-/// `w.docs`, for the indexer once committed.
+/// Inserts or replaces one trace: its row key, and true when it is new (a new row, not over the
+/// row `stored`, read by `find_trace` in this transaction). Its text for search is queued in
+/// `fts_log` and in `w.docs`, for the indexer once committed.
 fn write_trace(
     conn: &Connection,
     p: &Prepared,
     stored: Option<Stored>,
     w: &mut Writes<'_>,
-) -> Result<bool> {
+) -> Result<(i64, bool)> {
     let t = &p.summary;
     let ts = time::to_micros(t.timestamp);
     let (tags, metadata) = (&p.tags, &p.metadata);
@@ -1195,7 +1200,7 @@ fn write_trace(
             user_id: t.user_id.clone(),
         },
     });
-    Ok(created)
+    Ok((pk, created))
 }
 
 /// Adds events to the spans they name; returns those whose span is not among `spans`.
@@ -1257,8 +1262,9 @@ fn save_pending(
 }
 
 /// Merges OTLP spans (and log events) into a trace: new spans replace stored ones with the same
-/// id (a retrying exporter's duplicates are stored once), and the whole trace is re-assembled.
-#[allow(clippy::too_many_arguments)] // the transaction's context, passed as write_trace takes it
+/// id (a retrying exporter's duplicates are stored once), and the trace is rolled up again from
+/// all its spans' heads (sqlite/merge.rs), kept in memory between requests: only what a request
+/// brings is decoded, packed and written, not the whole trace.
 fn merge_trace(
     conn: &Connection,
     project_id: &str,
@@ -1266,70 +1272,177 @@ fn merge_trace(
     fresh: Option<&Prepared>,
     w: &mut Writes<'_>,
 ) -> Result<(Ingested, Option<TraceSummary>)> {
-    let existing =
-        find_trace(conn, w.ids, project_id, &batch.trace_id, trace_row!("input, tags, ts"), |r| {
-            Ok((r.get::<_, Option<String>>(0)?, r.get(1)?, r.get(2)?))
-        })?;
+    let trace_id = &batch.trace_id;
+    let existing = find_trace(
+        conn,
+        w.ids,
+        project_id,
+        trace_id,
+        trace_row!("input, tags, ts, updated_us"),
+        |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)),
+    )?;
     let has_pending = conn
         .prepare_cached(
             "SELECT 1 FROM pending_events WHERE project_id = ?1 AND trace_id = ?2 LIMIT 1",
         )?
-        .exists(params![project_id, batch.trace_id])?;
+        .exists(params![project_id, trace_id])?;
     if existing.is_none()
         && !has_pending
         && let Some(p) = fresh
     {
-        let created = write_trace(conn, p, None, w)?;
-        return Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary.clone())));
+        let (_, created) = write_trace(conn, p, None, w)?;
+        return Ok((Ingested { id: trace_id.clone(), created }, Some(p.summary.clone())));
     }
     let mut events =
-        if has_pending { load_pending(conn, project_id, &batch.trace_id)? } else { Vec::new() };
+        if has_pending { load_pending(conn, project_id, trace_id)? } else { Vec::new() };
     events.extend(batch.log_events.iter().cloned());
-    let (mut spans, stored_digests, input) = match &existing {
-        Some((pk, (input, _, _))) => {
-            let stored: TraceInput =
-                input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-            let (spans, digests) = load_spans(conn, *pk)?;
-            (spans, digests, stored.merge(batch.input.clone()))
+    // The batch's spans: as assembled and packed off-thread when it could stand alone (each id
+    // once, derived), else as sent (a span sent twice is the later one).
+    let (mut arrived, ready): (Vec<Span>, Vec<Option<merge::Doc>>) = match fresh {
+        Some(p) => {
+            let mut spans = Vec::with_capacity(p.spans.len());
+            let mut docs = Vec::with_capacity(p.spans.len());
+            for (_, _, packed) in &p.spans {
+                let (span, digest) = doc::unpack_packed_digest(packed)?;
+                spans.push(span);
+                docs.push(Some(merge::Doc { digest, body: Ok(packed.clone()) }));
+            }
+            (spans, docs)
         }
-        None => (Vec::new(), HashMap::new(), batch.input.clone()),
+        None => {
+            let mut spans = Vec::with_capacity(batch.spans.len());
+            crate::upsert_spans(&mut spans, batch.spans.clone());
+            let none = spans.iter().map(|_| None).collect();
+            (spans, none)
+        }
     };
-    // The batch's spans: as sent, or as assembled off-thread when it could stand alone.
-    let arrived: Vec<Span> = match fresh {
-        Some(p) => p.spans.iter().map(|(_, _, d)| doc::unpack_packed(d)).collect::<Result<_>>()?,
-        None => batch.spans.clone(),
-    };
-    crate::upsert_spans(&mut spans, arrived);
-    let left = fold_events(&mut spans, events);
-    save_pending(conn, project_id, &batch.trace_id, &left, w.now)?;
-    if spans.is_empty() {
-        // Only log events, for spans not seen yet: kept until their spans arrive.
-        return Ok((Ingested { id: batch.trace_id.clone(), created: false }, None));
+    let sent = arrived.len();
+    let events_before: Vec<usize> = arrived.iter().map(|s| s.events.len()).collect();
+    let mut left = fold_events(&mut arrived, events);
+    if let Some((pk, _)) = &existing
+        && !left.is_empty()
+    {
+        // events for stored spans: those spans change, and are stored again
+        let mut named: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
+        named.sort_unstable();
+        named.dedup();
+        for id in named {
+            if let Some(s) = merge::stored_span(conn, *pk, id)? {
+                arrived.push(s);
+            }
+        }
+        left = fold_events(&mut arrived, left);
     }
-    let mut input = input;
-    input.id = Some(batch.trace_id.clone());
-    let trace = w
-        .asm
-        .partial(project_id, input.clone(), spans)
-        .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
-    let p = prepare_changes(trace, Some(&input), existing.is_some().then_some(&stored_digests))?;
-    let stored = existing.map(|(pk, (_, tags, ts))| Stored { pk, tags, ts });
-    let created = write_trace(conn, &p, stored, w)?;
-    Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
-}
+    save_pending(conn, project_id, trace_id, &left, w.now)?;
+    // What is new or changed here is derived and serialized; what was packed off-thread and no
+    // event changed is stored as it was packed.
+    let mut docs = Vec::with_capacity(arrived.len());
+    let mut ready = ready.into_iter();
+    for (i, s) in arrived.iter_mut().enumerate() {
+        let packed = if i < sent { ready.next().flatten() } else { None };
+        let unchanged = i < sent && s.events.len() == events_before[i];
+        match packed {
+            Some(d) if unchanged => docs.push(d),
+            _ => {
+                if s.parent_id.as_deref() == Some("") {
+                    s.parent_id = None;
+                }
+                tracellm_core::derive_span(s, &w.asm.prices, &w.asm.opts);
+                // sized for a typical LLM span, so the text is rarely copied as it grows
+                let mut text = Vec::with_capacity(2048);
+                serde_json::to_writer(&mut text, s)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?;
+                docs.push(merge::Doc::json(text));
+            }
+        }
+    }
 
-/// A trace's stored spans, and the digest of each one's text by span id.
-fn load_spans(conn: &Connection, pk: i64) -> Result<(Vec<Span>, HashMap<String, u64>)> {
-    let mut stmt =
-        conn.prepare_cached("SELECT id, doc FROM spans WHERE trace_pk = ?1 ORDER BY start_us, id")?;
-    let mut rows = stmt.query([pk])?;
-    let (mut spans, mut digests) = (Vec::new(), HashMap::new());
-    while let Some(r) = rows.next()? {
-        let (span, digest) = doc::unpack_digest(r.get_ref(1)?)?;
-        digests.insert(r.get(0)?, digest);
-        spans.push(span);
+    let mut m = match &existing {
+        Some((pk, (input, _, _, stamp))) => {
+            match w.merges.take(*pk, project_id, trace_id, *stamp) {
+                Some(m) => m,
+                None => {
+                    let stored: TraceInput = input
+                        .as_deref()
+                        .and_then(|i| serde_json::from_str(i).ok())
+                        .unwrap_or_default();
+                    merge::Merging::load(conn, *pk, project_id, trace_id, stored)?
+                }
+            }
+        }
+        None => merge::Merging::new(project_id, trace_id, TraceInput::default()),
+    };
+    if arrived.is_empty() && m.heads().is_empty() {
+        // Only log events, for spans not seen yet: kept until their spans arrive.
+        return Ok((Ingested { id: trace_id.clone(), created: false }, None));
     }
-    Ok((spans, digests))
+    let mut input = m.input.clone().merge(batch.input.clone());
+    input.id = Some(trace_id.clone());
+    let docs = arrived.iter().zip(docs).collect();
+    let spans = m.add(conn, docs)?;
+    let invalid =
+        |e: tracellm_core::ValidationError| StoreError::Invalid(format!("trace {trace_id}: {e}"));
+    tracellm_core::check_span_count(m.heads().len(), &w.asm.opts).map_err(invalid)?;
+    // The run's prompt and response come from at most three spans: from this batch, or read back.
+    let mut unreadable = None;
+    let trace = {
+        let by_id: HashMap<&str, &Span> = arrived.iter().map(|s| (s.id.as_str(), s)).collect();
+        tracellm_core::roll_up(
+            project_id,
+            input.clone(),
+            m.heads(),
+            Orphans::KeepAsRoots,
+            |h, want| {
+                let read;
+                let s = match by_id.get(h.id()) {
+                    Some(s) => *s,
+                    None => match merge::stored_span(conn, m.pk, h.id()) {
+                        Ok(Some(s)) => {
+                            read = s;
+                            &read
+                        }
+                        Ok(None) => return None,
+                        Err(e) => {
+                            unreadable = Some(e);
+                            return None;
+                        }
+                    },
+                };
+                match want {
+                    SpanText::Prompt => text::prompt_text(&s.input),
+                    SpanText::Response => text::response_text(&s.output),
+                }
+            },
+        )
+        .map_err(invalid)?
+    };
+    if let Some(e) = unreadable {
+        return Err(e);
+    }
+    let tail = [
+        trace.name.as_str(),
+        trace.prompt.as_deref().unwrap_or(""),
+        trace.response.as_deref().unwrap_or(""),
+        trace.failure_reason.as_deref().unwrap_or(""),
+    ];
+    let fts: Arc<str> = m.body(&tail).into();
+    let p = Prepared {
+        input: Some(json(&input)?),
+        tags: json(&trace.tags)?,
+        metadata: json(&trace.metadata)?,
+        fts,
+        spans,
+        summary: trace.summary(),
+        prompt: trace.prompt,
+        response: trace.response,
+        merged: existing.is_some(),
+    };
+    let stored = existing.map(|(pk, (_, tags, ts, _))| Stored { pk, tags, ts });
+    let (pk, created) = write_trace(conn, &p, stored, w)?;
+    m.pk = pk;
+    m.input = input;
+    w.merges.stage(m, w.now);
+    Ok((Ingested { id: trace_id.clone(), created }, Some(p.summary)))
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -446,6 +446,208 @@ pub async fn a_failing_merge_fails_only_its_own_request(store: Arc<dyn Store>) {
     assert_eq!(store.list_traces(query("default")).await.unwrap().traces.len(), 16);
 }
 
+/// A long run's trace as an exporter sends it, in many requests in any order: `(requests, the
+/// same trace in one request)`. 640 spans (a root sent last; agents, tools and LLM calls under
+/// it at every depth; failed calls retried; spans starting together; a parent with tokens of
+/// its own above calls with theirs), some spans sent twice, some first as a draft of other words,
+/// and a log event that gives a stored call its answer.
+fn grown_trace(id_many: &str, id_one: &str, seed: u64) -> (Vec<SpanBatch>, SpanBatch) {
+    use rand::seq::SliceRandom;
+    use rand::{Rng, SeedableRng};
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let t0: chrono::DateTime<chrono::Utc> = "2026-05-31T10:00:00Z".parse().unwrap();
+    let span = |id: String, parent: Option<String>, ms: i64, kind: SpanKind, name: &str| {
+        let mut s = otel_span("x", None, 0, kind);
+        s.id = id;
+        s.parent_id = parent;
+        s.name = name.into();
+        s.start_time = t0 + chrono::Duration::milliseconds(ms);
+        s.end_time = Some(s.start_time + chrono::Duration::milliseconds(40));
+        s
+    };
+    let mut root = span("root".into(), None, 0, SpanKind::Agent, "mission");
+    root.input = json!({"goal": "plan the voyage"});
+    root.end_time = Some(t0 + chrono::Duration::seconds(600));
+    let mut spans: Vec<Span> = Vec::new();
+    let mut parents = vec!["root".to_string()];
+    while spans.len() < 639 {
+        let i = spans.len();
+        let parent = parents[rng.random_range(0..parents.len())].clone();
+        // a tenth start together with the span before them
+        let ms = if i > 0 && rng.random_bool(0.1) {
+            (spans[i - 1].start_time - t0).num_milliseconds()
+        } else {
+            i as i64 * 50 + 10
+        };
+        match rng.random_range(0..10) {
+            0 => {
+                let mut agent = span(format!("s{i:03}"), Some(parent), ms, SpanKind::Agent, "step");
+                if rng.random_bool(0.3) {
+                    // the sum of its calls, as some frameworks report it
+                    agent.tokens = Some(Tokens {
+                        prompt: 1000,
+                        completion: 1000,
+                        total: 2000,
+                        estimated: false,
+                        cached: None,
+                    });
+                }
+                parents.push(agent.id.clone());
+                spans.push(agent);
+            }
+            1 => {
+                let mut tool = span(format!("s{i:03}"), Some(parent), ms, SpanKind::Tool, "search");
+                tool.output = json!(format!("found harbor {i}"));
+                spans.push(tool);
+            }
+            2 => {
+                // a failed call, then its retry under the same parent
+                let mut failed =
+                    span(format!("s{i:03}"), Some(parent.clone()), ms, SpanKind::Llm, "chat");
+                failed.status = Status::Error;
+                failed.error = Some(tracellm_core::SpanError {
+                    kind: Some("RateLimit".into()),
+                    message: format!("slow down {i}"),
+                    stack: None,
+                });
+                spans.push(failed);
+                let mut retry =
+                    span(format!("s{:03}", i + 1), Some(parent), ms + 45, SpanKind::Llm, "chat");
+                retry.output =
+                    json!({"messages": [{"role": "assistant", "content": format!("answer{i}")}]});
+                spans.push(retry);
+            }
+            _ => {
+                let mut call = span(format!("s{i:03}"), Some(parent), ms, SpanKind::Llm, "chat");
+                call.input = json!({"messages": [{"role": "user", "content": format!("question{i} about tides")}]});
+                call.output =
+                    json!({"messages": [{"role": "assistant", "content": format!("answer{i}")}]});
+                call.cost_usd = Some(0.001 * (i % 7) as f64);
+                if rng.random_bool(0.05) {
+                    call.status = Status::Error;
+                    call.error = Some(tracellm_core::SpanError {
+                        kind: None,
+                        message: format!("refused {i}"),
+                        stack: None,
+                    });
+                }
+                spans.push(call);
+            }
+        }
+    }
+    spans.truncate(639);
+    // the stored call a log event gives its answer to
+    let silent =
+        spans.iter().position(|s| s.kind == SpanKind::Llm && s.status == Status::Success).unwrap();
+    spans[silent].output = serde_json::Value::Null;
+    let event = (
+        spans[silent].id.clone(),
+        SpanEvent {
+            name: "gen_ai.choice".into(),
+            time: t0 + chrono::Duration::seconds(1),
+            attributes: serde_json::from_value(json!({"body": {"index": 0,
+                "message": {"role": "assistant", "content": "answer by event"}}}))
+            .unwrap(),
+        },
+    );
+    let mut one = batch(id_one, spans.iter().cloned().chain([root.clone()]).collect());
+    one.log_events.push(event.clone());
+    one.input.session_id = Some("voyage-1".into());
+
+    let mut order = spans.clone();
+    order.shuffle(&mut rng);
+    // resent as they were, and drafts of other words sent before their final version
+    let mut sends: Vec<Span> = Vec::new();
+    for (k, s) in order.into_iter().enumerate() {
+        if k % 97 == 5 {
+            let mut draft = s.clone();
+            draft.input =
+                json!({"messages": [{"role": "user", "content": format!("draftword{k}")}]});
+            draft.status = Status::Running;
+            sends.insert(rng.random_range(0..=sends.len()), draft);
+        }
+        if k % 53 == 7 {
+            sends.push(s.clone());
+        }
+        sends.push(s);
+    }
+    // requests of up to 60 spans, each span once in a request (an exporter sends it again in
+    // another one)
+    let mut many: Vec<SpanBatch> = Vec::new();
+    let mut room = 0;
+    for s in sends {
+        match many.last_mut() {
+            Some(b) if room > 0 && b.spans.iter().all(|t| t.id != s.id) => b.spans.push(s),
+            _ => {
+                room = rng.random_range(1..=60);
+                many.push(batch(id_many, vec![s]));
+            }
+        }
+        room -= 1;
+    }
+    many[1].input.session_id = Some("voyage-1".into());
+    let last = many.len() - 1;
+    many[last].spans.push(root);
+    many[last - 1].log_events.push(event);
+    (many, one)
+}
+
+/// The trace read back after its requests, with `id` for its own.
+async fn read_as(store: &Arc<dyn Store>, trace: &str, id: &str) -> Trace {
+    let mut t = store.get_trace("default", trace).await.unwrap().unwrap();
+    t.id = id.into();
+    t
+}
+
+/// A trace sent over many requests in any order (more spans than the writer keeps a state for
+/// from, sqlite/merge.rs) reads back as the same trace sent in one: every figure rolled up
+/// alike, every span as sent last, and search finding the words of its spans' last versions only.
+pub async fn a_trace_sent_in_many_requests_reads_as_sent_in_one(store: Arc<dyn Store>) {
+    let (many, one) = grown_trace("grown", "whole", 7);
+    assert!(many.len() > 15, "{} requests", many.len());
+    store.ingest_spans("default", vec![one]).await.unwrap();
+    for b in many {
+        store.ingest_spans("default", vec![b]).await.unwrap();
+    }
+    let whole = read_as(&store, "whole", "grown").await;
+    let grown = read_as(&store, "grown", "grown").await;
+    assert_eq!(grown.span_count, 640);
+    assert!(
+        grown.retries > 0 && grown.error_count > 0 && grown.status == Status::Error,
+        "{grown:?}"
+    );
+    assert!(grown.cost_usd.is_some() && grown.tokens.total > 0);
+    assert_eq!(grown.session_id.as_deref(), Some("voyage-1"));
+    assert!(grown.spans.iter().any(|s| s.output["messages"][0]["content"] == "answer by event"));
+    assert_eq!(grown, whole);
+    let listed = store.list_traces(query("default")).await.unwrap().traces;
+    assert_eq!(listed.len(), 2);
+    let (mut a, mut b) = (listed[0].clone(), listed[1].clone());
+    (a.id, b.id) = (String::new(), String::new());
+    assert_eq!(a, b, "the list shows both alike");
+    let found = |q: &str| {
+        let store = Arc::clone(&store);
+        let q = q.to_string();
+        async move {
+            let mut ids: Vec<String> = store
+                .list_traces(TraceQuery { q: Some(q), ..query("default") })
+                .await
+                .unwrap()
+                .traces
+                .into_iter()
+                .map(|t| t.id)
+                .collect();
+            ids.sort();
+            ids
+        }
+    };
+    let both = vec!["grown".to_string(), "whole".to_string()];
+    for q in ["tides", "harbor", "answer", "mission", "voyage", "down", "refused", "event"] {
+        assert_eq!(found(q).await, both, "{q}");
+    }
+    assert_eq!(found("draftword*").await, Vec::<String>::new(), "a draft's words go with it");
+}
+
 pub async fn log_events_wait_for_their_span(store: Arc<dyn Store>) {
     let event = SpanEvent {
         name: "gen_ai.choice".into(),
@@ -703,6 +905,7 @@ macro_rules! store_suite {
             case!(spans_arriving_in_any_order_assemble_one_trace);
             case!(a_failing_merge_fails_only_its_own_request);
             case!(merges_rewrite_the_spans_they_change);
+            case!(a_trace_sent_in_many_requests_reads_as_sent_in_one);
             case!(log_events_wait_for_their_span);
             case!(expired_log_events_are_dropped);
             case!(environments_are_kept_apart);
@@ -741,6 +944,34 @@ async fn sqlite_data_survives_reopen() {
     let found =
         s.list_traces(TraceQuery { q: Some("persist".into()), ..query("default") }).await.unwrap();
     assert_eq!(found.traces.len(), 1);
+}
+
+/// A growing trace's state is the writer's memory only: after a restart the next request reads
+/// it back from the stored spans and the trace goes on as if sent in one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_a_growing_trace_goes_on_after_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("traces.db");
+    let (many, one) = grown_trace("grown", "whole", 11);
+    let half = many.len() * 2 / 3;
+    let mut many = many.into_iter();
+    {
+        let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        s.ingest_spans("default", vec![one]).await.unwrap();
+        for b in many.by_ref().take(half) {
+            s.ingest_spans("default", vec![b]).await.unwrap();
+        }
+        assert!(s.get_trace("default", "grown").await.unwrap().unwrap().span_count > 300);
+        s.close().await.unwrap();
+    }
+    let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    for b in many {
+        s.ingest_spans("default", vec![b]).await.unwrap();
+    }
+    let s: Arc<dyn Store> = Arc::new(s);
+    assert_eq!(read_as(&s, "grown", "grown").await, read_as(&s, "whole", "grown").await);
+    let q = TraceQuery { q: Some("draftword*".into()), ..query("default") };
+    assert!(s.list_traces(q).await.unwrap().traces.is_empty());
 }
 
 // ---------------------------------------------------------------------------------------------
