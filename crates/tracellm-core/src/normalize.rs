@@ -827,7 +827,7 @@ impl SpanFacts for Span {
 
 /// The text of a span that a roll-up reads: the run's prompt and response come from at most
 /// three spans (the first and last LLM call and the root).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SpanText {
     /// The last user message of the span's input ([`text::prompt_text`]).
     Prompt,

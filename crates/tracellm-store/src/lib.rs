@@ -3,6 +3,7 @@
 //! runs the same conformance suite (`tests/conformance.rs`).
 
 mod doc;
+mod merge;
 pub mod postgres;
 mod sqlite;
 

@@ -8,7 +8,7 @@
 //! the search indexer (`sqlite/search.rs`, its own database file) and the checkpointer
 //! (`sqlite/checkpoint.rs`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -22,8 +22,7 @@ use tracellm_core::api::{
 };
 use tracellm_core::otel::{SpanBatch, apply_message_events};
 use tracellm_core::{
-    Assembler, Orphans, Span, SpanEvent, SpanFacts, SpanText, Status, Tokens, Trace, TraceInput,
-    TraceSummary, text, time,
+    Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
 };
 
 mod checkpoint;
@@ -1366,11 +1365,13 @@ fn merge_trace(
                         .as_deref()
                         .and_then(|i| serde_json::from_str(i).ok())
                         .unwrap_or_default();
-                    merge::Merging::load(conn, *pk, project_id, trace_id, stored)?
+                    merge::load(conn, *pk, project_id, trace_id, stored)?
                 }
             }
         }
-        None => merge::Merging::new(project_id, trace_id, TraceInput::default()),
+        None => {
+            crate::merge::Merging::new(project_id, trace_id, TraceInput::default(), MAX_FTS_BYTES)
+        }
     };
     if arrived.is_empty() && m.heads().is_empty() {
         // Only log events, for spans not seen yet: kept until their spans arrive.
@@ -1379,46 +1380,24 @@ fn merge_trace(
     let mut input = m.input.clone().merge(batch.input.clone());
     input.id = Some(trace_id.clone());
     let docs = arrived.iter().zip(docs).collect();
-    let spans = m.add(conn, docs)?;
+    let spans = merge::add(conn, &mut m, docs)?;
     let invalid =
         |e: tracellm_core::ValidationError| StoreError::Invalid(format!("trace {trace_id}: {e}"));
     tracellm_core::check_span_count(m.heads().len(), &w.asm.opts).map_err(invalid)?;
-    // The run's prompt and response come from at most three spans: from this batch, or read back.
-    let mut unreadable = None;
-    let trace = {
-        let by_id: HashMap<&str, &Span> = arrived.iter().map(|s| (s.id.as_str(), s)).collect();
-        tracellm_core::roll_up(
-            project_id,
-            input.clone(),
-            m.heads(),
-            Orphans::KeepAsRoots,
-            |h, want| {
-                let read;
-                let s = match by_id.get(h.id()) {
-                    Some(s) => *s,
-                    None => match merge::stored_span(conn, m.pk, h.id()) {
-                        Ok(Some(s)) => {
-                            read = s;
-                            &read
-                        }
-                        Ok(None) => return None,
-                        Err(e) => {
-                            unreadable = Some(e);
-                            return None;
-                        }
-                    },
-                };
-                match want {
-                    SpanText::Prompt => text::prompt_text(&s.input),
-                    SpanText::Response => text::response_text(&s.output),
-                }
-            },
-        )
-        .map_err(invalid)?
+    // The run's prompt and response come from at most three spans: from this batch, as the last
+    // request read them, or read back.
+    let mut fetched = foldhash::HashMap::default();
+    let trace = loop {
+        let (trace, missing) =
+            m.roll_up(project_id, input.clone(), &arrived, &fetched).map_err(invalid)?;
+        if missing.is_empty() {
+            break trace;
+        }
+        for id in missing {
+            let span = merge::stored_span(conn, m.pk, &id)?;
+            fetched.insert(id, span);
+        }
     };
-    if let Some(e) = unreadable {
-        return Err(e);
-    }
     let tail = [
         trace.name.as_str(),
         trace.prompt.as_deref().unwrap_or(""),
@@ -1439,9 +1418,9 @@ fn merge_trace(
     };
     let stored = existing.map(|(pk, (_, tags, ts, _))| Stored { pk, tags, ts });
     let (pk, created) = write_trace(conn, &p, stored, w)?;
-    m.pk = pk;
     m.input = input;
-    w.merges.stage(m, w.now);
+    m.written(pk, w.now);
+    w.merges.stage(m);
     Ok((Ingested { id: trace_id.clone(), created }, Some(p.summary)))
 }
 
@@ -2581,6 +2560,8 @@ impl Store for SqliteStore {
 
 #[cfg(test)]
 mod tests {
+    use std::collections::HashMap;
+
     use super::*;
 
     /// A trace of the default project from a native JSON document, as ingest would store it.
