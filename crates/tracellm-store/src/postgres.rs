@@ -35,6 +35,7 @@ use tracellm_core::{
     Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
 };
 
+use crate::merge::{Kept, Merging};
 use crate::{
     ApiKey, EventKind, Ingested, NewApiKey, Project, Result, StorageFault, Store, StoreError,
     StoreEvent, StoreInfo,
@@ -304,10 +305,15 @@ struct Lexemes {
 const MAX_LEXEME_BYTES: usize = 2047;
 
 fn lexemes(t: &Trace) -> Lexemes {
+    lexemes_of(|f| text::each_searchable_text(t, f))
+}
+
+/// The lexemes of the texts `each` gives.
+fn lexemes_of(each: impl FnOnce(&mut dyn FnMut(&str))) -> Lexemes {
     let mut text = String::new();
     let mut ranges: Vec<(u32, u32)> = Vec::new();
     let mut word = String::new();
-    text::each_searchable_text(t, |s| {
+    each(&mut |s| {
         text::each_term(s, &mut word, |w| {
             if w.len() <= MAX_LEXEME_BYTES && text.len() < MAX_FTS_BYTES {
                 let start = text.len() as u32;
@@ -464,18 +470,30 @@ const UPSERT: &str = "INSERT INTO traces (project_id, id, name, status, ts, end_
     span_count = EXCLUDED.span_count, error_count = EXCLUDED.error_count,
     prompt_preview = EXCLUDED.prompt_preview, response_preview = EXCLUDED.response_preview,
     prompt = EXCLUDED.prompt, response = EXCLUDED.response, metadata = EXCLUDED.metadata,
-    input = EXCLUDED.input, updated_us = EXCLUDED.updated_us,
+    input = EXCLUDED.input, updated_us = GREATEST(EXCLUDED.updated_us, traces.updated_us + 1),
     environment = EXCLUDED.environment, fts = EXCLUDED.fts
- RETURNING pk, (xmax = 0) AS created, project_id, id";
+ RETURNING pk, (xmax = 0) AS created, project_id, id, updated_us";
 
-/// Inserts or replaces one trace (the caller holds its lock); true when it is new.
-async fn write_trace(tx: &Tx<'_>, p: &Prepared, now_us: i64) -> Result<bool> {
+/// What writing a trace's row did.
+#[derive(Clone, Copy)]
+struct RowWritten {
+    pk: i64,
+    /// A new row.
+    created: bool,
+    /// Its `updated_us`: `now_us`, or one more than the row had if that was not earlier, so
+    /// that every write of a trace leaves a value of its own (a merge's kept state is known to
+    /// be the row's by it, whichever instance wrote last).
+    stamp: i64,
+}
+
+/// Inserts or replaces one trace (the caller holds its lock).
+async fn write_trace(tx: &Tx<'_>, p: &Prepared, now_us: i64) -> Result<RowWritten> {
     Ok(write_many(tx, &[p], now_us).await?[0])
 }
 
 /// Inserts or replaces traces of distinct (project, id), whose locks the caller holds, in a
-/// fixed number of statements (multi-row, from arrays); returns for each whether it is new.
-async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bool>> {
+/// fixed number of statements (multi-row, from arrays).
+async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<RowWritten>> {
     fn col<'a, T>(ps: &[&'a Prepared], f: impl Fn(&'a Prepared) -> T) -> Vec<T> {
         ps.iter().map(|p| f(p)).collect()
     }
@@ -550,19 +568,20 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
     let mut written = HashMap::with_capacity(rows.len());
     for r in &rows {
         let key: (&str, &str) = (r.get(2), r.get(3));
-        written.insert(key, (r.get::<_, i64>(0), r.get::<_, bool>(1)));
+        written.insert(key, RowWritten { pk: r.get(0), created: r.get(1), stamp: r.get(4) });
     }
     let mut pks = Vec::with_capacity(ps.len());
-    let mut created = Vec::with_capacity(ps.len());
+    let mut out = Vec::with_capacity(ps.len());
     let (mut replaced, mut rewritten) = (Vec::new(), Vec::new());
     for p in ps {
-        let &(pk, new) =
+        let &row =
             written.get(&(p.summary.project_id.as_str(), p.summary.id.as_str())).ok_or_else(
                 || StoreError::Internal(format!("trace {} was not written", p.summary.id)),
             )?;
+        let pk = row.pk;
         pks.push(pk);
-        created.push(new);
-        if !new {
+        out.push(row);
+        if !row.created {
             rewritten.push(pk);
             if !p.merged {
                 replaced.push(pk);
@@ -614,30 +633,44 @@ async fn write_many(tx: &Tx<'_>, ps: &[&Prepared], now_us: i64) -> Result<Vec<bo
             .await?;
         tx.execute(&ins, &[&span_pk, &span_id, &span_start, &span_doc]).await?;
     }
-    Ok(created)
+    Ok(out)
 }
 
-/// A trace's stored spans, and the digest of each one's stored document by span id.
-async fn load_spans(
+/// The state of stored trace `pk` for merging (`crate::merge`), read from its spans.
+async fn load_merging(
     tx: &Tx<'_>,
     pk: i64,
+    project_id: &str,
     trace_id: &str,
-) -> Result<(Vec<Span>, HashMap<String, u64>)> {
-    let stmt = tx
-        .prepare_cached("SELECT id, doc FROM spans WHERE trace_pk = $1 ORDER BY start_us, id")
-        .await?;
-    let rows = tx.query(&stmt, &[&pk]).await?;
-    let mut spans = Vec::with_capacity(rows.len());
-    let mut docs = HashMap::with_capacity(rows.len());
-    for r in rows {
-        let doc: &str = r.get(1);
-        spans.push(parse_span(doc, trace_id)?);
-        docs.insert(r.get(0), crate::doc::digest(doc.as_bytes()));
+    input: TraceInput,
+) -> Result<Merging> {
+    let mut m = Merging::new(project_id, trace_id, input, MERGE_TEXT_BYTES);
+    m.pk = pk;
+    let stmt = tx.prepare_cached("SELECT doc FROM spans WHERE trace_pk = $1").await?;
+    let rows = tx.query_raw(&stmt, &[&pk]).await?;
+    futures::pin_mut!(rows);
+    while let Some(r) = rows.next().await {
+        let r = r?;
+        let doc: &str = r.get(0);
+        m.load(&parse_span(doc, trace_id)?, crate::doc::digest(doc.as_bytes()));
     }
-    Ok((spans, docs))
+    m.loaded();
+    Ok(m)
 }
 
-/// Mirrors SQLite's `merge_trace`; the caller holds the trace's advisory lock.
+/// Stored spans of trace `pk` by id.
+async fn stored_spans(tx: &Tx<'_>, pk: i64, trace_id: &str, ids: &[String]) -> Result<Vec<Span>> {
+    let stmt =
+        tx.prepare_cached("SELECT doc FROM spans WHERE trace_pk = $1 AND id = ANY($2)").await?;
+    let rows = tx.query(&stmt, &[&pk, &ids]).await?;
+    rows.iter().map(|r| parse_span(r.get(0), trace_id)).collect()
+}
+
+/// Text kept for a growing trace; its lexemes stop at `MAX_FTS_BYTES`, of terms alone.
+const MERGE_TEXT_BYTES: usize = 4 * MAX_FTS_BYTES;
+
+/// Mirrors SQLite's `merge_trace`; the caller holds the trace's advisory lock. Also returns the
+/// trace's state (`crate::merge`), to be kept once the transaction commits.
 async fn merge_trace(
     tx: &Tx<'_>,
     project_id: &str,
@@ -645,54 +678,76 @@ async fn merge_trace(
     fresh: Option<&Prepared>,
     asm: &Assembler,
     now: i64,
-) -> Result<(Ingested, Option<TraceSummary>)> {
-    let stmt =
-        tx.prepare_cached("SELECT pk, input FROM traces WHERE project_id = $1 AND id = $2").await?;
-    let existing: Option<(i64, Option<String>)> =
-        tx.query_opt(&stmt, &[&project_id, &batch.trace_id]).await?.map(|r| (r.get(0), r.get(1)));
+    kept: &Mutex<Kept>,
+) -> Result<(Ingested, Option<TraceSummary>, Option<Merging>)> {
+    let trace_id = &batch.trace_id;
+    let stmt = tx
+        .prepare_cached(
+            "SELECT pk, input, updated_us FROM traces WHERE project_id = $1 AND id = $2",
+        )
+        .await?;
+    let existing: Option<(i64, Option<String>, i64)> = tx
+        .query_opt(&stmt, &[&project_id, trace_id])
+        .await?
+        .map(|r| (r.get(0), r.get(1), r.get(2)));
     let stmt = tx
         .prepare_cached(
             "SELECT span_id, doc FROM pending_events WHERE project_id = $1 AND trace_id = $2",
         )
         .await?;
-    let pending = tx.query(&stmt, &[&project_id, &batch.trace_id]).await?;
+    let pending = tx.query(&stmt, &[&project_id, trace_id]).await?;
     if existing.is_none()
         && pending.is_empty()
         && let Some(p) = fresh
     {
-        let created = write_trace(tx, p, now).await?;
-        return Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary.clone())));
+        let row = write_trace(tx, p, now).await?;
+        return Ok((
+            Ingested { id: trace_id.clone(), created: row.created },
+            Some(p.summary.clone()),
+            None,
+        ));
     }
     let mut events: Vec<(String, SpanEvent)> = pending
         .iter()
         .filter_map(|r| Some((r.get(0), serde_json::from_str(r.get::<_, &str>(1)).ok()?)))
         .collect();
     events.extend(batch.log_events.iter().cloned());
-    let (mut spans, stored_docs, input) = match &existing {
-        Some((pk, input)) => {
-            let stored: TraceInput =
-                input.as_deref().and_then(|i| serde_json::from_str(i).ok()).unwrap_or_default();
-            let (spans, docs) = load_spans(tx, *pk, &batch.trace_id).await?;
-            (spans, docs, stored.merge(batch.input.clone()))
+    // The batch's spans: as assembled and serialized before the transaction when it could stand
+    // alone (each id once, derived), else as sent (a span sent twice is the later one).
+    let (mut arrived, ready): (Vec<Span>, Vec<Option<&str>>) = match fresh {
+        Some(p) => {
+            let spans = p
+                .span_docs
+                .iter()
+                .map(|doc| parse_span(doc, trace_id))
+                .collect::<Result<Vec<_>>>()?;
+            (spans, p.span_docs.iter().map(|d| Some(d.as_str())).collect())
         }
-        None => (Vec::new(), HashMap::new(), batch.input.clone()),
+        None => {
+            let mut spans = Vec::with_capacity(batch.spans.len());
+            crate::upsert_spans(&mut spans, batch.spans.clone());
+            let none = spans.iter().map(|_| None).collect();
+            (spans, none)
+        }
     };
-    let arrived: Vec<Span> = match fresh {
-        Some(p) => p
-            .span_docs
-            .iter()
-            .map(|doc| serde_json::from_str(doc))
-            .collect::<std::result::Result<_, _>>()
-            .map_err(|e| StoreError::Internal(e.to_string()))?,
-        None => batch.spans.clone(),
-    };
-    crate::upsert_spans(&mut spans, arrived);
-    let left = fold_events(&mut spans, events);
+    let sent = arrived.len();
+    let events_before: Vec<usize> = arrived.iter().map(|s| s.events.len()).collect();
+    let mut left = fold_events(&mut arrived, events);
+    if let Some((pk, _, _)) = &existing
+        && !left.is_empty()
+    {
+        // events for stored spans: those spans change, and are stored again
+        let mut named: Vec<String> = left.iter().map(|(id, _)| id.clone()).collect();
+        named.sort_unstable();
+        named.dedup();
+        arrived.extend(stored_spans(tx, *pk, trace_id, &named).await?);
+        left = fold_events(&mut arrived, left);
+    }
     if !pending.is_empty() {
         let del = tx
             .prepare_cached("DELETE FROM pending_events WHERE project_id = $1 AND trace_id = $2")
             .await?;
-        tx.execute(&del, &[&project_id, &batch.trace_id]).await?;
+        tx.execute(&del, &[&project_id, trace_id]).await?;
     }
     if !left.is_empty() {
         let ids: Vec<&str> = left.iter().map(|(id, _)| id.as_str()).collect();
@@ -703,36 +758,117 @@ async fn merge_trace(
                  SELECT $1, $2, span_id, doc, $5 FROM unnest($3::text[], $4::text[]) AS e(span_id, doc)",
             )
             .await?;
-        tx.execute(&ins, &[&project_id, &batch.trace_id, &ids, &docs, &now]).await?;
+        tx.execute(&ins, &[&project_id, trace_id, &ids, &docs, &now]).await?;
     }
-    if spans.is_empty() {
-        // Only log events, for spans not seen yet: kept until their spans arrive.
-        return Ok((Ingested { id: batch.trace_id.clone(), created: false }, None));
-    }
-    let mut input = input;
-    input.id = Some(batch.trace_id.clone());
-    let trace = asm
-        .partial(project_id, input.clone(), spans)
-        .map_err(|e| StoreError::Invalid(format!("trace {}: {e}", batch.trace_id)))?;
-    let mut p = prepare(trace, Some(&input))?;
-    if existing.is_some() {
-        // Rewrite only the spans whose document changed: the new ones and those the merge
-        // touched. A trace sent in many batches otherwise rewrote every stored span each time.
-        let spans = std::mem::take(&mut p.span_ids)
-            .into_iter()
-            .zip(std::mem::take(&mut p.span_starts))
-            .zip(std::mem::take(&mut p.span_docs));
-        for ((id, start), doc) in spans {
-            if stored_docs.get(&id) != Some(&crate::doc::digest(doc.as_bytes())) {
-                p.span_ids.push(id);
-                p.span_starts.push(start);
-                p.span_docs.push(doc);
+    // What is new or changed here is derived and serialized; what was serialized before the
+    // transaction and no event changed is stored as it is.
+    let mut docs: Vec<String> = Vec::with_capacity(arrived.len());
+    for (i, s) in arrived.iter_mut().enumerate() {
+        match ready.get(i).copied().flatten() {
+            Some(doc) if i < sent && s.events.len() == events_before[i] => {
+                docs.push(doc.to_string())
+            }
+            _ => {
+                if s.parent_id.as_deref() == Some("") {
+                    s.parent_id = None;
+                }
+                tracellm_core::derive_span(s, &asm.prices, &asm.opts);
+                docs.push(json(&*s)?);
             }
         }
-        p.merged = true;
     }
-    let created = write_trace(tx, &p, now).await?;
-    Ok((Ingested { id: batch.trace_id.clone(), created }, Some(p.summary)))
+
+    let mut m = match &existing {
+        Some((pk, input, stamp)) => {
+            let kept = kept.lock().expect("kept merges").take(*pk, project_id, trace_id, *stamp);
+            match kept {
+                Some(m) => m,
+                None => {
+                    let stored: TraceInput = input
+                        .as_deref()
+                        .and_then(|i| serde_json::from_str(i).ok())
+                        .unwrap_or_default();
+                    load_merging(tx, *pk, project_id, trace_id, stored).await?
+                }
+            }
+        }
+        None => Merging::new(project_id, trace_id, TraceInput::default(), MERGE_TEXT_BYTES),
+    };
+    if arrived.is_empty() && m.heads().is_empty() {
+        // Only log events, for spans not seen yet: kept until their spans arrive.
+        return Ok((Ingested { id: trace_id.clone(), created: false }, None, None));
+    }
+    let mut input = m.input.clone().merge(batch.input.clone());
+    input.id = Some(trace_id.clone());
+    let digests: Vec<(&Span, u64)> =
+        arrived.iter().zip(&docs).map(|(s, d)| (s, crate::doc::digest(d.as_bytes()))).collect();
+    let arrival = m.arrive(&digests);
+    if let Some(replaced) = m.reworded(&arrival) {
+        // a span replaced by one of other words: its words go, so the text is read again
+        m.forget_text();
+        let stmt = tx.prepare_cached("SELECT id, doc FROM spans WHERE trace_pk = $1").await?;
+        let rows = tx.query_raw(&stmt, &[&m.pk]).await?;
+        futures::pin_mut!(rows);
+        while let Some(r) = rows.next().await {
+            let r = r?;
+            if !replaced.contains(r.get::<_, &str>(0)) {
+                m.reread(&parse_span(r.get(1), trace_id)?);
+            }
+        }
+    }
+    let spans: Vec<&Span> = arrived.iter().collect();
+    let write = m.add(&spans, arrival);
+    let invalid =
+        |e: tracellm_core::ValidationError| StoreError::Invalid(format!("trace {trace_id}: {e}"));
+    tracellm_core::check_span_count(m.heads().len(), &asm.opts).map_err(invalid)?;
+    // The run's prompt and response come from at most three spans: from this batch, as the last
+    // request read them, or read back.
+    let mut fetched = foldhash::HashMap::default();
+    let trace = loop {
+        let (trace, missing) =
+            m.roll_up(project_id, input.clone(), &arrived, &fetched).map_err(invalid)?;
+        if missing.is_empty() {
+            break trace;
+        }
+        let found = stored_spans(tx, m.pk, trace_id, &missing).await?;
+        for id in missing {
+            fetched.insert(id, None);
+        }
+        for s in found {
+            fetched.insert(s.id.clone(), Some(s));
+        }
+    };
+    let tail = [
+        trace.name.as_str(),
+        trace.prompt.as_deref().unwrap_or(""),
+        trace.response.as_deref().unwrap_or(""),
+        trace.failure_reason.as_deref().unwrap_or(""),
+    ];
+    let body = m.body(&tail);
+    let mut p = Prepared {
+        input: Some(json(&input)?),
+        tags: json(&trace.tags)?,
+        metadata: json(&trace.metadata)?,
+        fts: lexemes_of(|f| f(&body)),
+        span_ids: Vec::new(),
+        span_starts: Vec::new(),
+        span_docs: Vec::new(),
+        summary: trace.summary(),
+        prompt: trace.prompt,
+        response: trace.response,
+        merged: existing.is_some(),
+    };
+    for ((s, doc), w) in arrived.iter().zip(docs).zip(write) {
+        if w {
+            p.span_ids.push(s.id.clone());
+            p.span_starts.push(time::to_micros(s.start_time));
+            p.span_docs.push(doc);
+        }
+    }
+    let row = write_trace(tx, &p, now).await?;
+    m.input = input;
+    m.written(row.pk, row.stamp);
+    Ok((Ingested { id: trace_id.clone(), created: row.created }, Some(p.summary), Some(m)))
 }
 
 pub struct PostgresStore {
@@ -746,6 +882,9 @@ pub struct PostgresStore {
     created: AtomicU64,
     analyzed_at: AtomicU64,
     listener: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// States of traces growing over many requests (`crate::merge`), as this instance last
+    /// wrote them; one is used only while its trace's row holds the `updated_us` it wrote.
+    merges: Mutex<Kept>,
 }
 
 /// The URL without its password, for logs and the settings page.
@@ -833,6 +972,7 @@ impl PostgresStore {
             created: AtomicU64::new(0),
             analyzed_at: AtomicU64::new(0),
             listener: Mutex::new(None),
+            merges: Mutex::new(Kept::default()),
         };
         // Listen before returning, so no event committed after open() is missed.
         let (ready_tx, mut ready_rx) = mpsc::channel(1);
@@ -940,6 +1080,8 @@ impl PostgresStore {
         tx.execute(&lock, &[&keys]).await?;
         let mut out: Vec<Option<(Ingested, Option<TraceSummary>)>> =
             (0..ops.len()).map(|_| None).collect();
+        // states of growing traces, kept once this transaction commits
+        let mut states = Vec::new();
         // Traces written whole: native ingest, and new OTLP traces that came in one request.
         // When every trace of the call is distinct they are written together; the others are
         // merged one by one.
@@ -986,10 +1128,10 @@ impl PostgresStore {
                 })
                 .collect();
             if !prepared.is_empty() {
-                let created = write_many(&tx, &prepared, now).await?;
-                for ((&i, p), created) in direct.iter().zip(prepared).zip(created) {
+                let rows = write_many(&tx, &prepared, now).await?;
+                for ((&i, p), row) in direct.iter().zip(prepared).zip(rows) {
                     out[i] = Some((
-                        Ingested { id: p.summary.id.clone(), created },
+                        Ingested { id: p.summary.id.clone(), created: row.created },
                         Some(p.summary.clone()),
                     ));
                 }
@@ -1001,12 +1143,23 @@ impl PostgresStore {
             }
             let w = match &ops[i] {
                 Op::Replace(p) => {
-                    let created = write_trace(&tx, p, now).await?;
-                    (Ingested { id: p.summary.id.clone(), created }, Some(p.summary.clone()))
+                    let row = write_trace(&tx, p, now).await?;
+                    let ingested = Ingested { id: p.summary.id.clone(), created: row.created };
+                    (ingested, Some(p.summary.clone()))
                 }
                 Op::Merge { project_id, batch, fresh } => {
-                    merge_trace(&tx, project_id, batch, fresh.as_deref(), &self.assembler, now)
-                        .await?
+                    let (ingested, summary, state) = merge_trace(
+                        &tx,
+                        project_id,
+                        batch,
+                        fresh.as_deref(),
+                        &self.assembler,
+                        now,
+                        &self.merges,
+                    )
+                    .await?;
+                    states.extend(state);
+                    (ingested, summary)
                 }
             };
             out[i] = Some(w);
@@ -1032,6 +1185,10 @@ impl PostgresStore {
             tx.execute(&notify, &[&CHANNEL, &payloads]).await?;
         }
         tx.commit().await?;
+        let mut kept = self.merges.lock().expect("kept merges");
+        for m in states {
+            kept.keep(m);
+        }
         Ok(out)
     }
 }

@@ -1125,6 +1125,45 @@ async fn postgres_events_reach_every_instance() {
     b.close().await.unwrap();
 }
 
+/// A growing trace whose requests go to two instances in turn, some at once: each instance
+/// keeps a state of the trace between its requests (`crate::merge`), which the other's writes
+/// make stale; the trace still reads back as sent in one request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_instances_growing_one_trace_read_it_as_sent_in_one() {
+    let (a, b, _db) = two_instances().await;
+    let (a, b): (Arc<dyn Store>, Arc<dyn Store>) = (Arc::new(a), Arc::new(b));
+    let (many, one) = grown_trace("grown", "whole", 23);
+    a.ingest_spans("default", vec![one]).await.unwrap();
+    let n = many.len();
+    let mut many = many.into_iter().enumerate();
+    // the first two thirds in turn, one at a time
+    for (i, req) in many.by_ref().take(n * 2 / 3) {
+        let store = if (i / 3) % 2 == 0 { &a } else { &b };
+        store.ingest_spans("default", vec![req]).await.unwrap();
+    }
+    // the rest, two at a time, one to each instance (the root and the log event last)
+    let rest: Vec<SpanBatch> = many.map(|(_, r)| r).collect();
+    let (last, rest) = rest.split_last().unwrap();
+    for pair in rest.chunks(2) {
+        let (x, y) = (a.clone(), b.clone());
+        let first = pair[0].clone();
+        let second = pair.get(1).cloned();
+        let t = tokio::spawn(async move { x.ingest_spans("default", vec![first]).await.unwrap() });
+        if let Some(second) = second {
+            y.ingest_spans("default", vec![second]).await.unwrap();
+        }
+        t.await.unwrap();
+    }
+    b.ingest_spans("default", vec![last.clone()]).await.unwrap();
+    for store in [&a, &b] {
+        assert_eq!(read_as(store, "grown", "grown").await, read_as(store, "whole", "grown").await);
+        let q = TraceQuery { q: Some("draftword*".into()), ..query("default") };
+        assert!(store.list_traces(q).await.unwrap().traces.is_empty());
+    }
+    a.close().await.unwrap();
+    b.close().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_instances_merging_one_trace_lose_no_spans() {
     let (a, b, _db) = two_instances().await;
