@@ -379,11 +379,13 @@ pub(crate) struct Kept {
     /// `KEEP_BYTES`, but in tests.
     pub(crate) limit: usize,
     clock: u64,
+    /// `clock` at the last `sweep`.
+    swept_at: u64,
 }
 
 impl Default for Kept {
     fn default() -> Self {
-        Kept { states: HashMap::new(), bytes: 0, limit: KEEP_BYTES, clock: 0 }
+        Kept { states: HashMap::new(), bytes: 0, limit: KEEP_BYTES, clock: 0, swept_at: 0 }
     }
 }
 
@@ -431,6 +433,24 @@ impl Kept {
     pub(crate) fn clear(&mut self) {
         self.states = HashMap::new();
         self.bytes = 0;
+    }
+
+    /// Drops the states not kept again since the last sweep: their traces stopped growing.
+    pub(crate) fn sweep(&mut self) {
+        let before = self.swept_at;
+        let idle: Vec<i64> = self
+            .states
+            .iter()
+            .filter(|(_, (used, _))| *used <= before)
+            .map(|(pk, _)| *pk)
+            .collect();
+        for pk in idle {
+            self.forget(pk);
+        }
+        if self.states.is_empty() {
+            self.states = HashMap::new();
+        }
+        self.swept_at = self.clock;
     }
 
     #[cfg(test)]

@@ -725,6 +725,8 @@ fn writer_loop(
                 continue;
             }
             Job::Tidy => {
+                // a growing trace's state not used since the last round goes
+                w.merges.sweep();
                 if last_write.elapsed() >= QUIET {
                     held = settle_ids(&mut w, &mut rx);
                     if held.is_none() {

@@ -149,6 +149,11 @@ impl Merges {
         self.kept.clear();
     }
 
+    /// Drops the kept states not used since the last sweep (`Kept::sweep`).
+    pub(super) fn sweep(&mut self) {
+        self.kept.sweep();
+    }
+
     /// The open transaction was rolled back whole.
     pub(super) fn rolled_back(&mut self) {
         self.staged.clear();
@@ -250,6 +255,22 @@ mod tests {
         kept.clear();
         assert_eq!(kept.len_and_bytes(), (0, 0));
         assert!(crate::merge::KEEP_BYTES / one > 400, "a trace of 100,000 spans fits");
+    }
+
+    #[test]
+    fn a_sweep_drops_the_states_not_kept_again_since_the_last() {
+        let conn = Connection::open_in_memory().unwrap();
+        let mut kept = Kept::default();
+        kept.keep(state(&conn, 1, KEEP_FROM));
+        kept.keep(state(&conn, 2, KEEP_FROM));
+        kept.sweep();
+        assert_eq!(kept.len_and_bytes().0, 2, "both were kept since the start");
+        let again = kept.take(2, "default", "t2", 100).unwrap();
+        kept.keep(again);
+        kept.sweep();
+        assert!(kept.take(1, "default", "t1", 100).is_none(), "trace 1 stopped growing");
+        assert!(kept.take(2, "default", "t2", 100).is_some());
+        assert_eq!(kept.len_and_bytes(), (0, 0));
     }
 
     #[test]
