@@ -426,6 +426,63 @@ def test_spans_resent_by_a_retrying_exporter_are_stored_once(server: Any, transp
         pipeline.shutdown()
 
 
+def test_a_long_run_exported_in_many_batches_is_one_trace(server: Any) -> None:
+    """An agent run of 400 calls exported while it runs, 64 spans at a time (more spans than the
+    store keeps a trace's state between requests from): one trace, every call in it, its figures
+    rolled up over all of them, and the words of its first and last calls found by search."""
+    from urllib.parse import urlencode
+
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+    from support import RecordingExporter, http_json
+
+    exporter = RecordingExporter(otlp_exporter(server, "http"))
+    provider = TracerProvider()
+    provider.add_span_processor(
+        BatchSpanProcessor(exporter, max_export_batch_size=64, schedule_delay_millis=20)
+    )
+    tracer = provider.get_tracer("long-run")
+    calls = 400
+    try:
+        root = tracer.start_span("invoke_agent navigator", attributes={"gen_ai.operation.name": "invoke_agent"})
+        ctx = otel_trace.set_span_in_context(root)
+        for i in range(calls):
+            span = tracer.start_span("chat gpt-4o", context=ctx, attributes={
+                "gen_ai.operation.name": "chat", "gen_ai.request.model": "gpt-4o",
+                "gen_ai.usage.input_tokens": 10 + i % 3, "gen_ai.usage.output_tokens": 5,
+                "gen_ai.input.messages": json.dumps([{"role": "user", "parts": [
+                    {"type": "text", "content": "leg%d of the voyage" % i}]}]),
+            })
+            if i == 137:
+                span.set_status(Status(StatusCode.ERROR, "upstream refused"))
+            span.end()
+            if i % 50 == 49:
+                time.sleep(0.05)  # the exporter sends what has ended while the run goes on
+        root.end()
+        assert provider.force_flush(10_000)
+        assert len(exporter.results) > 6, "the run went out in %d exports" % len(exporter.results)
+        trace_id = trace_hex(root)
+        t = server.wait_trace(trace_id, spans=calls + 1, until=lambda t: t["status"] != "running")
+        assert t["span_count"] == calls + 1
+        assert len(t["spans"]) == calls + 1
+        assert t["name"] == "invoke_agent navigator"
+        # call 137 failed and 138, the same call under the same parent, is its retry
+        assert t["status"] == "retried"
+        assert t["retries"] == 1
+        assert t["error_count"] == 1
+        assert t["failure_reason"] == "chat gpt-4o: upstream refused"
+        assert t["tokens"]["total"] == sum(10 + i % 3 + 5 for i in range(calls))
+        assert t["prompt"] == "leg0 of the voyage"
+        root_id = span_hex(root)
+        assert all(s["parent_id"] == root_id for s in t["spans"] if s["id"] != root_id)
+        for word in ["leg0", "leg399"]:
+            status, body = http_json("GET", "%s/traces?%s" % (server.url, urlencode({"q": word})))
+            assert status == 200, body
+            assert trace_id in [x["id"] for x in body["traces"]], word
+    finally:
+        provider.shutdown()
+
+
 def test_response_model_wins_over_request_model(server: Any) -> None:
     """OpenAI answers with a dated snapshot; that is the model that ran, and it is priced as
     its family."""
