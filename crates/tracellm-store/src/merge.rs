@@ -232,7 +232,7 @@ impl Merging {
             && self.stamp == stamp
     }
 
-    /// The row's `updated_us` as this state is written.
+    /// Records the row key and the `updated_us` this state was written with.
     pub(crate) fn written(&mut self, pk: i64, stamp: i64) {
         self.pk = pk;
         self.stamp = stamp;
@@ -257,7 +257,7 @@ impl Merging {
     }
 
     /// The stored spans that `arrival` replaces with other words, when there are any: their
-    /// old words must go, so the text is read again (`reread_text`) without them.
+    /// old words must go, so the text is read again without them (`forget_text`, `reread`).
     pub(crate) fn reworded(&self, arrival: &Arrival) -> Option<HashSet<String>> {
         let pairs = || arrival.heads.iter().zip(&arrival.at);
         if !pairs().any(|(h, i)| i.is_some_and(|i| self.heads[i].text != h.text)) {
