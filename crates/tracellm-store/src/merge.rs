@@ -19,9 +19,10 @@ use std::hash::BuildHasher;
 
 use chrono::{DateTime, Utc};
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
+use tracellm_core::otel::{SpanBatch, apply_message_events};
 use tracellm_core::{
-    Orphans, Span, SpanFacts, SpanKind, SpanText, Status, Tokens, Trace, TraceInput,
-    ValidationError, text,
+    Assembler, Orphans, Span, SpanEvent, SpanFacts, SpanKind, SpanText, Status, Tokens, Trace,
+    TraceInput, ValidationError, text,
 };
 
 /// A trace's state is kept between requests from this many spans: below it, reading the spans
@@ -157,6 +158,75 @@ fn push_capped(out: &mut String, t: &str, max: usize) {
     }
     out.push_str(&t[..cut]);
     out.push('\n');
+}
+
+/// The spans a request sent for a trace, each id once (a span sent twice is the later one).
+pub(crate) fn sent_spans(batch: &SpanBatch) -> Vec<Span> {
+    let mut spans = Vec::with_capacity(batch.spans.len());
+    crate::upsert_spans(&mut spans, batch.spans.clone());
+    spans
+}
+
+/// Adds events to the spans they name; returns those whose span is not among `spans`.
+pub(crate) fn fold_events(
+    spans: &mut [Span],
+    events: Vec<(String, SpanEvent)>,
+) -> Vec<(String, SpanEvent)> {
+    let mut left = Vec::new();
+    let mut touched = Vec::new();
+    for (span_id, e) in events {
+        match spans.iter().position(|s| s.id == span_id) {
+            Some(i) => {
+                spans[i].events.push(e);
+                touched.push(i);
+            }
+            None => left.push((span_id, e)),
+        }
+    }
+    touched.sort_unstable();
+    touched.dedup();
+    for i in touched {
+        apply_message_events(&mut spans[i]);
+    }
+    left
+}
+
+/// Settles the arrived spans of a merge. The first `ready.len()` came with their document
+/// serialized before the transaction (`Some`, already derived), the rest are stored spans read
+/// back for their events; `events_before` holds how many events the first had before events
+/// were folded in. A span whose document is still its own keeps it; every other one is derived
+/// (again) and gets `None`: its document is to be serialized.
+pub(crate) fn settle<D>(
+    arrived: &mut [Span],
+    ready: Vec<Option<D>>,
+    events_before: &[usize],
+    asm: &Assembler,
+) -> Vec<Option<D>> {
+    let mut ready = ready.into_iter();
+    let mut out = Vec::with_capacity(arrived.len());
+    for (i, s) in arrived.iter_mut().enumerate() {
+        match ready.next().flatten() {
+            Some(d) if s.events.len() == events_before[i] => out.push(Some(d)),
+            _ => {
+                if s.parent_id.as_deref() == Some("") {
+                    s.parent_id = None;
+                }
+                tracellm_core::derive_span(s, &asm.prices, &asm.opts);
+                out.push(None);
+            }
+        }
+    }
+    out
+}
+
+/// A trace's own searchable texts, beside its spans': name, prompt, response, failure reason.
+pub(crate) fn own_texts(t: &Trace) -> [&str; 4] {
+    [
+        t.name.as_str(),
+        t.prompt.as_deref().unwrap_or(""),
+        t.response.as_deref().unwrap_or(""),
+        t.failure_reason.as_deref().unwrap_or(""),
+    ]
 }
 
 /// One trace's state between the requests that bring its spans.

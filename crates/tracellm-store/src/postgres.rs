@@ -30,12 +30,12 @@ use tracellm_core::api::{
     self, Analytics, AnalyticsQuery, AnalyticsRow, Cursor, Failure, FailurePage, TokenTotals,
     TracePage, TraceQuery,
 };
-use tracellm_core::otel::{SpanBatch, apply_message_events};
+use tracellm_core::otel::SpanBatch;
 use tracellm_core::{
     Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
 };
 
-use crate::merge::{Kept, Merging};
+use crate::merge::{self, Kept, Merging};
 use crate::{
     ApiKey, EventKind, Ingested, NewApiKey, Project, Result, StorageFault, Store, StoreError,
     StoreEvent, StoreInfo,
@@ -374,27 +374,6 @@ fn ts_query(q: &str) -> Option<String> {
     (!terms.is_empty()).then(|| terms.join(" & "))
 }
 
-/// Adds events to the spans they name; returns those whose span is not among `spans`.
-fn fold_events(spans: &mut [Span], events: Vec<(String, SpanEvent)>) -> Vec<(String, SpanEvent)> {
-    let mut left = Vec::new();
-    let mut touched = Vec::new();
-    for (span_id, e) in events {
-        match spans.iter().position(|s| s.id == span_id) {
-            Some(i) => {
-                spans[i].events.push(e);
-                touched.push(i);
-            }
-            None => left.push((span_id, e)),
-        }
-    }
-    touched.sort_unstable();
-    touched.dedup();
-    for i in touched {
-        apply_message_events(&mut spans[i]);
-    }
-    left
-}
-
 /// One trace's change.
 enum Op {
     Replace(Prepared),
@@ -418,7 +397,7 @@ fn merge_op(asm: &Assembler, project_id: &str, mut batch: SpanBatch) -> Result<O
         return Ok(Op::Merge { project_id: project_id.to_string(), batch, fresh: None });
     }
     let mut spans = std::mem::take(&mut batch.spans);
-    fold_events(&mut spans, std::mem::take(&mut batch.log_events));
+    merge::fold_events(&mut spans, std::mem::take(&mut batch.log_events));
     let mut input = batch.input.clone();
     input.id = Some(batch.trace_id.clone());
     let trace = asm
@@ -723,16 +702,10 @@ async fn merge_trace(
                 .collect::<Result<Vec<_>>>()?;
             (spans, p.span_docs.iter().map(|d| Some(d.as_str())).collect())
         }
-        None => {
-            let mut spans = Vec::with_capacity(batch.spans.len());
-            crate::upsert_spans(&mut spans, batch.spans.clone());
-            let none = spans.iter().map(|_| None).collect();
-            (spans, none)
-        }
+        None => (merge::sent_spans(batch), Vec::new()),
     };
-    let sent = arrived.len();
     let events_before: Vec<usize> = arrived.iter().map(|s| s.events.len()).collect();
-    let mut left = fold_events(&mut arrived, events);
+    let mut left = merge::fold_events(&mut arrived, events);
     if let Some((pk, _, _)) = &existing
         && !left.is_empty()
     {
@@ -741,7 +714,7 @@ async fn merge_trace(
         named.sort_unstable();
         named.dedup();
         arrived.extend(stored_spans(tx, *pk, trace_id, &named).await?);
-        left = fold_events(&mut arrived, left);
+        left = merge::fold_events(&mut arrived, left);
     }
     if !pending.is_empty() {
         let del = tx
@@ -760,23 +733,14 @@ async fn merge_trace(
             .await?;
         tx.execute(&ins, &[&project_id, trace_id, &ids, &docs, &now]).await?;
     }
-    // What is new or changed here is derived and serialized; what was serialized before the
-    // transaction and no event changed is stored as it is.
-    let mut docs: Vec<String> = Vec::with_capacity(arrived.len());
-    for (i, s) in arrived.iter_mut().enumerate() {
-        match ready.get(i).copied().flatten() {
-            Some(doc) if i < sent && s.events.len() == events_before[i] => {
-                docs.push(doc.to_string())
-            }
-            _ => {
-                if s.parent_id.as_deref() == Some("") {
-                    s.parent_id = None;
-                }
-                tracellm_core::derive_span(s, &asm.prices, &asm.opts);
-                docs.push(json(&*s)?);
-            }
-        }
-    }
+    // What is new or changed here is serialized; what was serialized before the transaction
+    // and no event changed is stored as it is.
+    let settled = merge::settle(&mut arrived, ready, &events_before, asm);
+    let docs = arrived
+        .iter()
+        .zip(settled)
+        .map(|(s, doc)| doc.map_or_else(|| json(s), |d| Ok(d.to_string())))
+        .collect::<Result<Vec<String>>>()?;
 
     let mut m = match &existing {
         Some((pk, input, stamp)) => {
@@ -838,13 +802,7 @@ async fn merge_trace(
             fetched.insert(s.id.clone(), Some(s));
         }
     };
-    let tail = [
-        trace.name.as_str(),
-        trace.prompt.as_deref().unwrap_or(""),
-        trace.response.as_deref().unwrap_or(""),
-        trace.failure_reason.as_deref().unwrap_or(""),
-    ];
-    let body = m.body(&tail);
+    let body = m.body(&merge::own_texts(&trace));
     let mut p = Prepared {
         input: Some(json(&input)?),
         tags: json(&trace.tags)?,

@@ -20,7 +20,7 @@ use tracellm_core::api::{
     self, Analytics, AnalyticsQuery, AnalyticsRow, Cursor, Failure, FailurePage, TokenTotals,
     TracePage, TraceQuery,
 };
-use tracellm_core::otel::{SpanBatch, apply_message_events};
+use tracellm_core::otel::SpanBatch;
 use tracellm_core::{
     Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
 };
@@ -600,7 +600,7 @@ fn merge_op(asm: &Assembler, project_id: &str, mut batch: SpanBatch) -> Result<O
         return Ok(Op::Merge { project_id: project_id.to_string(), batch, fresh: None });
     }
     let mut spans = std::mem::take(&mut batch.spans);
-    fold_events(&mut spans, std::mem::take(&mut batch.log_events));
+    crate::merge::fold_events(&mut spans, std::mem::take(&mut batch.log_events));
     let mut input = batch.input.clone();
     input.id = Some(batch.trace_id.clone());
     let trace = asm
@@ -1204,27 +1204,6 @@ fn write_trace(
     Ok((pk, created))
 }
 
-/// Adds events to the spans they name; returns those whose span is not among `spans`.
-fn fold_events(spans: &mut [Span], events: Vec<(String, SpanEvent)>) -> Vec<(String, SpanEvent)> {
-    let mut left = Vec::new();
-    let mut touched = Vec::new();
-    for (span_id, e) in events {
-        match spans.iter().position(|s| s.id == span_id) {
-            Some(i) => {
-                spans[i].events.push(e);
-                touched.push(i);
-            }
-            None => left.push((span_id, e)),
-        }
-    }
-    touched.sort_unstable();
-    touched.dedup();
-    for i in touched {
-        apply_message_events(&mut spans[i]);
-    }
-    left
-}
-
 fn load_pending(
     conn: &Connection,
     project_id: &str,
@@ -1310,16 +1289,10 @@ fn merge_trace(
             }
             (spans, docs)
         }
-        None => {
-            let mut spans = Vec::with_capacity(batch.spans.len());
-            crate::upsert_spans(&mut spans, batch.spans.clone());
-            let none = spans.iter().map(|_| None).collect();
-            (spans, none)
-        }
+        None => (crate::merge::sent_spans(batch), Vec::new()),
     };
-    let sent = arrived.len();
     let events_before: Vec<usize> = arrived.iter().map(|s| s.events.len()).collect();
-    let mut left = fold_events(&mut arrived, events);
+    let mut left = crate::merge::fold_events(&mut arrived, events);
     if let Some((pk, _)) = &existing
         && !left.is_empty()
     {
@@ -1332,23 +1305,17 @@ fn merge_trace(
                 arrived.push(s);
             }
         }
-        left = fold_events(&mut arrived, left);
+        left = crate::merge::fold_events(&mut arrived, left);
     }
     save_pending(conn, project_id, trace_id, &left, w.now)?;
-    // What is new or changed here is derived and serialized; what was packed off-thread and no
-    // event changed is stored as it was packed.
+    // What is new or changed here is serialized; what was packed off-thread and no event
+    // changed is stored as it was packed.
+    let settled = crate::merge::settle(&mut arrived, ready, &events_before, w.asm);
     let mut docs = Vec::with_capacity(arrived.len());
-    let mut ready = ready.into_iter();
-    for (i, s) in arrived.iter_mut().enumerate() {
-        let packed = if i < sent { ready.next().flatten() } else { None };
-        let unchanged = i < sent && s.events.len() == events_before[i];
+    for (s, packed) in arrived.iter().zip(settled) {
         match packed {
-            Some(d) if unchanged => docs.push(d),
-            _ => {
-                if s.parent_id.as_deref() == Some("") {
-                    s.parent_id = None;
-                }
-                tracellm_core::derive_span(s, &w.asm.prices, &w.asm.opts);
+            Some(d) => docs.push(d),
+            None => {
                 // sized for a typical LLM span, so the text is rarely copied as it grows
                 let mut text = Vec::with_capacity(2048);
                 serde_json::to_writer(&mut text, s)
@@ -1400,13 +1367,7 @@ fn merge_trace(
             fetched.insert(id, span);
         }
     };
-    let tail = [
-        trace.name.as_str(),
-        trace.prompt.as_deref().unwrap_or(""),
-        trace.response.as_deref().unwrap_or(""),
-        trace.failure_reason.as_deref().unwrap_or(""),
-    ];
-    let fts: Arc<str> = m.body(&tail).into();
+    let fts: Arc<str> = m.body(&crate::merge::own_texts(&trace)).into();
     let p = Prepared {
         input: Some(json(&input)?),
         tags: json(&trace.tags)?,
