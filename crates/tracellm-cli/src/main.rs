@@ -22,7 +22,72 @@ use clap::{CommandFactory, Parser, Subcommand};
 /// Ingest allocates many short-lived strings and maps on several threads; mimalloc handles that
 /// pattern markedly faster than the system allocator (see docs/BENCHMARKS.md).
 #[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static GLOBAL: Mimalloc = Mimalloc;
+
+/// mimalloc, asked for a plain block wherever the layout allows one, as Rust's own allocator asks
+/// the system's `malloc`. The `mimalloc` crate asks for every block with its alignment
+/// (`mi_malloc_aligned`), whose fast path covers blocks of up to 1 KB only: every larger one (a
+/// span's document, a request's strings, a growing buffer) took mimalloc's generic aligned path.
+/// Blocks from `mi_malloc` are aligned as C's `malloc` aligns them (16 bytes, or the block's size
+/// below that), so an alignment of at most 16 and at most the size needs nothing more.
+struct Mimalloc;
+
+impl Mimalloc {
+    /// mimalloc's plain functions give `layout` its alignment.
+    fn plain(align: usize, size: usize) -> bool {
+        align <= 16 && align <= size
+    }
+}
+
+// SAFETY: every block comes from mimalloc and goes back to it (mi_free takes blocks of any of
+// its functions); the alignment is mimalloc's aligned functions' to give where the plain ones'
+// is not enough.
+unsafe impl std::alloc::GlobalAlloc for Mimalloc {
+    #[inline]
+    unsafe fn alloc(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use libmimalloc_sys::{mi_malloc, mi_malloc_aligned};
+        // SAFETY: as the trait requires of the caller, `layout` has a non-zero size.
+        unsafe {
+            if Self::plain(layout.align(), layout.size()) {
+                mi_malloc(layout.size()).cast()
+            } else {
+                mi_malloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn alloc_zeroed(&self, layout: std::alloc::Layout) -> *mut u8 {
+        use libmimalloc_sys::{mi_zalloc, mi_zalloc_aligned};
+        // SAFETY: as in `alloc`.
+        unsafe {
+            if Self::plain(layout.align(), layout.size()) {
+                mi_zalloc(layout.size()).cast()
+            } else {
+                mi_zalloc_aligned(layout.size(), layout.align()).cast()
+            }
+        }
+    }
+
+    #[inline]
+    unsafe fn dealloc(&self, ptr: *mut u8, _layout: std::alloc::Layout) {
+        // SAFETY: `ptr` came from this allocator, so from mimalloc.
+        unsafe { libmimalloc_sys::mi_free(ptr.cast()) }
+    }
+
+    #[inline]
+    unsafe fn realloc(&self, ptr: *mut u8, layout: std::alloc::Layout, new_size: usize) -> *mut u8 {
+        use libmimalloc_sys::{mi_realloc, mi_realloc_aligned};
+        // SAFETY: `ptr` came from this allocator with `layout`; `new_size` is non-zero.
+        unsafe {
+            if Self::plain(layout.align(), new_size) {
+                mi_realloc(ptr.cast(), new_size).cast()
+            } else {
+                mi_realloc_aligned(ptr.cast(), new_size, layout.align()).cast()
+            }
+        }
+    }
+}
 
 /// mimalloc returns a thread's freed memory to the OS only when that thread allocates or frees
 /// again: a worker that goes idle after a load keeps what it freed (tens of MB). Each runtime
