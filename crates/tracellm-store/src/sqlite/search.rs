@@ -336,8 +336,9 @@ fn open_search_db(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "cache_size", -16_000)?;
     // the indexer tokenizes every trace's text: unicode61 with its fast path for ASCII (the
-    // same terms; the read connections tokenize only queries, with the built-in)
-    super::tokenizer::register(&conn)?;
+    // same terms; the read connections tokenize only queries, with the built-in). The search
+    // table keeps terms without positions, so a text's repeated words are given to it once.
+    super::tokenizer::register(&conn, super::tokenizer::Detail::TermsOnly)?;
     Ok(conn)
 }
 
@@ -695,5 +696,27 @@ mod tests {
         assert_eq!(segments(&conn), before + 2, "the batch and its deletions are one segment");
         assert_eq!(matches(&conn, "first"), [1, 8]);
         assert_eq!(matches(&conn, "second"), [2, 4, 5, 7]);
+    }
+
+    /// The indexer's tokenizer gives a text's repeated words once, which leaves an index the
+    /// same only where it keeps no positions: every FTS5 table of the search database must.
+    #[test]
+    fn every_search_table_keeps_terms_without_positions() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let tables: Vec<String> = conn
+            .prepare("SELECT sql FROM sqlite_master WHERE sql LIKE 'CREATE VIRTUAL TABLE%'")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert!(!tables.is_empty());
+        for sql in tables {
+            let sql = sql.to_lowercase().split_whitespace().collect::<Vec<_>>().join(" ");
+            if sql.contains("using fts5(") {
+                assert!(sql.contains("detail = none"), "{sql}");
+            }
+        }
     }
 }

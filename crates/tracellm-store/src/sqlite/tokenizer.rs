@@ -28,10 +28,23 @@ const NAME: &CStr = c"unicode61";
 type TokenFn =
     unsafe extern "C" fn(*mut c_void, c_int, *const c_char, c_int, c_int, c_int) -> c_int;
 
+/// What the FTS5 tables a connection writes keep of a document's tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Detail {
+    /// Where each token is (`detail = full`, the default): every token is given, in order.
+    #[cfg_attr(not(test), allow(dead_code, reason = "the search tables keep terms only"))]
+    Positions,
+    /// Only which terms a row holds (`detail = none`, as the search table has it): a term a
+    /// document has already given is not given again. FTS5 would look it up among its pending
+    /// terms and find nothing to add, so the index is the same, for less work.
+    TermsOnly,
+}
+
 /// The built-in unicode61, as FTS5 had it before ours was registered.
 struct Module {
     builtin: ffi::fts5_tokenizer,
     user_data: *mut c_void,
+    detail: Detail,
 }
 
 /// One tokenizer instance (one per FTS5 table and connection).
@@ -42,10 +55,15 @@ struct Instance {
     fast: bool,
     /// Where upper-case tokens are folded.
     fold: Vec<u8>,
+    /// The terms the document being tokenized has given, when its table keeps terms only (and
+    /// the arguments are the fast path's: with others, unicode61 gives every token).
+    seen: Option<Seen>,
 }
 
 /// Registers the fast `unicode61` on `conn`, in front of the built-in one, which it wraps.
-pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
+/// `detail` is what every FTS5 table that `conn` writes with it keeps: with
+/// [`Detail::TermsOnly`], a table keeping positions would lose all but a term's first.
+pub(crate) fn register(conn: &Connection, detail: Detail) -> rusqlite::Result<()> {
     // SAFETY: the handle stays open for the calls below; the API pointer FTS5 hands back lives
     // as long as the connection.
     unsafe {
@@ -53,7 +71,7 @@ pub(crate) fn register(conn: &Connection) -> rusqlite::Result<()> {
         let create =
             (*api).xCreateTokenizer.ok_or_else(|| failure("fts5_api has no xCreateTokenizer"))?;
         let (builtin, user_data) = unicode61(api)?;
-        let module = Box::into_raw(Box::new(Module { builtin, user_data }));
+        let module = Box::into_raw(Box::new(Module { builtin, user_data, detail }));
         let mut ours = ffi::fts5_tokenizer {
             xCreate: Some(x_create),
             xDelete: Some(x_delete),
@@ -221,7 +239,8 @@ unsafe extern "C" fn x_create(
         let fast = args.chunks(2).all(|pair| {
             CStr::from_ptr(pair[0]).to_bytes().eq_ignore_ascii_case(b"remove_diacritics")
         });
-        let instance = Instance { builtin, module, fast, fold: Vec::with_capacity(64) };
+        let seen = ((*module).detail == Detail::TermsOnly).then(Seen::new);
+        let instance = Instance { builtin, module, fast, fold: Vec::with_capacity(64), seen };
         *out = Box::into_raw(Box::new(instance)).cast();
         ffi::SQLITE_OK
     }
@@ -261,10 +280,19 @@ unsafe extern "C" fn x_tokenize(
         if n_text <= 0 || text.is_null() {
             return ffi::SQLITE_OK;
         }
+        // a document's tokens for a table that keeps terms only: each term given once, as far
+        // as `seen` remembers (queries and highlight() take every token)
+        let seen: *mut Seen = match instance.seen.as_mut() {
+            Some(seen) if flags & ffi::FTS5_TOKENIZE_DOCUMENT != 0 => {
+                seen.start();
+                seen
+            }
+            _ => ptr::null_mut(),
+        };
         let bytes = std::slice::from_raw_parts(text.cast::<u8>(), n_text as usize);
         let delegate = |start: usize, end: usize| {
             let mut shifted =
-                Shifted { ctx, x_token, base: start as c_int, stopped: ffi::SQLITE_OK };
+                Shifted { ctx, x_token, base: start as c_int, seen, stopped: ffi::SQLITE_OK };
             let rc = builtin(
                 instance.builtin,
                 (&raw mut shifted).cast(),
@@ -280,6 +308,9 @@ unsafe extern "C" fn x_tokenize(
         let emit = |token: &[u8], start: usize, end: usize| {
             #[cfg(test)]
             tests::FAST_TOKENS.with(|n| n.set(n.get() + 1));
+            if !seen.is_null() && (*seen).again(token) {
+                return ffi::SQLITE_OK;
+            }
             x_token(
                 ctx,
                 0,
@@ -294,12 +325,91 @@ unsafe extern "C" fn x_tokenize(
     }
 }
 
+/// The terms of the document being tokenized that were given to FTS5, as far as a direct-mapped
+/// table of 1,024 slots (16 KB, within the CPU's first cache) remembers them: a term found there
+/// is not given again. A term is forgotten when another takes its slot, and is then given again,
+/// which FTS5 takes as it always did; terms of 15 bytes or more are always given.
+struct Seen {
+    /// [`key`]s: a term, its length and the stamp of the document that gave it.
+    slots: Box<[[u64; 2]; SEEN_SLOTS]>,
+    /// The document's stamp (1 to 255): the slots of the documents before hold others.
+    stamp: u8,
+}
+
+const SEEN_SLOTS: usize = 1 << 10;
+
+impl Seen {
+    fn new() -> Seen {
+        Seen { slots: Box::new([[0; 2]; SEEN_SLOTS]), stamp: 0 }
+    }
+
+    /// A new document: the terms of those before are forgotten.
+    fn start(&mut self) {
+        self.stamp = self.stamp.wrapping_add(1);
+        if self.stamp == 0 {
+            // every 255 documents: no slot may hold a stamp that comes round again
+            self.slots.fill([0; 2]);
+            self.stamp = 1;
+        }
+    }
+
+    /// Whether this document has given `term` already (as far as the table remembers); if not,
+    /// it is remembered.
+    #[inline]
+    fn again(&mut self, term: &[u8]) -> bool {
+        let Some(key) = key(term, self.stamp) else { return false };
+        let slot = ((key[0] ^ key[1]).wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 54) as usize;
+        let held = &mut self.slots[slot % SEEN_SLOTS]; // (`slot` is 10 bits)
+        if *held == key {
+            #[cfg(test)]
+            tests::REPEATS.with(|n| n.set(n.get() + 1));
+            return true;
+        }
+        *held = key;
+        false
+    }
+}
+
+/// A term of 1 to 14 bytes and a document's stamp as 16 bytes: the term's bytes first (zero
+/// past its end), its length in the 15th, the stamp in the 16th. Built from two loads each side
+/// that overlap where the term is shorter than the two (the overlap holds the same bytes
+/// twice), with no copy.
+#[inline]
+fn key(term: &[u8], stamp: u8) -> Option<[u64; 2]> {
+    let n = term.len();
+    let at = |i: usize| term.as_ptr().wrapping_add(i);
+    // SAFETY: each read is of bytes within `term`, whose length the arm has checked.
+    let (first, rest) = unsafe {
+        match n {
+            1..=3 => {
+                let (a, b, c) = (*at(0), *at(n / 2), *at(n - 1));
+                (u64::from(a) | u64::from(b) << (8 * (n / 2)) | u64::from(c) << (8 * (n - 1)), 0)
+            }
+            4..=7 => {
+                let a = at(0).cast::<u32>().read_unaligned();
+                let b = at(n - 4).cast::<u32>().read_unaligned();
+                (u64::from(u32::from_le(a)) | u64::from(u32::from_le(b)) << (8 * (n - 4)), 0)
+            }
+            8..=14 => {
+                let a = u64::from_le(at(0).cast::<u64>().read_unaligned());
+                let b = u64::from_le(at(n - 8).cast::<u64>().read_unaligned());
+                // bytes 8.. of the term are the last n - 8 of `b`
+                (a, (b >> 8) >> (8 * (15 - n)))
+            }
+            _ => return None,
+        }
+    };
+    Some([first, rest | (n as u64) << 48 | u64::from(stamp) << 56])
+}
+
 /// The callback and offset for a stretch given to the built-in: its tokens' offsets are made
 /// relative to the whole text again.
 struct Shifted {
     ctx: *mut c_void,
     x_token: TokenFn,
     base: c_int,
+    /// The document's terms given so far, when each is to be given once (else null).
+    seen: *mut Seen,
     /// What the callback answered when it asked to stop.
     stopped: c_int,
 }
@@ -315,6 +425,12 @@ unsafe extern "C" fn x_token_shifted(
     // SAFETY: `ctx` is the `Shifted` that `x_tokenize` passed with this callback.
     unsafe {
         let s = &mut *ctx.cast::<Shifted>();
+        if !s.seen.is_null() {
+            let term = std::slice::from_raw_parts(token.cast::<u8>(), n_token.max(0) as usize);
+            if (*s.seen).again(term) {
+                return ffi::SQLITE_OK;
+            }
+        }
         let rc = (s.x_token)(s.ctx, tflags, token, n_token, start + s.base, end + s.base);
         if rc != ffi::SQLITE_OK {
             s.stopped = rc;
@@ -483,6 +599,8 @@ mod tests {
     thread_local! {
         /// Tokens this thread's fast path has handed to FTS5.
         pub(super) static FAST_TOKENS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+        /// Tokens this thread left out as terms their document had given.
+        pub(super) static REPEATS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
     }
 
     /// The terms an FTS5 table holds, each with the number of rows that have it.
@@ -559,10 +677,19 @@ mod tests {
     /// unicode61 and on one with ours: the terms of each, and the tokens our fast path gave.
     #[allow(clippy::type_complexity)]
     fn both(tokenize: &str, texts: &[String]) -> (Vec<(String, i64)>, Vec<(String, i64)>, usize) {
+        both_kept(tokenize, texts, Detail::Positions)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn both_kept(
+        tokenize: &str,
+        texts: &[String],
+        detail: Detail,
+    ) -> (Vec<(String, i64)>, Vec<(String, i64)>, usize) {
         let builtin = Connection::open_in_memory().unwrap();
         index(&builtin, tokenize, texts);
         let fast = Connection::open_in_memory().unwrap();
-        register(&fast).unwrap();
+        register(&fast, detail).unwrap();
         let before = FAST_TOKENS.with(|n| n.get());
         index(&fast, tokenize, texts);
         let ran = FAST_TOKENS.with(|n| n.get()) - before;
@@ -582,6 +709,104 @@ mod tests {
         }
     }
 
+    /// Texts that repeat their words, as prompts do: English, a chat's turns, long words, words
+    /// that differ only in length or case, and the corpus's mixes.
+    fn repetitive() -> Vec<String> {
+        let english = "The agent should retrieve the relevant context from the knowledge base \
+            before it answers the customer, and the answer should cite the context it used. ";
+        let mut texts = vec![
+            english.repeat(20),
+            format!("{}\n{}", english.to_uppercase(), english),
+            "a aa aaa aaaa a aa aaa aaaa Aa AA aA".to_string(),
+            "abcdefghijklmno abcdefghijklmnop abcdefghijklmnopq abcdefghijklmno abcdefghijklmnop \
+             abcdefghijklmnopq"
+                .to_string(),
+            "naïve café naïve CAFÉ 日本 日本 naive cafe".repeat(5),
+            "x".repeat(10_000),
+            (0..3000).map(|i| format!("w{} ", i % 700)).collect(),
+        ];
+        texts.extend(corpus().chunks(5).map(|c| c.concat().repeat(3)));
+        texts
+    }
+
+    #[test]
+    fn a_terms_only_table_gets_each_term_of_a_document_once() {
+        let texts = repetitive();
+        let before = REPEATS.with(|n| n.get());
+        let (expected, got, ran) =
+            both_kept("unicode61 remove_diacritics 2", &texts, Detail::TermsOnly);
+        let repeats = REPEATS.with(|n| n.get()) - before;
+        assert!(ran > 10_000, "the fast path gave {ran} tokens");
+        assert!(repeats > ran / 2, "{repeats} of {ran} tokens left out as repeats");
+        assert!(expected.len() > 700, "{} terms", expected.len());
+        assert_eq!(got, expected, "the same terms in the same rows");
+
+        // and what a search finds is the same
+        let fast = Connection::open_in_memory().unwrap();
+        register(&fast, Detail::TermsOnly).unwrap();
+        index(&fast, "unicode61 remove_diacritics 2", &texts);
+        let builtin = Connection::open_in_memory().unwrap();
+        index(&builtin, "unicode61 remove_diacritics 2", &texts);
+        let rows = |conn: &Connection, q: &str| -> Vec<i64> {
+            conn.prepare("SELECT rowid FROM t WHERE t MATCH ?1 ORDER BY rowid")
+                .unwrap()
+                .query_map([q], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap()
+        };
+        for q in ["the", "customer AND cite", "aaaa", "abcdefghijklmnopq", "naive", "w699", "w*"] {
+            let found = rows(&builtin, q);
+            assert!(!found.is_empty(), "{q}");
+            assert_eq!(rows(&fast, q), found, "{q}");
+        }
+    }
+
+    /// Each document starts with nothing remembered, however many came before it (the stamps
+    /// come round every 255 documents).
+    #[test]
+    fn a_document_long_before_is_not_taken_for_this_one() {
+        let texts: Vec<String> = (1..=600)
+            .map(|i| if i == 1 || i % 255 == 1 || i % 256 == 0 { "alpha" } else { "filler" })
+            .map(String::from)
+            .collect();
+        let fast = Connection::open_in_memory().unwrap();
+        register(&fast, Detail::TermsOnly).unwrap();
+        index(&fast, "unicode61 remove_diacritics 2", &texts);
+        let rows: Vec<i64> = fast
+            .prepare("SELECT rowid FROM t WHERE t MATCH 'alpha' ORDER BY rowid")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(rows, [1, 256, 511, 512]);
+    }
+
+    /// A key holds its term's bytes in place, zeros after them, the length and the stamp: two
+    /// terms have the same key only if they are the same.
+    #[test]
+    fn a_key_is_its_term_and_stamp() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for k in 0..20_000u64 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let n = (k % 16) as usize;
+            let term: Vec<u8> = (0..n).map(|i| (seed >> (i % 8 * 8)) as u8 ^ i as u8).collect();
+            let stamp = (seed >> 56) as u8;
+            match key(&term, stamp) {
+                None => assert!(n == 0 || n > 14, "{n}"),
+                Some([first, rest]) => {
+                    let bytes = (u128::from(first) | u128::from(rest) << 64).to_le_bytes();
+                    assert_eq!(&bytes[..n], &term[..], "{term:?}");
+                    assert!(bytes[n..14].iter().all(|&b| b == 0), "{term:?}");
+                    assert_eq!((bytes[14], bytes[15]), (n as u8, stamp), "{term:?}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn other_arguments_are_left_to_unicode61() {
         let texts = corpus();
@@ -595,7 +820,7 @@ mod tests {
     #[test]
     fn bad_arguments_are_refused_as_unicode61_refuses_them() {
         let fast = Connection::open_in_memory().unwrap();
-        register(&fast).unwrap();
+        register(&fast, Detail::Positions).unwrap();
         let err = fast
             .execute_batch("CREATE VIRTUAL TABLE t USING fts5(body, tokenize = 'unicode61 remove_diacritics 7')")
             .unwrap_err();
@@ -605,7 +830,7 @@ mod tests {
     #[test]
     fn searches_find_what_the_fast_path_indexed() {
         let fast = Connection::open_in_memory().unwrap();
-        register(&fast).unwrap();
+        register(&fast, Detail::Positions).unwrap();
         index(&fast, "unicode61 remove_diacritics 2", &corpus()[..14]);
         let count = |q: &str| -> i64 {
             fast.query_row("SELECT count(*) FROM t WHERE t MATCH ?1", [q], |r| r.get(0)).unwrap()
@@ -707,7 +932,7 @@ mod tests {
             }
         }
         let conn = Connection::open_in_memory().unwrap();
-        register(&conn).unwrap();
+        register(&conn, Detail::Positions).unwrap();
         let text = "First naïve Third fourth";
         for (stop_after, expected) in [
             (1, vec!["first"]),
@@ -767,7 +992,7 @@ mod tests {
         };
         let builtin = Connection::open_in_memory().unwrap();
         let fast = Connection::open_in_memory().unwrap();
-        register(&fast).unwrap();
+        register(&fast, Detail::Positions).unwrap();
         let expected = marked(&builtin);
         assert_eq!(expected[0], "Hi, [naïve] [WORLD] [wide]—[x] and [CAFÉ]—[Crème]");
         assert_eq!(marked(&fast), expected);
