@@ -658,6 +658,16 @@ mod tests {
             .unwrap()
     }
 
+    /// The rows of table `t` that `q` matches.
+    fn rows(conn: &Connection, q: &str) -> Vec<i64> {
+        conn.prepare("SELECT rowid FROM t WHERE t MATCH ?1 ORDER BY rowid")
+            .unwrap()
+            .query_map([q], |r| r.get(0))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap()
+    }
+
     fn index(conn: &Connection, tokenize: &str, texts: &[String]) {
         conn.execute_batch(&format!(
             "CREATE VIRTUAL TABLE t USING fts5(body, content = '', contentless_delete = 1,
@@ -792,14 +802,6 @@ mod tests {
         index(&fast, "unicode61 remove_diacritics 2", &texts);
         let builtin = Connection::open_in_memory().unwrap();
         index(&builtin, "unicode61 remove_diacritics 2", &texts);
-        let rows = |conn: &Connection, q: &str| -> Vec<i64> {
-            conn.prepare("SELECT rowid FROM t WHERE t MATCH ?1 ORDER BY rowid")
-                .unwrap()
-                .query_map([q], |r| r.get(0))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap()
-        };
         for q in ["the", "customer AND cite", "aaaa", "abcdefghijklmnopq", "naive", "w699", "w*"] {
             let found = rows(&builtin, q);
             assert!(!found.is_empty(), "{q}");
@@ -818,14 +820,7 @@ mod tests {
         let fast = Connection::open_in_memory().unwrap();
         register(&fast, Detail::TermsOnly).unwrap();
         index(&fast, "unicode61 remove_diacritics 2", &texts);
-        let rows: Vec<i64> = fast
-            .prepare("SELECT rowid FROM t WHERE t MATCH 'alpha' ORDER BY rowid")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<rusqlite::Result<_>>()
-            .unwrap();
-        assert_eq!(rows, [1, 256, 511, 512]);
+        assert_eq!(rows(&fast, "alpha"), [1, 256, 511, 512]);
     }
 
     /// Texts whose words do not repeat go through mostly without being looked up, and looking
