@@ -58,6 +58,9 @@ enum Cmd {
         /// Spans per request (rounded up to whole 6-span traces).
         #[arg(long, default_value_t = 60)]
         batch: usize,
+        /// Which traces: the bench's agent traces or otlp_load.py's.
+        #[arg(long, value_enum, default_value = "agent")]
+        traces: otlp::PacedTraces,
     },
     /// OTLP/HTTP protobuf agent traces as fast as the server takes them, built while sent (no
     /// memory for a pre-built load): fills a store to millions of spans.
@@ -491,8 +494,8 @@ async fn main() -> anyhow::Result<()> {
         }
         Cmd::Query { iterations } => query(&cli, *iterations).await,
         Cmd::Visibility { iterations } => visibility(&cli, *iterations).await,
-        Cmd::Paced { rate, seconds, batch } => {
-            otlp::paced(&cli.url, cli.pid, *rate, *seconds, *batch).await
+        Cmd::Paced { rate, seconds, batch, traces } => {
+            otlp::paced(&cli.url, cli.pid, *rate, *seconds, *batch, *traces).await
         }
         Cmd::Flood { spans, batch, concurrency, seed } => {
             otlp::flood(&cli.url, *spans, *batch, *concurrency, *seed).await

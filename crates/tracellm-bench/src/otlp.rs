@@ -180,9 +180,15 @@ impl RssPeak {
     }
 }
 
-/// Agent traces (a root and five LLM calls) at `rate` spans per second for `seconds`, in
-/// requests of `batch` spans sent on schedule whatever the answers take (an open loop, as many
-/// independent exporters would): the answer latency at that load, and the server's RSS.
+/// What `paced` sends.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum PacedTraces {
+    /// A root and five LLM calls, texts drawn uniformly from 4,096 made-up words (few repeats).
+    Agent,
+    /// `otlp_load.py`'s traces: random trace ids, 1,000 sessions, its ninety-word vocabulary.
+    Load,
+}
+
 /// `batch` spans of 6-span agent traces, as one OTLP request.
 fn agent_request(w: &mut Words, trace_no: &mut u64, batch: usize) -> (Vec<u8>, usize) {
     let mut spans = Vec::with_capacity(batch + 6);
@@ -404,15 +410,21 @@ pub async fn sustained(
     Ok(())
 }
 
+/// `traces` at `rate` spans per second for `seconds`, in requests of `batch` spans sent on
+/// schedule whatever the answers take (an open loop, as many independent exporters would): the
+/// answer latency at that load, and the server's RSS.
 pub async fn paced(
     url: &str,
     pid: Option<u32>,
     rate: u32,
     seconds: u64,
     batch: usize,
+    traces: PacedTraces,
 ) -> anyhow::Result<()> {
     let endpoint = format!("{url}/v1/traces");
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
+    let vocab: Vec<&'static str> = LOAD_WORDS.split_whitespace().collect();
+    let mut spans = Vec::with_capacity(batch + 6);
     let interval = Duration::from_secs_f64(batch as f64 / f64::from(rate.max(1)));
     let total = (u64::from(rate) * seconds).div_ceil(batch as u64);
     let rss = RssPeak::start(pid);
@@ -424,7 +436,17 @@ pub async fn paced(
     for k in 0..total {
         let due = started + interval.mul_f64(k as f64);
         // bodies are built just before they are due (a few hundred microseconds each)
-        let (body, n) = agent_request(&mut w, &mut trace_no, batch);
+        let (body, n) = match traces {
+            PacedTraces::Agent => agent_request(&mut w, &mut trace_no, batch),
+            PacedTraces::Load => {
+                spans.clear();
+                while spans.len() < batch {
+                    load_trace(&mut w, &vocab, now_ns() - 60_000_000_000, &mut spans);
+                }
+                let n = spans.len();
+                (request(std::mem::take(&mut spans)), n)
+            }
+        };
         let now = Instant::now();
         if now < due {
             tokio::time::sleep_until(due.into()).await;
@@ -460,8 +482,12 @@ pub async fn paced(
     let secs = started.elapsed().as_secs_f64();
     let peak = rss.peak();
     lat.sort_by(f64::total_cmp);
+    let shape = match traces {
+        PacedTraces::Agent => "agent traces",
+        PacedTraces::Load => "otlp_load.py's traces",
+    };
     println!(
-        "paced OTLP/HTTP protobuf: {rate} spans/s asked, {:.0} spans/s acknowledged over {secs:.1} s \
+        "paced OTLP/HTTP protobuf ({shape}): {rate} spans/s asked, {:.0} spans/s acknowledged over {secs:.1} s \
          ({} requests of ~{batch} spans, {refused} not 2xx, {late} sent over 5 ms late)",
         spans as f64 / secs,
         lat.len()
