@@ -3,6 +3,7 @@
 
 pub mod api;
 pub mod ids;
+pub mod json;
 pub mod model;
 pub mod normalize;
 pub mod otel;

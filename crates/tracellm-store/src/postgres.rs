@@ -246,6 +246,12 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String> {
     serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
 }
 
+/// A span's stored document (the same text as [`json`] writes, written faster).
+fn span_json(s: &Span) -> Result<String> {
+    String::from_utf8(tracellm_core::json::span_to_vec(s))
+        .map_err(|e| StoreError::Internal(e.to_string()))
+}
+
 /// A trace ready to write, serialized before the transaction starts.
 struct Prepared {
     summary: TraceSummary,
@@ -270,7 +276,7 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
     for s in &t.spans {
         span_ids.push(s.id.clone());
         span_starts.push(time::to_micros(s.start_time));
-        span_docs.push(json(s)?);
+        span_docs.push(span_json(s)?);
     }
     Ok(Prepared {
         input: input.map(json).transpose()?,
@@ -739,7 +745,7 @@ async fn merge_trace(
     let docs = arrived
         .iter()
         .zip(settled)
-        .map(|(s, doc)| doc.map_or_else(|| json(s), |d| Ok(d.to_string())))
+        .map(|(s, doc)| doc.map_or_else(|| span_json(s), |d| Ok(d.to_string())))
         .collect::<Result<Vec<String>>>()?;
 
     let mut m = match &existing {

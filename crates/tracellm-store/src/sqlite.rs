@@ -362,9 +362,7 @@ struct Prepared {
 fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
     let mut spans = Vec::with_capacity(t.spans.len());
     for s in &t.spans {
-        // sized for a typical LLM span, so the text is rarely copied as it grows
-        let mut text = Vec::with_capacity(2048);
-        serde_json::to_writer(&mut text, s).map_err(|e| StoreError::Internal(e.to_string()))?;
+        let text = tracellm_core::json::span_to_vec(s);
         spans.push((s.id.clone(), time::to_micros(s.start_time), doc::pack_json(text)));
     }
     Ok(Prepared {
@@ -1315,13 +1313,7 @@ fn merge_trace(
     for (s, packed) in arrived.iter().zip(settled) {
         match packed {
             Some(d) => docs.push(d),
-            None => {
-                // sized for a typical LLM span, so the text is rarely copied as it grows
-                let mut text = Vec::with_capacity(2048);
-                serde_json::to_writer(&mut text, s)
-                    .map_err(|e| StoreError::Internal(e.to_string()))?;
-                docs.push(merge::Doc::json(text));
-            }
+            None => docs.push(merge::Doc::json(tracellm_core::json::span_to_vec(s))),
         }
     }
 
