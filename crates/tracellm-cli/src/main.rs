@@ -125,10 +125,11 @@ pub(crate) fn worker_parks() {
 }
 
 /// A runtime worker wakes: after a long idle park it hands everything it holds back to the OS
-/// at once, before the task that woke it (once per idle spell). Under load workers park for
-/// milliseconds and this costs a clock read.
+/// at once, its span compression state included, before the task that woke it (once per idle
+/// spell). Under load workers park for milliseconds and this costs a clock read.
 pub(crate) fn worker_unparks() {
     if PARKED_AT.take().is_some_and(|t| t.elapsed() >= IDLE_PARK) {
+        tracellm_store::release_thread_state();
         collect_freed_memory(true);
     }
 }

@@ -3,6 +3,7 @@
 //! runs the same conformance suite (`tests/conformance.rs`).
 
 mod doc;
+pub use doc::release_thread_state;
 mod merge;
 pub mod postgres;
 mod sqlite;
