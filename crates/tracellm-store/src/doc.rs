@@ -13,15 +13,15 @@
 //! smaller, decodes one in 0.96 µs against 1.32, and keeps its hash table per thread where
 //! lz4_flex allocated and zeroed 8 KB on every call.
 //!
-//! Compressed against a dictionary. A span document is too short for LZ4 to find its own
-//! repeats: every key (`"start_time":`, `"llm.token_count.completion":`) is new within one
-//! document, so a third of what was stored was the same JSON skeleton again and again. Documents
-//! are now compressed with `dictionary-1.jsonl` (the span model's skeleton with the attribute
-//! keys of the OTel GenAI, OpenInference and OpenLLMetry conventions, 4.3 KB, no user text) as
-//! LZ4's history: 866 → 573 bytes for an `otlp_load.py` span, 1,322 → 1,029 for one of
+//! Documents are compressed against a dictionary: a span document is too short for LZ4 to find
+//! its own repeats: every key (`"start_time":`, `"llm.token_count.completion":`) is new within one
+//! document, so a third of what was stored was the same JSON skeleton again and again. The
+//! dictionary, `dictionary-1.jsonl` (the span model's skeleton with the attribute keys of the
+//! OTel GenAI, OpenInference and OpenLLMetry conventions, 4.3 KB, no user text), is LZ4's history
+//! for every document: 866 → 573 bytes for an `otlp_load.py` span, 1,322 → 1,029 for one of
 //! `scripts/bench paced`'s. Such a BLOB has the top bit of its size header set. The dictionary is
-//! part of the format: stored documents need its exact bytes to be read, so it never changes
-//! (a different one would be dictionary 2, with its own header bit).
+//! part of the format: stored documents need its exact bytes to be read, so it never changes (a
+//! different one would need a marker of its own).
 
 use std::cell::RefCell;
 
@@ -257,8 +257,7 @@ mod tests {
             let (back, _): (Value, u64) = unpack_packed_digest(&packed).unwrap();
             assert_eq!(back, serde_json::from_slice::<Value>(t).unwrap());
         }
-        // and from slices of that buffer directly, as `pack_json` is given owned text: the same
-        // through the thread's compressor
+        // `pack_json` was handed copies; here the compressor reads the documents in place
         let mut at = 0;
         for t in &texts {
             let mut z = Vec::new();
@@ -268,6 +267,18 @@ mod tests {
             let n = lz4::decompress_with_dict(&z, &mut json, DICTIONARY).unwrap();
             assert_eq!(&json[..n], &t[..]);
         }
+    }
+
+    #[test]
+    fn a_thread_that_handed_its_state_back_compresses_as_before() {
+        let text = span_json("Can I change the delivery address?");
+        let first = pack_json(text.clone());
+        release_thread_state();
+        assert!(COMPRESSOR.with_borrow(|c| c.is_none()));
+        let again = pack_json(text.clone());
+        assert!(matches!((&first, &again), (Packed::Lz4(a), Packed::Lz4(b)) if a == b));
+        let (back, _): (Value, u64) = unpack_packed_digest(&again).unwrap();
+        assert_eq!(back, serde_json::from_slice::<Value>(&text).unwrap());
     }
 
     /// `span_json("Where is my parcel?")` as this version stores it.
@@ -284,18 +295,6 @@ mod tests {
         \x38\x66\x03\x83\x01\x4a\x04\x03\x02\x03\x04\x1d\x03\x01\xf1\x00\x0f\x1f\x03\x09\x2e\x35\
         \x30\x20\x00\x03\x6f\x04\x01\x11\x01\x02\x0d\x03\x08\x22\x03\x5f\x62\x65\x6e\x63\x68\x27\
         \x03\x00\x15\x33\x6e\x06\x50\x22\x3a\x5b\x5d\x7d";
-
-    #[test]
-    fn a_thread_that_handed_its_state_back_compresses_as_before() {
-        let text = span_json("Can I change the delivery address?");
-        let first = pack_json(text.clone());
-        release_thread_state();
-        assert!(COMPRESSOR.with_borrow(|c| c.is_none()));
-        let again = pack_json(text.clone());
-        assert!(matches!((&first, &again), (Packed::Lz4(a), Packed::Lz4(b)) if a == b));
-        let (back, _): (Value, u64) = unpack_packed_digest(&again).unwrap();
-        assert_eq!(back, serde_json::from_slice::<Value>(&text).unwrap());
-    }
 
     #[test]
     fn documents_stored_against_dictionary_1_read_back_forever() {
