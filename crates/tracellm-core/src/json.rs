@@ -218,27 +218,25 @@ pub fn string(out: &mut Vec<u8>, s: &str) {
     let mut chunks = b.chunks_exact(8);
     let mut at = 0;
     for chunk in &mut chunks {
-        let w = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        if needs_escape(w) {
-            for (j, &c) in chunk.iter().enumerate() {
-                if escape(c) != 0 {
-                    out.extend_from_slice(&b[copied..at + j]);
-                    write_escape(out, c);
-                    copied = at + j + 1;
-                }
-            }
+        if needs_escape(u64::from_le_bytes(chunk.try_into().unwrap_or_default())) {
+            escape_bytes(out, b, at..at + 8, &mut copied);
         }
         at += 8;
     }
-    for (j, &c) in chunks.remainder().iter().enumerate() {
-        if escape(c) != 0 {
-            out.extend_from_slice(&b[copied..at + j]);
-            write_escape(out, c);
-            copied = at + j + 1;
-        }
-    }
+    escape_bytes(out, b, at..b.len(), &mut copied);
     out.extend_from_slice(&b[copied..]);
     out.push(b'"');
+}
+
+/// Writes out the bytes of `b[bytes]` that need escaping, each with the run before it.
+fn escape_bytes(out: &mut Vec<u8>, b: &[u8], bytes: std::ops::Range<usize>, copied: &mut usize) {
+    for i in bytes {
+        if escape(b[i]) != 0 {
+            out.extend_from_slice(&b[*copied..i]);
+            write_escape(out, b[i]);
+            *copied = i + 1;
+        }
+    }
 }
 
 /// The letter of a byte's short escape, `u` for `\u00xx`, 0 for a byte written as it is.
