@@ -27,7 +27,7 @@ pub fn write_span(out: &mut Vec<u8>, s: &Span) {
     out.extend_from_slice(b"{\"id\":");
     string(out, &s.id);
     out.extend_from_slice(b",\"parent_id\":");
-    opt_string(out, s.parent_id.as_deref());
+    opt(out, s.parent_id.as_deref(), string);
     out.extend_from_slice(b",\"name\":");
     string(out, &s.name);
     out.extend_from_slice(b",\"kind\":\"");
@@ -35,51 +35,34 @@ pub fn write_span(out: &mut Vec<u8>, s: &Span) {
     out.extend_from_slice(b"\",\"start_time\":");
     time(out, &s.start_time);
     out.extend_from_slice(b",\"end_time\":");
-    match &s.end_time {
-        Some(t) => time(out, t),
-        None => out.extend_from_slice(b"null"),
-    }
+    opt(out, s.end_time.as_ref(), time);
     out.extend_from_slice(b",\"latency_ms\":");
-    opt_scalar(out, s.latency_ms.as_ref());
+    opt(out, s.latency_ms.as_ref(), scalar);
     out.extend_from_slice(b",\"status\":\"");
     out.extend_from_slice(s.status.as_str().as_bytes());
     out.extend_from_slice(b"\",\"model\":");
-    opt_string(out, s.model.as_deref());
+    opt(out, s.model.as_deref(), string);
     out.extend_from_slice(b",\"provider\":");
-    opt_string(out, s.provider.as_deref());
+    opt(out, s.provider.as_deref(), string);
     out.extend_from_slice(b",\"input\":");
     value(out, &s.input);
     out.extend_from_slice(b",\"output\":");
     value(out, &s.output);
     out.extend_from_slice(b",\"tool\":");
-    match &s.tool {
-        Some(t) => tool(out, t),
-        None => out.extend_from_slice(b"null"),
-    }
+    opt(out, s.tool.as_ref(), tool);
     out.extend_from_slice(b",\"tokens\":");
-    match &s.tokens {
-        Some(t) => tokens(out, t),
-        None => out.extend_from_slice(b"null"),
-    }
+    opt(out, s.tokens.as_ref(), tokens);
     out.extend_from_slice(b",\"cost_usd\":");
-    opt_scalar(out, s.cost_usd.as_ref());
+    opt(out, s.cost_usd.as_ref(), scalar);
     out.extend_from_slice(b",\"time_to_first_token_ms\":");
-    opt_scalar(out, s.time_to_first_token_ms.as_ref());
+    opt(out, s.time_to_first_token_ms.as_ref(), scalar);
     out.extend_from_slice(b",\"error\":");
-    match &s.error {
-        Some(e) => error(out, e),
-        None => out.extend_from_slice(b"null"),
-    }
+    opt(out, s.error.as_ref(), error);
     out.extend_from_slice(b",\"attributes\":");
     map(out, &s.attributes);
-    out.extend_from_slice(b",\"events\":[");
-    for (i, e) in s.events.iter().enumerate() {
-        if i > 0 {
-            out.push(b',');
-        }
-        event(out, e);
-    }
-    out.extend_from_slice(b"]}");
+    out.extend_from_slice(b",\"events\":");
+    array(out, &s.events, event);
+    out.push(b'}');
 }
 
 fn tool(out: &mut Vec<u8>, t: &ToolCall) {
@@ -113,11 +96,11 @@ fn tokens(out: &mut Vec<u8>, t: &Tokens) {
 
 fn error(out: &mut Vec<u8>, e: &SpanError) {
     out.extend_from_slice(b"{\"type\":");
-    opt_string(out, e.kind.as_deref());
+    opt(out, e.kind.as_deref(), string);
     out.extend_from_slice(b",\"message\":");
     string(out, &e.message);
     out.extend_from_slice(b",\"stack\":");
-    opt_string(out, e.stack.as_deref());
+    opt(out, e.stack.as_deref(), string);
     out.push(b'}');
 }
 
@@ -142,18 +125,24 @@ fn scalar<T: serde::Serialize>(out: &mut Vec<u8>, v: &T) {
     let _ = serde_json::to_writer(out, v);
 }
 
-fn opt_scalar<T: serde::Serialize>(out: &mut Vec<u8>, v: Option<&T>) {
+/// An `Option` as serde writes it: the value, or `null`.
+fn opt<T: ?Sized>(out: &mut Vec<u8>, v: Option<&T>, write: fn(&mut Vec<u8>, &T)) {
     match v {
-        Some(v) => scalar(out, v),
+        Some(v) => write(out, v),
         None => out.extend_from_slice(b"null"),
     }
 }
 
-fn opt_string(out: &mut Vec<u8>, s: Option<&str>) {
-    match s {
-        Some(s) => string(out, s),
-        None => out.extend_from_slice(b"null"),
+/// `[a,b,…]`, each item by `write`.
+fn array<T>(out: &mut Vec<u8>, items: &[T], write: fn(&mut Vec<u8>, &T)) {
+    out.push(b'[');
+    for (i, x) in items.iter().enumerate() {
+        if i > 0 {
+            out.push(b',');
+        }
+        write(out, x);
     }
+    out.push(b']');
 }
 
 /// Appends `v` as JSON, exactly as serde_json writes a `Value`.
@@ -164,16 +153,7 @@ pub fn value(out: &mut Vec<u8>, v: &Value) {
         Value::Bool(false) => out.extend_from_slice(b"false"),
         Value::Number(n) => scalar(out, n),
         Value::String(s) => string(out, s),
-        Value::Array(a) => {
-            out.push(b'[');
-            for (i, x) in a.iter().enumerate() {
-                if i > 0 {
-                    out.push(b',');
-                }
-                value(out, x);
-            }
-            out.push(b']');
-        }
+        Value::Array(a) => array(out, a, value),
         Value::Object(m) => map(out, m),
     }
 }

@@ -66,11 +66,13 @@ pub fn release_thread_state() {
 /// Appends `json` compressed against the dictionary to `z`; None when LZ4 could not set up.
 fn compress_with_dictionary(json: &[u8], z: &mut Vec<u8>) -> Option<usize> {
     COMPRESSOR.with_borrow_mut(|c| {
-        if c.is_none() {
-            let dictionary = lz4::Compressor::with_dict(DICTIONARY).ok()?;
-            *c = Some(Compressor { dictionary, work: lz4::Compressor::new().ok()? });
-        }
-        let c = c.as_mut()?;
+        let c = match c {
+            Some(c) => c,
+            None => c.insert(Compressor {
+                dictionary: lz4::Compressor::with_dict(DICTIONARY).ok()?,
+                work: lz4::Compressor::new().ok()?,
+            }),
+        };
         // a fresh start, then the dictionary as the only history: a document must never refer
         // to the one compressed before it, which is not there when it is read
         c.work.attach_dict(None);
