@@ -271,6 +271,17 @@ fn load_text(w: &mut Words, vocab: &[&str], bytes: usize) -> String {
     s
 }
 
+/// `batch` spans of `otlp_load.py`'s traces (whole traces, started a minute ago), as one OTLP
+/// request.
+fn load_request(w: &mut Words, vocab: &[&str], batch: usize) -> (Vec<u8>, usize) {
+    let mut spans = Vec::with_capacity(batch + 6);
+    while spans.len() < batch {
+        load_trace(w, vocab, now_ns() - 60_000_000_000, &mut spans);
+    }
+    let n = spans.len();
+    (request(spans), n)
+}
+
 /// One trace as `otlp_load.py` builds it: a random (W3C) trace id, an AGENT root in one of 1,000
 /// sessions, and LLM, TOOL, LLM, TOOL, LLM children in the OpenInference convention.
 fn load_trace(w: &mut Words, vocab: &[&str], start_ns: u64, out: &mut Vec<Span>) {
@@ -357,18 +368,12 @@ pub async fn sustained(
             (Arc::clone(&acked), Arc::clone(&throttled), Arc::clone(&vocab));
         workers.push(tokio::spawn(async move {
             let mut w = Words::new(now_ns() ^ ((k as u64 + 1) * 0x9e37_79b9));
-            let mut spans = Vec::with_capacity(batch + 6);
             while Instant::now() < deadline {
-                spans.clear();
-                while spans.len() < batch {
-                    load_trace(&mut w, &vocab, now_ns() - 60_000_000_000, &mut spans);
-                }
-                let n = spans.len() as u64;
-                let body = request(std::mem::take(&mut spans));
+                let (body, n) = load_request(&mut w, &vocab, batch);
                 let (first, most) = (Duration::from_millis(10), Duration::from_secs(1));
                 let retried = post_until_taken(&http, &endpoint, body, first, most).await?;
                 throttled.fetch_add(retried as u64, Relaxed);
-                acked.fetch_add(n, Relaxed);
+                acked.fetch_add(n as u64, Relaxed);
             }
             Ok::<_, anyhow::Error>(())
         }));
@@ -424,7 +429,6 @@ pub async fn paced(
     let endpoint = format!("{url}/v1/traces");
     let http = reqwest::Client::builder().pool_max_idle_per_host(64).build()?;
     let vocab: Vec<&'static str> = LOAD_WORDS.split_whitespace().collect();
-    let mut spans = Vec::with_capacity(batch + 6);
     let interval = Duration::from_secs_f64(batch as f64 / f64::from(rate.max(1)));
     let total = (u64::from(rate) * seconds).div_ceil(batch as u64);
     let rss = RssPeak::start(pid);
@@ -438,14 +442,7 @@ pub async fn paced(
         // bodies are built just before they are due (a few hundred microseconds each)
         let (body, n) = match traces {
             PacedTraces::Agent => agent_request(&mut w, &mut trace_no, batch),
-            PacedTraces::Load => {
-                spans.clear();
-                while spans.len() < batch {
-                    load_trace(&mut w, &vocab, now_ns() - 60_000_000_000, &mut spans);
-                }
-                let n = spans.len();
-                (request(std::mem::take(&mut spans)), n)
-            }
+            PacedTraces::Load => load_request(&mut w, &vocab, batch),
         };
         let now = Instant::now();
         if now < due {
