@@ -1,4 +1,6 @@
-//! Span documents at rest: JSON compressed with LZ4 (the reference library, liblz4).
+//! Span documents at rest: JSON compressed with LZ4 (the reference library, liblz4). A trace
+//! row's texts (its prompt, response, metadata and merge input: `RowTexts` in sqlite.rs) are
+//! kept the same way.
 //!
 //! LLM spans are mostly prompt and response text with repeated JSON keys; compressed, a span
 //! takes about a third fewer bytes on disk, and the writer has fewer pages to write, checkpoint
@@ -126,13 +128,19 @@ pub fn unpack<T: DeserializeOwned>(v: ValueRef<'_>) -> Result<T> {
 
 /// Reads a stored document, and the digest of its JSON text.
 pub fn unpack_digest<T: DeserializeOwned>(v: ValueRef<'_>) -> Result<(T, u64)> {
-    let unreadable =
-        |e: &dyn std::fmt::Display| StoreError::Internal(format!("stored span is unreadable: {e}"));
-    let read = |json: &[u8]| {
-        serde_json::from_slice(json).map(|doc| (doc, digest(json))).map_err(|e| unreadable(&e))
-    };
+    let json = json_text(v)?;
+    serde_json::from_slice(&json).map(|doc| (doc, digest(&json))).map_err(|e| unreadable(&e))
+}
+
+fn unreadable(e: &dyn std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored document is unreadable: {e}"))
+}
+
+/// A stored document's JSON text: as stored (TEXT), or decompressed (BLOB). For a reader that
+/// wants a few of its fields, borrowed.
+pub fn json_text(v: ValueRef<'_>) -> Result<std::borrow::Cow<'_, [u8]>> {
     match v {
-        ValueRef::Text(s) => read(s),
+        ValueRef::Text(s) => Ok(s.into()),
         ValueRef::Blob(b) => {
             let Some((head, body)) = b.split_first_chunk::<4>() else {
                 return Err(unreadable(&"no size header"));
@@ -153,7 +161,7 @@ pub fn unpack_digest<T: DeserializeOwned>(v: ValueRef<'_>) -> Result<(T, u64)> {
             if n != size {
                 return Err(unreadable(&format!("{n} bytes where the header says {size}")));
             }
-            read(&json)
+            Ok(json.into())
         }
         other => Err(unreadable(&format!("a {:?} value", other.data_type()))),
     }

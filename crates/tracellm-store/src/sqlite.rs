@@ -14,12 +14,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use rusqlite::types::Value;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, ToSql, params};
 use tokio::sync::{Semaphore, broadcast, mpsc, oneshot};
 use tracellm_core::api::{
     self, Analytics, AnalyticsQuery, AnalyticsRow, Cursor, Failure, FailurePage, TokenTotals,
     TracePage, TraceQuery,
 };
+use tracellm_core::model::{PREVIEW_CHARS, preview};
 use tracellm_core::otel::SpanBatch;
 use tracellm_core::{
     Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
@@ -291,6 +293,13 @@ CREATE INDEX traces_by_model   ON traces (project_id, model, ts DESC, pk DESC);
 CREATE INDEX traces_for_analytics ON traces (project_id, ts, environment, status, model,
     latency_ms, prompt_tokens, completion_tokens, total_tokens, cost_usd, span_count);
 "#,
+    r#"
+-- A trace's prompt, response, metadata and merge input as one document, compressed as span
+-- documents are (see `RowTexts`): kept in columns of their own, with previews repeating the
+-- first 200 characters of the prompt and the response, they were 1.3 KB of a row's 1.5 KB.
+-- Rows written before keep those columns; rows written since leave them empty.
+ALTER TABLE traces ADD COLUMN texts BLOB;
+"#,
 ];
 
 /// Most text indexed for full-text search per trace.
@@ -327,9 +336,7 @@ impl Op {
         let prepared = |p: &Prepared| {
             p.spans.iter().map(|(id, _, doc)| id.len() + doc.len()).sum::<usize>()
                 + p.fts.len()
-                + p.metadata.len()
-                + p.prompt.as_ref().map_or(0, String::len)
-                + p.response.as_ref().map_or(0, String::len)
+                + p.texts.len()
                 + 512
         };
         match self {
@@ -348,11 +355,8 @@ impl Op {
 /// thread spends its time in SQLite only; preparing runs on the callers' threads in parallel.
 struct Prepared {
     summary: TraceSummary,
-    input: Option<String>,
     tags: String,
-    metadata: String,
-    prompt: Option<String>,
-    response: Option<String>,
+    texts: doc::Packed,
     spans: Vec<(String, i64, doc::Packed)>,
     fts: Arc<str>,
     /// `spans` holds only what a merge added or changed: the trace's other spans stay stored.
@@ -366,16 +370,100 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
         spans.push((s.id.clone(), time::to_micros(s.start_time), doc::pack_json(text)));
     }
     Ok(Prepared {
-        input: input.map(json).transpose()?,
+        texts: RowTexts::pack(&t, input)?,
         tags: json(&t.tags)?,
-        metadata: json(&t.metadata)?,
         fts: fts_body(&t).into(),
         spans,
         summary: t.summary(),
-        prompt: t.prompt,
-        response: t.response,
         merged: false,
     })
+}
+
+/// What a trace's row keeps beside its summary, as one document in its `texts` column: the
+/// run's prompt and response, the trace's metadata, and (OTLP traces) what a later merge starts
+/// from. Compressed with the span documents' dictionary, a row of `otlp_load.py`'s traces is
+/// ~750 bytes instead of ~1,490, and the previews of lists are cut from it when read.
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct RowTexts {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    response: Option<String>,
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    metadata: serde_json::Map<String, serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    input: Option<TraceInput>,
+}
+
+/// [`RowTexts`] to write, borrowed from the trace.
+#[derive(serde::Serialize)]
+struct RowTextsOf<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response: Option<&'a str>,
+    #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
+    metadata: &'a serde_json::Map<String, serde_json::Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    input: Option<&'a TraceInput>,
+}
+
+impl RowTexts {
+    fn pack(t: &Trace, input: Option<&TraceInput>) -> Result<doc::Packed> {
+        let of = RowTextsOf {
+            prompt: t.prompt.as_deref(),
+            response: t.response.as_deref(),
+            metadata: &t.metadata,
+            input,
+        };
+        let json = serde_json::to_vec(&of).map_err(|e| StoreError::Internal(e.to_string()))?;
+        Ok(doc::pack_json(json))
+    }
+
+    /// The texts of a row read with its `texts` column at `at`; None for a row written before
+    /// that column, whose texts are in columns of their own.
+    fn read(r: &Row, at: usize) -> rusqlite::Result<Option<RowTexts>> {
+        read_texts(r, at, |json| serde_json::from_slice(json))
+    }
+}
+
+/// The prompt and response of a row's [`RowTexts`], for the previews of a list: borrowed where
+/// they need no unescaping, the rest of the document skipped.
+#[derive(serde::Deserialize)]
+struct Previews<'a> {
+    #[serde(default, borrow)]
+    prompt: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    response: Option<std::borrow::Cow<'a, str>>,
+}
+
+impl Previews<'_> {
+    /// The previews of the prompt and the response of a row read with its `texts` column at
+    /// `at`; None for a row written before that column, whose previews are columns.
+    fn read(r: &Row, at: usize) -> rusqlite::Result<Option<(Option<String>, Option<String>)>> {
+        read_texts(r, at, |json| {
+            let p: Previews = serde_json::from_slice(json)?;
+            let cut = |c: Option<std::borrow::Cow<'_, str>>| c.map(|c| preview(&c, PREVIEW_CHARS));
+            Ok((cut(p.prompt), cut(p.response)))
+        })
+    }
+}
+
+/// Reads the `texts` document at column `at` of a row with `read`; None when it is NULL.
+fn read_texts<T>(
+    r: &Row,
+    at: usize,
+    read: impl FnOnce(&[u8]) -> serde_json::Result<T>,
+) -> rusqlite::Result<Option<T>> {
+    let v = r.get_ref(at)?;
+    if v == rusqlite::types::ValueRef::Null {
+        return Ok(None);
+    }
+    let failed = |e: Box<dyn std::error::Error + Send + Sync>| {
+        rusqlite::Error::FromSqlConversionFailure(at, v.data_type(), e)
+    };
+    let json = doc::json_text(v).map_err(|e| failed(Box::new(e)))?;
+    read(&json).map(Some).map_err(|e| failed(Box::new(e)))
 }
 
 fn json<T: serde::Serialize>(v: &T) -> Result<String> {
@@ -1096,8 +1184,10 @@ fn write_trace(
 ) -> Result<(i64, bool)> {
     let t = &p.summary;
     let ts = time::to_micros(t.timestamp);
-    let (tags, metadata) = (&p.tags, &p.metadata);
-    let values: [&dyn ToSql; 30] = [
+    let tags = &p.tags;
+    // the texts' own columns (and the previews, cut from the texts when read) stay empty
+    let (none, no_metadata) = (None::<&str>, "");
+    let values: [&dyn ToSql; 31] = [
         &t.project_id,
         &t.id,
         &t.name,
@@ -1120,14 +1210,15 @@ fn write_trace(
         &tags,
         &t.span_count,
         &t.error_count,
-        &t.prompt_preview,
-        &t.response_preview,
-        &p.prompt,
-        &p.response,
-        &metadata,
-        &p.input,
+        &none,
+        &none,
+        &none,
+        &none,
+        &no_metadata,
+        &none,
         &w.now,
         &t.environment,
+        &p.texts,
     ];
     let (pk, created) = match stored {
         None => {
@@ -1136,9 +1227,9 @@ fn write_trace(
                  provider, prompt_tokens, completion_tokens, total_tokens, tokens_estimated,
                  cached_tokens, cost_usd, retries, failure_reason, session_id, user_id, tags,
                  span_count, error_count, prompt_preview, response_preview, prompt, response,
-                 metadata, input, updated_us, environment)
+                 metadata, input, updated_us, environment, texts)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16,
-                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)",
+                 ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)",
             )?
             .execute(&values[..])?;
             let pk = conn.last_insert_rowid();
@@ -1165,7 +1256,7 @@ fn write_trace(
                  retries = ?14, failure_reason = ?15, session_id = ?16, user_id = ?17, tags = ?18,
                  span_count = ?19, error_count = ?20, prompt_preview = ?21, response_preview = ?22,
                  prompt = ?23, response = ?24, metadata = ?25, input = ?26, updated_us = ?27,
-                 environment = ?28 WHERE pk = ?29",
+                 environment = ?28, texts = ?29 WHERE pk = ?30",
             )?
             .execute(&v[..])?;
             (pk, false)
@@ -1256,8 +1347,11 @@ fn merge_trace(
         w.ids,
         project_id,
         trace_id,
-        trace_row!("input, tags, ts, updated_us"),
-        |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?)),
+        trace_row!("input, tags, ts, updated_us, texts"),
+        |r| {
+            let input = r.get::<_, Option<String>>(0)?;
+            Ok((input, r.get::<_, String>(1)?, r.get(2)?, r.get(3)?, r.get::<_, Value>(4)?))
+        },
     )?;
     let has_pending = conn
         .prepare_cached(
@@ -1318,14 +1412,15 @@ fn merge_trace(
     }
 
     let mut m = match &existing {
-        Some((pk, (input, _, _, stamp))) => {
+        Some((pk, (input, _, _, stamp, texts))) => {
             match w.merges.take(*pk, project_id, trace_id, *stamp) {
                 Some(m) => m,
                 None => {
-                    let stored: TraceInput = input
-                        .as_deref()
-                        .and_then(|i| serde_json::from_str(i).ok())
-                        .unwrap_or_default();
+                    let stored: TraceInput = match texts {
+                        Value::Null => input.as_deref().and_then(|i| serde_json::from_str(i).ok()),
+                        texts => doc::unpack::<RowTexts>(texts.into())?.input,
+                    }
+                    .unwrap_or_default();
                     merge::load(conn, *pk, project_id, trace_id, stored)?
                 }
             }
@@ -1361,17 +1456,14 @@ fn merge_trace(
     };
     let fts: Arc<str> = m.body(&crate::merge::own_texts(&trace)).into();
     let p = Prepared {
-        input: Some(json(&input)?),
+        texts: RowTexts::pack(&trace, Some(&input))?,
         tags: json(&trace.tags)?,
-        metadata: json(&trace.metadata)?,
         fts,
         spans,
         summary: trace.summary(),
-        prompt: trace.prompt,
-        response: trace.response,
         merged: existing.is_some(),
     };
-    let stored = existing.map(|(pk, (_, tags, ts, _))| Stored { pk, tags, ts });
+    let stored = existing.map(|(pk, (_, tags, ts, _, _))| Stored { pk, tags, ts });
     let (pk, created) = write_trace(conn, &p, stored, w)?;
     m.input = input;
     m.written(pk, w.now);
@@ -1462,7 +1554,8 @@ fn key_from_row(r: &Row) -> rusqlite::Result<ApiKey> {
 const SUMMARY_COLUMNS: &str = "t.id, t.project_id, t.name, t.status, t.ts, t.end_ts, t.latency_ms,
     t.model, t.provider, t.prompt_tokens, t.completion_tokens, t.total_tokens, t.tokens_estimated,
     t.cached_tokens, t.cost_usd, t.retries, t.failure_reason, t.span_count, t.error_count,
-    t.session_id, t.user_id, t.tags, t.prompt_preview, t.response_preview, t.pk, t.environment";
+    t.session_id, t.user_id, t.tags, t.prompt_preview, t.response_preview, t.pk, t.environment,
+    t.texts";
 
 fn status_of(s: &str) -> Status {
     Status::parse(s).unwrap_or(Status::Success)
@@ -1499,6 +1592,10 @@ fn summary_from_row(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
         response_preview: r.get(23)?,
         environment: r.get(25)?,
     };
+    let mut summary = summary;
+    if let Some((prompt, response)) = Previews::read(r, 26)? {
+        (summary.prompt_preview, summary.response_preview) = (prompt, response);
+    }
     Ok((summary, r.get(24)?))
 }
 
@@ -1978,8 +2075,14 @@ fn head_at(conn: &Connection, pk: i64, project_id: &str, id: &str) -> Result<Opt
         ))?
         .query_row(params![pk, project_id, id], |r| {
             let (s, _) = summary_from_row(r)?;
-            let metadata = serde_json::from_str(&r.get::<_, String>(28)?).unwrap_or_default();
-            Ok(s.into_trace(r.get(26)?, r.get(27)?, metadata, Vec::new()))
+            Ok(match RowTexts::read(r, 26)? {
+                Some(t) => s.into_trace(t.prompt, t.response, t.metadata, Vec::new()),
+                None => {
+                    let metadata =
+                        serde_json::from_str(&r.get::<_, String>(29)?).unwrap_or_default();
+                    s.into_trace(r.get(27)?, r.get(28)?, metadata, Vec::new())
+                }
+            })
         })
         .optional()?)
 }
@@ -2581,6 +2684,136 @@ mod tests {
             store.list_traces(q).await.unwrap().traces.into_iter().map(|t| t.id).collect();
         names.sort();
         assert_eq!(names, ["new-1", "old-1", "old-2"]);
+        store.close().await.unwrap();
+    }
+
+    /// A native trace and an OTLP trace (with a session, kept for later merges).
+    fn texts_traces() -> (Trace, SpanBatch) {
+        let prompt = "Summarize the refund policy for the customer, citing the clause. ".repeat(5);
+        let native = normalized(serde_json::json!({"id": "native", "metadata": {"team": "ml"},
+            "spans": [{"id": "a", "name": "chat", "kind": "llm", "model": "gpt-4o",
+            "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z",
+            "input": {"messages": [{"role": "user", "content": prompt}]},
+            "output": {"messages": [{"role": "assistant", "content": "Refunds within 30 days."}]}}]}));
+        let mut span: Span = native.spans[0].clone();
+        span.id = "root".into();
+        let mut otlp = SpanBatch {
+            trace_id: "otlp".into(),
+            input: TraceInput::default(),
+            spans: vec![span],
+            log_events: Vec::new(),
+        };
+        otlp.input.session_id = Some("s-1".into());
+        (native, otlp)
+    }
+
+    /// The summary and whole trace of each of `ids`, as read through the store.
+    async fn read_back(store: &SqliteStore, ids: &[&str]) -> Vec<(TraceSummary, Trace)> {
+        let q = TraceQuery { project_id: "default".into(), limit: 50, ..Default::default() };
+        let listed = store.list_traces(q).await.unwrap().traces;
+        let mut out = Vec::new();
+        for id in ids {
+            let summary = listed.iter().find(|t| t.id == *id).expect(id).clone();
+            out.push((summary, store.get_trace("default", id).await.unwrap().expect(id)));
+        }
+        out
+    }
+
+    /// A trace's row keeps its prompt, response, metadata and merge input once, compressed, in
+    /// `texts`: the columns that held them and the previews stay empty, and the trace, its
+    /// previews (cut with an ellipsis) and a later merge read as before.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_trace_row_keeps_its_texts_once_compressed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        let (native, otlp) = texts_traces();
+        store.ingest(vec![native.clone()]).await.unwrap();
+        store.ingest_spans("default", vec![otlp]).await.unwrap();
+        let read = read_back(&store, &["native", "otlp"]).await;
+        let (summary, whole) = &read[0];
+        assert_eq!(whole, &native, "the trace reads back exactly");
+        let prompt = native.prompt.as_deref().unwrap();
+        assert!(prompt.chars().count() > PREVIEW_CHARS);
+        let cut: String = prompt.chars().take(PREVIEW_CHARS).collect();
+        assert_eq!(summary.prompt_preview.as_deref(), Some(format!("{cut}…").as_str()));
+        assert_eq!(summary.response_preview.as_deref(), Some("Refunds within 30 days."));
+        assert_eq!(read[1].1.session_id.as_deref(), Some("s-1"));
+        {
+            let conn = Connection::open(&path).unwrap();
+            let (empty, metadata, texts): (bool, String, Vec<u8>) = conn
+                .query_row(
+                    "SELECT coalesce(prompt, response, prompt_preview, response_preview, input)
+                     IS NULL, metadata, texts FROM traces WHERE id = 'native'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap();
+            assert!(empty && metadata.is_empty(), "the texts' own columns are left empty");
+            assert!(texts.len() < prompt.len() / 2, "compressed: {} bytes", texts.len());
+        }
+        // a later request of the OTLP trace starts from its stored input (its session)
+        store.close().await.unwrap();
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        let (_, mut more) = texts_traces();
+        more.input = TraceInput::default();
+        more.spans[0].id = "second".into();
+        store.ingest_spans("default", vec![more]).await.unwrap();
+        let t = store.get_trace("default", "otlp").await.unwrap().unwrap();
+        assert_eq!((t.span_count, t.session_id.as_deref()), (2, Some("s-1")));
+        store.close().await.unwrap();
+    }
+
+    /// Rows written before the `texts` column, their texts in columns of their own, read as
+    /// they did, and a merge into such an OTLP trace starts from the input it stored.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn rows_written_before_the_texts_column_read_as_they_did() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        let (native, otlp) = texts_traces();
+        store.ingest(vec![native]).await.unwrap();
+        store.ingest_spans("default", vec![otlp]).await.unwrap();
+        let before = read_back(&store, &["native", "otlp"]).await;
+        store.close().await.unwrap();
+        {
+            // the row as the version before this column wrote it
+            let conn = Connection::open(&path).unwrap();
+            let rows: Vec<(i64, Vec<u8>)> = conn
+                .prepare("SELECT pk, texts FROM traces")
+                .unwrap()
+                .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            assert_eq!(rows.len(), 2);
+            for (pk, texts) in rows {
+                let t: RowTexts = doc::unpack(rusqlite::types::ValueRef::Blob(&texts)).unwrap();
+                let cut = |s: &Option<String>| s.as_deref().map(|s| preview(s, PREVIEW_CHARS));
+                conn.execute(
+                    "UPDATE traces SET prompt = ?1, response = ?2, prompt_preview = ?3,
+                     response_preview = ?4, metadata = ?5, input = ?6, texts = NULL WHERE pk = ?7",
+                    params![
+                        t.prompt,
+                        t.response,
+                        cut(&t.prompt),
+                        cut(&t.response),
+                        serde_json::to_string(&t.metadata).unwrap(),
+                        t.input.map(|i| serde_json::to_string(&i).unwrap()),
+                        pk
+                    ],
+                )
+                .unwrap();
+            }
+        }
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        assert_eq!(read_back(&store, &["native", "otlp"]).await, before);
+        let (_, mut more) = texts_traces();
+        more.input = TraceInput::default();
+        more.spans[0].id = "second".into();
+        store.ingest_spans("default", vec![more]).await.unwrap();
+        let t = store.get_trace("default", "otlp").await.unwrap().unwrap();
+        assert_eq!((t.span_count, t.session_id.as_deref()), (2, Some("s-1")));
         store.close().await.unwrap();
     }
 
