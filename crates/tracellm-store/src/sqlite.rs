@@ -300,6 +300,20 @@ CREATE INDEX traces_for_analytics ON traces (project_id, ts, environment, status
 -- Rows written before keep those columns; rows written since leave them empty.
 ALTER TABLE traces ADD COLUMN texts BLOB;
 "#,
+    r#"
+-- The lists' indexes in ascending order. In descending order the newest traces went first in
+-- each index (or in each status's and model's part of it), where SQLite splits a full leaf in
+-- two: the leaves stayed half empty and every commit dirtied more of them. Appended last
+-- instead, SQLite fills a leaf before it starts the next; it reads them backwards for the
+-- newest-first lists, and the row key, which ends every entry of an index, orders equal start
+-- times (it was also written a second time as a column of its own).
+DROP INDEX traces_by_time;
+DROP INDEX traces_by_status;
+DROP INDEX traces_by_model;
+CREATE INDEX traces_by_time   ON traces (project_id, ts);
+CREATE INDEX traces_by_status ON traces (project_id, status, ts);
+CREATE INDEX traces_by_model  ON traces (project_id, model, ts);
+"#,
 ];
 
 /// Most text indexed for full-text search per trace.
@@ -3246,6 +3260,75 @@ mod tests {
             let from_index = ids(true);
             assert!(!from_index.is_empty());
             assert_eq!(from_index, ids(false), "{sql}");
+        }
+        store.close().await.unwrap();
+    }
+
+    /// Lists newest first, whole or by status or model, walk their index backwards with no sort,
+    /// and page through traces that started at the same moment in row-key order, each once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn lists_walk_their_ascending_index_backwards() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        let mut traces = Vec::new();
+        for i in 0..30 {
+            // three traces a minute, each of a model and status of its own
+            let (model, error) = (["gpt-4o", "claude-3-5-sonnet"][i % 2], i % 3 == 0);
+            let doc = serde_json::json!({"id": format!("t{i:02}"),
+                "spans": [{"id": "a", "name": "chat", "kind": "llm", "model": model,
+                    "start_time": format!("2026-05-31T10:{:02}:00Z", i / 3),
+                    "end_time": format!("2026-05-31T10:{:02}:01Z", i / 3),
+                    "error": if error { Some("boom") } else { None }}]});
+            traces.push(normalized(doc));
+        }
+        store.ingest(traces).await.unwrap();
+        let conn = store.readers.connect().unwrap();
+        let all = TraceQuery { project_id: "default".into(), limit: 4, ..Default::default() };
+        let errors = TraceQuery { statuses: vec![Status::Error], ..all.clone() };
+        let model = TraceQuery { model: Some("gpt-4o".into()), ..all.clone() };
+        for (query, index, filter) in [
+            (&all, "traces_by_time", "1"),
+            (&errors, "traces_by_status", "status = 'error'"),
+            (&model, "traces_by_model", "model = 'gpt-4o'"),
+        ] {
+            let cursor = Cursor { ts_micros: i64::MAX, key: i64::MAX };
+            let (sql, params) = summaries_sql(
+                &TraceQuery { cursor: Some(cursor), ..query.clone() },
+                None,
+                false,
+                4,
+            );
+            let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref() as &dyn ToSql).collect();
+            let plan: Vec<String> = conn
+                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                .unwrap()
+                .query_map(&refs[..], |r| r.get::<_, String>(3))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let plan = plan.join(" | ");
+            assert!(plan.contains(index), "{plan}");
+            assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
+            let expect: Vec<String> = conn
+                .prepare(&format!("SELECT id FROM traces WHERE {filter} ORDER BY ts DESC, pk DESC"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<rusqlite::Result<_>>()
+                .unwrap();
+            let mut paged = Vec::new();
+            let mut q = query.clone();
+            loop {
+                let page = store.list_traces(q.clone()).await.unwrap();
+                paged.extend(page.traces.into_iter().map(|t| t.id));
+                match page.next_cursor {
+                    Some(c) => q.cursor = Cursor::decode(&c),
+                    None => break,
+                }
+            }
+            assert!(expect.len() >= 10, "{index}: {expect:?}");
+            assert_eq!(paged, expect, "{index}");
         }
         store.close().await.unwrap();
     }
