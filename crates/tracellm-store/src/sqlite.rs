@@ -397,19 +397,19 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
 /// run's prompt and response, the trace's metadata, and (OTLP traces) what a later merge starts
 /// from. Compressed with the span documents' dictionary, a row of `otlp_load.py`'s traces is
 /// ~750 bytes instead of ~1,490, and the previews of lists are cut from it when read.
-#[derive(serde::Serialize, serde::Deserialize, Default)]
+#[derive(serde::Deserialize)]
 struct RowTexts {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     prompt: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     response: Option<String>,
-    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    #[serde(default)]
     metadata: serde_json::Map<String, serde_json::Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default)]
     input: Option<TraceInput>,
 }
 
-/// [`RowTexts`] to write, borrowed from the trace.
+/// [`RowTexts`] to write, borrowed from the trace (fields left out when empty).
 #[derive(serde::Serialize)]
 struct RowTextsOf<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -1577,7 +1577,7 @@ fn status_of(s: &str) -> Status {
 
 fn summary_from_row(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
     let tags: String = r.get(21)?;
-    let summary = TraceSummary {
+    let mut summary = TraceSummary {
         id: r.get(0)?,
         project_id: r.get(1)?,
         name: r.get(2)?,
@@ -1606,7 +1606,6 @@ fn summary_from_row(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
         response_preview: r.get(23)?,
         environment: r.get(25)?,
     };
-    let mut summary = summary;
     if let Some((prompt, response)) = Previews::read(r, 26)? {
         (summary.prompt_preview, summary.response_preview) = (prompt, response);
     }
