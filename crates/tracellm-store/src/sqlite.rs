@@ -396,7 +396,7 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
 /// What a trace's row keeps beside its summary, as one document in its `texts` column: the
 /// run's prompt and response, the trace's metadata, and (OTLP traces) what a later merge starts
 /// from. Compressed with the span documents' dictionary, a row of `otlp_load.py`'s traces is
-/// ~750 bytes instead of ~1,490, and the previews of lists are cut from it when read.
+/// ~745 bytes instead of ~1,490, and the previews of lists are cut from it when read.
 #[derive(serde::Deserialize)]
 struct RowTexts {
     #[serde(default)]
