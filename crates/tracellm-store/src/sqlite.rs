@@ -1576,8 +1576,18 @@ fn status_of(s: &str) -> Status {
 }
 
 fn summary_from_row(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
+    let (mut summary, pk) = summary_columns(r)?;
+    if let Some((prompt, response)) = Previews::read(r, 26)? {
+        (summary.prompt_preview, summary.response_preview) = (prompt, response);
+    }
+    Ok((summary, pk))
+}
+
+/// A row's summary as its columns hold it: the previews are NULL there for a row that keeps
+/// its texts in `texts` (see `RowTexts`).
+fn summary_columns(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
     let tags: String = r.get(21)?;
-    let mut summary = TraceSummary {
+    let summary = TraceSummary {
         id: r.get(0)?,
         project_id: r.get(1)?,
         name: r.get(2)?,
@@ -1606,9 +1616,6 @@ fn summary_from_row(r: &Row) -> rusqlite::Result<(TraceSummary, i64)> {
         response_preview: r.get(23)?,
         environment: r.get(25)?,
     };
-    if let Some((prompt, response)) = Previews::read(r, 26)? {
-        (summary.prompt_preview, summary.response_preview) = (prompt, response);
-    }
     Ok((summary, r.get(24)?))
 }
 
@@ -2087,9 +2094,13 @@ fn head_at(conn: &Connection, pk: i64, project_id: &str, id: &str) -> Result<Opt
              WHERE t.pk = ?1 AND t.project_id = ?2 AND t.id = ?3"
         ))?
         .query_row(params![pk, project_id, id], |r| {
-            let (s, _) = summary_from_row(r)?;
+            let (mut s, _) = summary_columns(r)?;
             Ok(match RowTexts::read(r, 26)? {
-                Some(t) => s.into_trace(t.prompt, t.response, t.metadata, Vec::new()),
+                Some(t) => {
+                    let cut = |p: &Option<String>| p.as_deref().map(|p| preview(p, PREVIEW_CHARS));
+                    (s.prompt_preview, s.response_preview) = (cut(&t.prompt), cut(&t.response));
+                    s.into_trace(t.prompt, t.response, t.metadata, Vec::new())
+                }
                 None => {
                     let metadata =
                         serde_json::from_str(&r.get::<_, String>(29)?).unwrap_or_default();
@@ -2720,6 +2731,26 @@ mod tests {
         (native, otlp)
     }
 
+    /// A store at `path` holding [`texts_traces`], and the native one as sent.
+    async fn store_texts_traces(path: &Path) -> (SqliteStore, Trace) {
+        let store = SqliteStore::open(path, SqliteOptions::default()).await.unwrap();
+        let (native, otlp) = texts_traces();
+        store.ingest(vec![native.clone()]).await.unwrap();
+        store.ingest_spans("default", vec![otlp]).await.unwrap();
+        (store, native)
+    }
+
+    /// A second span of the OTLP trace, sent without a session, joins the trace that keeps its
+    /// stored one.
+    async fn a_second_request_keeps_the_session(store: &SqliteStore) {
+        let (_, mut more) = texts_traces();
+        more.input = TraceInput::default();
+        more.spans[0].id = "second".into();
+        store.ingest_spans("default", vec![more]).await.unwrap();
+        let t = store.get_trace("default", "otlp").await.unwrap().unwrap();
+        assert_eq!((t.span_count, t.session_id.as_deref()), (2, Some("s-1")));
+    }
+
     /// The summary and whole trace of each of `ids`, as read through the store.
     async fn read_back(store: &SqliteStore, ids: &[&str]) -> Vec<(TraceSummary, Trace)> {
         let q = TraceQuery { project_id: "default".into(), limit: 50, ..Default::default() };
@@ -2739,10 +2770,7 @@ mod tests {
     async fn a_trace_row_keeps_its_texts_once_compressed() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("traces.db");
-        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
-        let (native, otlp) = texts_traces();
-        store.ingest(vec![native.clone()]).await.unwrap();
-        store.ingest_spans("default", vec![otlp]).await.unwrap();
+        let (store, native) = store_texts_traces(&path).await;
         let read = read_back(&store, &["native", "otlp"]).await;
         let (summary, whole) = &read[0];
         assert_eq!(whole, &native, "the trace reads back exactly");
@@ -2768,12 +2796,7 @@ mod tests {
         // a later request of the OTLP trace starts from its stored input (its session)
         store.close().await.unwrap();
         let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
-        let (_, mut more) = texts_traces();
-        more.input = TraceInput::default();
-        more.spans[0].id = "second".into();
-        store.ingest_spans("default", vec![more]).await.unwrap();
-        let t = store.get_trace("default", "otlp").await.unwrap().unwrap();
-        assert_eq!((t.span_count, t.session_id.as_deref()), (2, Some("s-1")));
+        a_second_request_keeps_the_session(&store).await;
         store.close().await.unwrap();
     }
 
@@ -2783,10 +2806,7 @@ mod tests {
     async fn rows_written_before_the_texts_column_read_as_they_did() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("traces.db");
-        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
-        let (native, otlp) = texts_traces();
-        store.ingest(vec![native]).await.unwrap();
-        store.ingest_spans("default", vec![otlp]).await.unwrap();
+        let (store, _) = store_texts_traces(&path).await;
         let before = read_back(&store, &["native", "otlp"]).await;
         store.close().await.unwrap();
         {
@@ -2821,12 +2841,7 @@ mod tests {
         }
         let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
         assert_eq!(read_back(&store, &["native", "otlp"]).await, before);
-        let (_, mut more) = texts_traces();
-        more.input = TraceInput::default();
-        more.spans[0].id = "second".into();
-        store.ingest_spans("default", vec![more]).await.unwrap();
-        let t = store.get_trace("default", "otlp").await.unwrap().unwrap();
-        assert_eq!((t.span_count, t.session_id.as_deref()), (2, Some("s-1")));
+        a_second_request_keeps_the_session(&store).await;
         store.close().await.unwrap();
     }
 
@@ -3199,6 +3214,25 @@ mod tests {
         store.close().await.unwrap();
     }
 
+    /// The list statement for `query` and SQLite's plan for it, its steps joined by " | ".
+    fn summaries_plan(
+        conn: &Connection,
+        query: &TraceQuery,
+        keys: bool,
+        limit: usize,
+    ) -> (String, String) {
+        let (sql, params) = summaries_sql(query, None, keys, limit);
+        let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref() as &dyn ToSql).collect();
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map(&refs[..], |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        (sql, plan.join(" | "))
+    }
+
     /// A filter by session or user is answered from its index in the search database, newest
     /// first straight from the index (no sort, no scan of `traces`), and the same as from
     /// `traces` itself (the way while that index is rebuilt).
@@ -3239,16 +3273,7 @@ mod tests {
             (&both, "keys_by_"),
             (&since, "keys_by_session"),
         ] {
-            let (sql, params) = summaries_sql(query, None, true, 10);
-            let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref() as &dyn ToSql).collect();
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(&refs[..], |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            let plan = plan.join(" | ");
+            let (sql, plan) = summaries_plan(&conn, query, true, 10);
             assert!(plan.contains(index), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
             assert!(plan.contains("INTEGER PRIMARY KEY"), "traces by row key: {plan}");
@@ -3292,21 +3317,8 @@ mod tests {
             (&model, "traces_by_model", "model = 'gpt-4o'"),
         ] {
             let cursor = Cursor { ts_micros: i64::MAX, key: i64::MAX };
-            let (sql, params) = summaries_sql(
-                &TraceQuery { cursor: Some(cursor), ..query.clone() },
-                None,
-                false,
-                4,
-            );
-            let refs: Vec<&dyn ToSql> = params.iter().map(|b| b.as_ref() as &dyn ToSql).collect();
-            let plan: Vec<String> = conn
-                .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
-                .unwrap()
-                .query_map(&refs[..], |r| r.get::<_, String>(3))
-                .unwrap()
-                .collect::<rusqlite::Result<_>>()
-                .unwrap();
-            let plan = plan.join(" | ");
+            let paged = TraceQuery { cursor: Some(cursor), ..query.clone() };
+            let (_, plan) = summaries_plan(&conn, &paged, false, 4);
             assert!(plan.contains(index), "{plan}");
             assert!(!plan.contains("TEMP B-TREE"), "no sort: {plan}");
             let expect: Vec<String> = conn
