@@ -229,6 +229,15 @@ pub(crate) fn own_texts(t: &Trace) -> [&str; 4] {
     ]
 }
 
+/// The spans (by id) whose texts a trace's prompt and response are, when a roll-up took them
+/// from spans (`text::prompt_text` of the one's input, `text::response_text` of the other's
+/// output) rather than from what the client said of the trace.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct TextSources {
+    pub prompt: Option<String>,
+    pub response: Option<String>,
+}
+
 /// One trace's state between the requests that bring its spans.
 pub(crate) struct Merging {
     /// The trace's row key (0 until it is stored).
@@ -390,19 +399,20 @@ impl Merging {
     /// prompt and response are read from this request's spans (`arrived`), from what the last
     /// roll-up read, or from `fetched`: stored spans read back by id (None: not stored). When a
     /// stored span must be read, its id is among those returned, and the roll-up is to be made
-    /// again with it in `fetched`.
+    /// again with it in `fetched`. Also returns which spans the prompt and response are.
     pub(crate) fn roll_up(
         &mut self,
         project_id: &str,
         input: TraceInput,
         arrived: &[Span],
         fetched: &HashMap<String, Option<Span>>,
-    ) -> Result<(Trace, Vec<String>), ValidationError> {
+    ) -> Result<(Trace, TextSources, Vec<String>), ValidationError> {
         let mut by_id: HashMap<&str, &Span> = HashMap::with_capacity(arrived.len());
         for s in arrived.iter().chain(fetched.values().flatten()) {
             by_id.insert(s.id.as_str(), s);
         }
         let (mut read, mut missing) = (Vec::new(), Vec::new());
+        let mut sources = TextSources::default();
         let trace = tracellm_core::roll_up(
             project_id,
             input,
@@ -423,13 +433,21 @@ impl Merging {
                     }
                 };
                 read.push((key, t.clone()));
+                if t.is_some() {
+                    // the roll-up takes the first text it is given of each kind
+                    let of = match want {
+                        SpanText::Prompt => &mut sources.prompt,
+                        SpanText::Response => &mut sources.response,
+                    };
+                    *of = Some(h.id.clone());
+                }
                 t
             },
         )?;
         if missing.is_empty() {
             self.read = read.into_iter().collect();
         }
-        Ok((trace, missing))
+        Ok((trace, sources, missing))
     }
 
     /// Memory this state holds, estimated.

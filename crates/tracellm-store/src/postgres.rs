@@ -795,7 +795,8 @@ async fn merge_trace(
     // request read them, or read back.
     let mut fetched = foldhash::HashMap::default();
     let trace = loop {
-        let (trace, missing) =
+        // the texts are stored whole here, whichever spans they come from
+        let (trace, _, missing) =
             m.roll_up(project_id, input.clone(), &arrived, &fetched).map_err(invalid)?;
         if missing.is_empty() {
             break trace;

@@ -24,8 +24,11 @@ use tracellm_core::api::{
 use tracellm_core::model::{PREVIEW_CHARS, preview};
 use tracellm_core::otel::SpanBatch;
 use tracellm_core::{
-    Assembler, Span, SpanEvent, Status, Tokens, Trace, TraceInput, TraceSummary, text, time,
+    Assembler, Span, SpanEvent, SpanKind, Status, Tokens, Trace, TraceInput, TraceSummary, text,
+    time,
 };
+
+use crate::merge::TextSources;
 
 mod checkpoint;
 mod ids;
@@ -384,7 +387,7 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
         spans.push((s.id.clone(), time::to_micros(s.start_time), doc::pack_json(text)));
     }
     Ok(Prepared {
-        texts: RowTexts::pack(&t, input)?,
+        texts: RowTexts::pack(&t, &text_sources(&t), input)?,
         tags: json(&t.tags)?,
         fts: fts_body(&t).into(),
         spans,
@@ -393,21 +396,56 @@ fn prepare(t: Trace, input: Option<&TraceInput>) -> Result<Prepared> {
     })
 }
 
+/// The spans of a whole trace whose texts its prompt and response are, when they are longer
+/// than their previews (see [`RowTexts`]). The roll-up took them from the first LLM call or a
+/// root (the prompt) and from a root or the last LLM call (the response), but a native trace's
+/// texts may since have been redacted apart from its spans': so they are compared, with the
+/// first few spans that can be such a source from either end.
+fn text_sources(t: &Trace) -> TextSources {
+    const TRIES: usize = 4;
+    let long = |text: &Option<String>| text.as_ref().is_some_and(|s| s.len() > PREVIEW_CHARS);
+    let can_be = |s: &&Span| s.kind == SpanKind::Llm || s.parent_id.is_none();
+    let mut sources = TextSources::default();
+    if long(&t.prompt) {
+        sources.prompt = (t.spans.iter().filter(can_be).take(TRIES))
+            .find(|s| text::prompt_text(&s.input) == t.prompt)
+            .map(|s| s.id.clone());
+    }
+    if long(&t.response) {
+        sources.response = (t.spans.iter().rev().filter(can_be).take(TRIES))
+            .find(|s| text::response_text(&s.output) == t.response)
+            .map(|s| s.id.clone());
+    }
+    sources
+}
+
 /// What a trace's row keeps beside its summary, as one document in its `texts` column: the
 /// run's prompt and response, the trace's metadata, and (OTLP traces) what a later merge starts
 /// from. Compressed with the span documents' dictionary, a row of `otlp_load.py`'s traces is
 /// ~745 bytes instead of ~1,490, and the previews of lists are cut from it when read.
-#[derive(serde::Deserialize)]
+///
+/// A prompt or response longer than its preview that is the text of one of the trace's spans
+/// (as the roll-up takes them: the last user message of an LLM call's input, a root's output)
+/// is not kept twice: the row keeps the span's id and the preview (`prompt_of`, `response_of`),
+/// and reading the trace takes the text from that span again.
+#[derive(Default, serde::Deserialize)]
 struct RowTexts {
     #[serde(default)]
     prompt: Option<String>,
     #[serde(default)]
     response: Option<String>,
     #[serde(default)]
+    prompt_of: Option<(String, String)>,
+    #[serde(default)]
+    response_of: Option<(String, String)>,
+    #[serde(default)]
     metadata: serde_json::Map<String, serde_json::Value>,
     #[serde(default)]
     input: Option<TraceInput>,
 }
+
+/// A trace's prompt and response, in that order.
+type TextPair = [Option<String>; 2];
 
 /// [`RowTexts`] to write, borrowed from the trace (fields left out when empty).
 #[derive(serde::Serialize)]
@@ -416,6 +454,10 @@ struct RowTextsOf<'a> {
     prompt: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     response: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    prompt_of: Option<(&'a str, String)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    response_of: Option<(&'a str, String)>,
     #[serde(skip_serializing_if = "serde_json::Map::is_empty")]
     metadata: &'a serde_json::Map<String, serde_json::Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -423,13 +465,28 @@ struct RowTextsOf<'a> {
 }
 
 impl RowTexts {
-    fn pack(t: &Trace, input: Option<&TraceInput>) -> Result<doc::Packed> {
-        let of = RowTextsOf {
-            prompt: t.prompt.as_deref(),
-            response: t.response.as_deref(),
-            metadata: &t.metadata,
-            input,
-        };
+    fn pack(t: &Trace, sources: &TextSources, input: Option<&TraceInput>) -> Result<doc::Packed> {
+        // a text longer than its preview is kept as a reference when a span holds it
+        fn split<'a>(
+            text: &'a Option<String>,
+            span: &'a Option<String>,
+        ) -> (Option<&'a str>, Option<(&'a str, String)>) {
+            match (text, span) {
+                (Some(text), Some(span)) => {
+                    let cut = preview(text, PREVIEW_CHARS);
+                    if cut.len() < text.len() {
+                        (None, Some((span.as_str(), cut)))
+                    } else {
+                        (Some(text.as_str()), None)
+                    }
+                }
+                (text, _) => (text.as_deref(), None),
+            }
+        }
+        let (prompt, prompt_of) = split(&t.prompt, &sources.prompt);
+        let (response, response_of) = split(&t.response, &sources.response);
+        let of =
+            RowTextsOf { prompt, response, prompt_of, response_of, metadata: &t.metadata, input };
         let json = serde_json::to_vec(&of).map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(doc::pack_json(json))
     }
@@ -439,9 +496,33 @@ impl RowTexts {
     fn read(r: &Row, at: usize) -> rusqlite::Result<Option<RowTexts>> {
         read_texts(r, at, |json| serde_json::from_slice(json))
     }
+
+    /// The prompt and response whole, and their previews: read from the spans they are when
+    /// the row keeps a reference (only the preview when that span is gone).
+    fn resolve(self, conn: &Connection, pk: i64) -> Result<(TextPair, TextPair)> {
+        let mut texts = [self.prompt, self.response];
+        let mut previews = [None, None];
+        for (i, of) in [self.prompt_of, self.response_of].into_iter().enumerate() {
+            match of {
+                Some((span, cut)) => {
+                    let span = merge::stored_span(conn, pk, &span)?;
+                    texts[i] = span.and_then(|s| match i {
+                        0 => text::prompt_text(&s.input),
+                        _ => text::response_text(&s.output),
+                    });
+                    previews[i] = Some(cut);
+                    if texts[i].is_none() {
+                        texts[i] = previews[i].clone();
+                    }
+                }
+                None => previews[i] = texts[i].as_deref().map(|t| preview(t, PREVIEW_CHARS)),
+            }
+        }
+        Ok((texts, previews))
+    }
 }
 
-/// The prompt and response of a row's [`RowTexts`], for the previews of a list: borrowed where
+/// The previews of the prompt and response of a row's [`RowTexts`], for a list: borrowed where
 /// they need no unescaping, the rest of the document skipped.
 #[derive(serde::Deserialize)]
 struct Previews<'a> {
@@ -449,7 +530,15 @@ struct Previews<'a> {
     prompt: Option<std::borrow::Cow<'a, str>>,
     #[serde(default, borrow)]
     response: Option<std::borrow::Cow<'a, str>>,
+    #[serde(default, borrow)]
+    prompt_of: Option<PreviewOf<'a>>,
+    #[serde(default, borrow)]
+    response_of: Option<PreviewOf<'a>>,
 }
+
+/// The preview kept beside a span's id in `prompt_of` and `response_of`.
+#[derive(serde::Deserialize)]
+struct PreviewOf<'a>(serde::de::IgnoredAny, #[serde(borrow)] std::borrow::Cow<'a, str>);
 
 impl Previews<'_> {
     /// The previews of the prompt and the response of a row read with its `texts` column at
@@ -457,8 +546,10 @@ impl Previews<'_> {
     fn read(r: &Row, at: usize) -> rusqlite::Result<Option<(Option<String>, Option<String>)>> {
         read_texts(r, at, |json| {
             let p: Previews = serde_json::from_slice(json)?;
-            let cut = |c: Option<std::borrow::Cow<'_, str>>| c.map(|c| preview(&c, PREVIEW_CHARS));
-            Ok((cut(p.prompt), cut(p.response)))
+            let cut = |whole: Option<std::borrow::Cow<'_, str>>, of: Option<PreviewOf<'_>>| {
+                of.map(|of| of.1.into_owned()).or_else(|| whole.map(|c| preview(&c, PREVIEW_CHARS)))
+            };
+            Ok((cut(p.prompt, p.prompt_of), cut(p.response, p.response_of)))
         })
     }
 }
@@ -1457,11 +1548,11 @@ fn merge_trace(
     // The run's prompt and response come from at most three spans: from this batch, as the last
     // request read them, or read back.
     let mut fetched = foldhash::HashMap::default();
-    let trace = loop {
-        let (trace, missing) =
+    let (trace, sources) = loop {
+        let (trace, sources, missing) =
             m.roll_up(project_id, input.clone(), &arrived, &fetched).map_err(invalid)?;
         if missing.is_empty() {
-            break trace;
+            break (trace, sources);
         }
         for id in missing {
             let span = merge::stored_span(conn, m.pk, &id)?;
@@ -1470,7 +1561,7 @@ fn merge_trace(
     };
     let fts: Arc<str> = m.body(&crate::merge::own_texts(&trace)).into();
     let p = Prepared {
-        texts: RowTexts::pack(&trace, Some(&input))?,
+        texts: RowTexts::pack(&trace, &sources, Some(&input))?,
         tags: json(&trace.tags)?,
         fts,
         spans,
@@ -2088,27 +2179,33 @@ fn trace_head(
 
 /// The row `pk` as the trace without spans, if it is `id` of `project_id`.
 fn head_at(conn: &Connection, pk: i64, project_id: &str, id: &str) -> Result<Option<Trace>> {
-    Ok(conn
+    let row = conn
         .prepare_cached(&format!(
             "SELECT {SUMMARY_COLUMNS}, t.prompt, t.response, t.metadata FROM traces t
              WHERE t.pk = ?1 AND t.project_id = ?2 AND t.id = ?3"
         ))?
         .query_row(params![pk, project_id, id], |r| {
-            let (mut s, _) = summary_columns(r)?;
+            let (s, _) = summary_columns(r)?;
+            // a row written before the `texts` column: its texts and previews are columns
             Ok(match RowTexts::read(r, 26)? {
-                Some(t) => {
-                    let cut = |p: &Option<String>| p.as_deref().map(|p| preview(p, PREVIEW_CHARS));
-                    (s.prompt_preview, s.response_preview) = (cut(&t.prompt), cut(&t.response));
-                    s.into_trace(t.prompt, t.response, t.metadata, Vec::new())
-                }
+                Some(t) => (s, t, false),
                 None => {
                     let metadata =
                         serde_json::from_str(&r.get::<_, String>(29)?).unwrap_or_default();
-                    s.into_trace(r.get(27)?, r.get(28)?, metadata, Vec::new())
+                    let (prompt, response) = (r.get(27)?, r.get(28)?);
+                    let t = RowTexts { prompt, response, metadata, ..RowTexts::default() };
+                    (s, t, true)
                 }
             })
         })
-        .optional()?)
+        .optional()?;
+    let Some((mut s, mut t, columns)) = row else { return Ok(None) };
+    let metadata = std::mem::take(&mut t.metadata);
+    let ([prompt, response], [p, r]) = t.resolve(conn, pk)?;
+    if !columns {
+        (s.prompt_preview, s.response_preview) = (p, r);
+    }
+    Ok(Some(s.into_trace(prompt, response, metadata, Vec::new())))
 }
 
 fn get_trace(
@@ -2821,18 +2918,20 @@ mod tests {
                 .unwrap();
             assert_eq!(rows.len(), 2);
             for (pk, texts) in rows {
-                let t: RowTexts = doc::unpack(rusqlite::types::ValueRef::Blob(&texts)).unwrap();
+                let mut t: RowTexts = doc::unpack(rusqlite::types::ValueRef::Blob(&texts)).unwrap();
+                let (metadata, input) = (std::mem::take(&mut t.metadata), t.input.take());
+                let ([prompt, response], _) = t.resolve(&conn, pk).unwrap();
                 let cut = |s: &Option<String>| s.as_deref().map(|s| preview(s, PREVIEW_CHARS));
                 conn.execute(
                     "UPDATE traces SET prompt = ?1, response = ?2, prompt_preview = ?3,
                      response_preview = ?4, metadata = ?5, input = ?6, texts = NULL WHERE pk = ?7",
                     params![
-                        t.prompt,
-                        t.response,
-                        cut(&t.prompt),
-                        cut(&t.response),
-                        serde_json::to_string(&t.metadata).unwrap(),
-                        t.input.map(|i| serde_json::to_string(&i).unwrap()),
+                        prompt,
+                        response,
+                        cut(&prompt),
+                        cut(&response),
+                        serde_json::to_string(&metadata).unwrap(),
+                        input.map(|i| serde_json::to_string(&i).unwrap()),
                         pk
                     ],
                 )
@@ -2842,6 +2941,96 @@ mod tests {
         let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
         assert_eq!(read_back(&store, &["native", "otlp"]).await, before);
         a_second_request_keeps_the_session(&store).await;
+        store.close().await.unwrap();
+    }
+
+    /// The `texts` document of trace `id`'s row, as JSON.
+    fn row_texts(path: &Path, id: &str) -> serde_json::Value {
+        let conn = Connection::open(path).unwrap();
+        let texts: Vec<u8> =
+            conn.query_row("SELECT texts FROM traces WHERE id = ?1", [id], |r| r.get(0)).unwrap();
+        doc::unpack(rusqlite::types::ValueRef::Blob(&texts)).unwrap()
+    }
+
+    /// A prompt or response longer than its preview that is a span's text is kept once, in the
+    /// span: the row holds the span's id and the preview, and the trace reads back whole, after
+    /// a restart too. A native trace's text changed apart from its span (as redaction may) is
+    /// kept whole; an OTLP trace merged over two requests refers to spans of either.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_text_that_is_a_spans_is_kept_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let long = |what: &str| format!("{what}: ").repeat(60);
+        let spans = serde_json::json!([
+            {"id": "root", "name": "agent", "kind": "agent",
+             "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:03Z",
+             "input": {"question": "short"}, "output": long("the answer")},
+            {"id": "call", "parent_id": "root", "name": "chat", "kind": "llm", "model": "gpt-4o",
+             "start_time": "2026-05-31T10:00:01Z", "end_time": "2026-05-31T10:00:02Z",
+             "input": {"messages": [{"role": "system", "content": long("the rules")},
+                                    {"role": "user", "content": long("the question")}]},
+             "output": {"messages": [{"role": "assistant", "content": "Refunds."}]}}]);
+        let native = normalized(serde_json::json!({"id": "native", "spans": spans}));
+        assert_eq!(native.prompt.as_deref(), Some(long("the question").as_str()));
+        assert_eq!(native.response.as_deref(), Some(long("the answer").as_str()));
+        let mut apart = normalized(serde_json::json!({"id": "apart", "spans": spans}));
+        apart.prompt = Some(long("the [REDACTED] question"));
+        // the OTLP trace: its LLM call in one request, its root in the next
+        let batch = |span: &Span| SpanBatch {
+            trace_id: "otlp".into(),
+            input: TraceInput::default(),
+            spans: vec![span.clone()],
+            log_events: Vec::new(),
+        };
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        store.ingest(vec![native.clone(), apart.clone()]).await.unwrap();
+        store.ingest_spans("default", vec![batch(&native.spans[1])]).await.unwrap();
+        let first = row_texts(&path, "otlp");
+        store.ingest_spans("default", vec![batch(&native.spans[0])]).await.unwrap();
+        store.close().await.unwrap();
+
+        let of =
+            |id: &str, text: &str| serde_json::json!([id, preview(&long(text), PREVIEW_CHARS)]);
+        let texts = row_texts(&path, "native");
+        assert_eq!(texts.get("prompt"), None);
+        assert_eq!(texts.get("response"), None);
+        assert_eq!(texts["prompt_of"], of("call", "the question"));
+        assert_eq!(texts["response_of"], of("root", "the answer"));
+        let texts = row_texts(&path, "apart");
+        assert_eq!(texts["prompt"], long("the [REDACTED] question"), "not a span's: kept whole");
+        assert_eq!(
+            (texts.get("prompt_of"), &texts["response_of"]),
+            (None, &of("root", "the answer"))
+        );
+        // alone, the LLM call was its trace's root: both texts its own (its output is short)
+        assert_eq!(
+            (&first["prompt_of"], &first["response"]),
+            (&of("call", "the question"), &serde_json::json!("Refunds."))
+        );
+        let texts = row_texts(&path, "otlp");
+        assert_eq!(
+            texts["prompt_of"],
+            of("call", "the question"),
+            "read back from the first request"
+        );
+        assert_eq!(texts["response_of"], of("root", "the answer"));
+
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        let read = read_back(&store, &["native", "apart", "otlp"]).await;
+        assert_eq!(read[0].1, native, "the trace reads back exactly");
+        assert_eq!(read[1].1, apart, "the trace reads back exactly");
+        for (summary, whole) in &read {
+            let cut = |t: &Option<String>| t.as_deref().map(|t| preview(t, PREVIEW_CHARS));
+            assert_eq!(summary.prompt_preview, cut(&whole.prompt), "{}", whole.id);
+            assert_eq!(summary.response_preview, cut(&whole.response), "{}", whole.id);
+        }
+        let (head, whole) =
+            (store.get_trace_head("default", "otlp").await.unwrap().unwrap(), &read[2].1);
+        assert_eq!(
+            (whole.prompt.as_deref(), whole.response.as_deref()),
+            (native.prompt.as_deref(), native.response.as_deref())
+        );
+        assert_eq!((head.prompt, head.response), (whole.prompt.clone(), whole.response.clone()));
         store.close().await.unwrap();
     }
 
