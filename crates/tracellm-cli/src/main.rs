@@ -107,6 +107,67 @@ pub(crate) fn collect_freed_memory(force: bool) {
     unsafe { libmimalloc_sys::mi_collect(force) }
 }
 
+/// Unmaps the clean file pages the process holds: its code and read-only data, read from the
+/// executable (and shared libraries) during a load, 14–16 MiB of an idle server's RSS after one
+/// against 9–10 at start. The pages stay in the kernel's page cache, and the next use maps them
+/// again (a minor fault, no read). Only private read-only mappings none of whose pages was ever
+/// copied on write (smaps' `Anonymous: 0 kB`) are unmapped: their pages are exactly the file's.
+/// Returns the bytes unmapped.
+#[cfg(target_os = "linux")]
+pub(crate) fn unmap_clean_file_pages() -> usize {
+    use std::io::BufRead;
+    let Ok(smaps) = std::fs::File::open("/proc/self/smaps") else { return 0 };
+    // read a line at a time into one small buffer: the file is ~100 KB
+    let mut smaps = std::io::BufReader::with_capacity(4096, smaps);
+    let mut line = String::with_capacity(256);
+    let mut unmapped = 0;
+    // the current mapping, while it may be unmapped: start, length, resident bytes
+    let mut candidate: Option<(usize, usize, usize)> = None;
+    loop {
+        line.clear();
+        if !matches!(smaps.read_line(&mut line), Ok(n) if n > 0) {
+            break;
+        }
+        let mut fields = line.split_ascii_whitespace();
+        let Some(first) = fields.next() else { continue };
+        if let Some((start, end)) = first.split_once('-') {
+            // a mapping's header: range, permissions, offset, device, inode, path
+            let perms = fields.next().unwrap_or("");
+            let file = fields.nth(3).is_some_and(|path| path.starts_with('/'));
+            candidate = match (usize::from_str_radix(start, 16), usize::from_str_radix(end, 16)) {
+                (Ok(start), Ok(end)) if file && (perms == "r-xp" || perms == "r--p") => {
+                    Some((start, end - start, 0))
+                }
+                _ => None,
+            };
+            continue;
+        }
+        let Some((start, len, rss)) = candidate.as_mut() else { continue };
+        let kb = fields.next().and_then(|v| v.parse::<usize>().ok());
+        match first {
+            "Rss:" => *rss = kb.unwrap_or(0) * 1024,
+            "Anonymous:" => {
+                if kb == Some(0) && *rss > 0 {
+                    // SAFETY: the range is one whole mapping of this process, read-only and
+                    // private, with no page of its own: dropping its pages loses nothing, and
+                    // a later access maps the file's page again.
+                    if unsafe { libc::madvise(*start as *mut _, *len, libc::MADV_DONTNEED) } == 0 {
+                        unmapped += *rss;
+                    }
+                }
+                candidate = None;
+            }
+            _ => {}
+        }
+    }
+    unmapped
+}
+
+#[cfg(not(target_os = "linux"))]
+pub(crate) fn unmap_clean_file_pages() -> usize {
+    0
+}
+
 /// A runtime worker parked at least this long had nothing to do: whatever it still holds is
 /// what the load before left.
 const IDLE_PARK: std::time::Duration = std::time::Duration::from_secs(5);
@@ -270,5 +331,34 @@ fn execute(cli: Cli, file: config::FileConfig) -> anyhow::Result<()> {
         Command::Keys(c) => admin_cmd::keys(c, g),
         Command::Config(c) => config_cmd::run(c, g),
         Command::Completions(a) => completions::run(a, &mut Cli::command()),
+    }
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    /// The process's resident file pages, from /proc/self/status.
+    fn rss_file_kb() -> usize {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap();
+        let line = status.lines().find(|l| l.starts_with("RssFile:")).unwrap();
+        line.split_ascii_whitespace().nth(1).unwrap().parse().unwrap()
+    }
+
+    /// Unmapping the clean file pages takes the code read so far out of the resident set, and
+    /// the code runs on (its pages map again as it runs).
+    #[test]
+    fn clean_file_pages_leave_the_resident_set_and_map_again() {
+        // code and data read from the file: argument parsing, help text, the dashboard's files
+        let help = <super::Cli as clap::CommandFactory>::command().render_long_help().to_string();
+        assert!(help.contains("TraceLLM"));
+        let before = rss_file_kb();
+        let unmapped = super::unmap_clean_file_pages();
+        let after = rss_file_kb();
+        assert!(unmapped >= 1 << 20, "unmapped {unmapped} bytes");
+        assert!(
+            after * 1024 + unmapped / 2 <= before * 1024,
+            "{before} kB before, {after} kB after"
+        );
+        let again = <super::Cli as clap::CommandFactory>::command().render_long_help().to_string();
+        assert_eq!(again, help);
     }
 }

@@ -166,7 +166,10 @@ pub fn run(args: StartArgs, file: FileConfig) -> anyhow::Result<()> {
             .or(file.ingest_queue_requests)
             .unwrap_or(SqliteOptions::default().queue_requests),
         queue_bytes: ingest_memory,
-        on_quiet: Some(|| crate::collect_freed_memory(true)),
+        on_quiet: Some(|| {
+            crate::unmap_clean_file_pages();
+            crate::collect_freed_memory(true);
+        }),
         ..SqliteOptions::default()
     };
     let cfg = ServerConfig {
