@@ -232,7 +232,7 @@ pub(crate) fn own_texts(t: &Trace) -> [&str; 4] {
 /// The spans (by id) whose texts a trace's prompt and response are, when a roll-up took them
 /// from spans (`text::prompt_text` of the one's input, `text::response_text` of the other's
 /// output) rather than from what the client said of the trace.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default)]
 pub(crate) struct TextSources {
     pub prompt: Option<String>,
     pub response: Option<String>,
