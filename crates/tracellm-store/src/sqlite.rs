@@ -3541,4 +3541,53 @@ mod tests {
         assert_eq!(fts_query("rate-limit*").as_deref(), Some("\"rate\" \"limit\"*"));
         assert_eq!(fts_query("  -- ** ").as_deref(), None);
     }
+
+    /// Under heavy ingest, what a checkpoint appends to the database leaves the page cache once
+    /// synced (see `checkpoint::AppendedPages`), and reads back from the disk.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn pages_a_heavy_checkpoint_appends_leave_the_page_cache() {
+        let dir = checkpoint::tests::tempdir_on_disk();
+        let path = dir.path().join("traces.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        // 6 MB of span documents that LZ4 cannot shrink, in one transaction
+        let mut x = 0x9e37_79b9_7f4a_7c15_u64;
+        let mut noise = |n: usize| -> String {
+            (0..n)
+                .map(|_| {
+                    x ^= x << 13;
+                    x ^= x >> 7;
+                    x ^= x << 17;
+                    char::from(
+                        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+                            [(x % 62) as usize],
+                    )
+                })
+                .collect()
+        };
+        let traces: Vec<Trace> = (0..400)
+            .map(|i| {
+                normalized(serde_json::json!({"id": format!("t{i}"), "name": "bulk", "spans": [{
+                    "id": "a", "name": "bulk", "kind": "agent",
+                    "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z",
+                    "output": noise(16_000)}]}))
+            })
+            .collect();
+        let sent = traces[123].clone();
+        store.ingest(traces).await.unwrap();
+        // the checkpoint thread copies the transaction within 250 ms; 10 s bounds the wait
+        let (mut len, mut left) = (0, 1.0);
+        for _ in 0..100 {
+            len = std::fs::metadata(&path).unwrap().len();
+            if len > 6_000_000 {
+                left = checkpoint::tests::resident(&path, 0, len);
+                if left < 0.5 {
+                    break;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert!(left < 0.5, "{left:.2} of the database ({len} bytes) stays cached");
+        let back = store.get_trace("default", "t123").await.unwrap().unwrap();
+        assert_eq!(back.spans[0].output, sent.spans[0].output);
+    }
 }

@@ -11,6 +11,9 @@
 //! copied is not run again before the next commit, and the thread closes its connection once
 //! commits stop (its page cache, lookaside and schema: 0.3-0.5 MiB of an idle server), then
 //! sleeps until the next commit wakes it.
+//!
+//! Under heavy ingest, the pages a pass appended to the database are dropped from the page cache
+//! once it has synced them (see `AppendedPages`).
 
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
@@ -30,6 +33,57 @@ const START_FRAMES: i64 = 250;
 const WAKE_FRAMES: i64 = 1000;
 /// How often the thread looks when no commit has woken it (but for when it sleeps: see `asleep`).
 const LOOK_EVERY: Duration = Duration::from_millis(250);
+/// Bytes a pass must have appended to the database for them to be dropped from the page cache:
+/// 4 MB in a pass (at most `LOOK_EVERY` apart under load) is ~20,000 spans/s.
+const DROP_APPENDED: u64 = 4 << 20;
+
+/// The pages checkpoints append to the database file: span documents, trace rows and index
+/// leaves, most of them not read again soon (a span document when its trace is opened). Under
+/// heavy ingest that is ~35 MB a second, and left cached it churns the page cache: after the first
+/// minute of `sustained`, copying written bytes into the page cache took 5.9 % of the two cores'
+/// time instead of 1.1 % (docs/BENCHMARKS.md, "What the write-back pace is"). A pass syncs the
+/// database before it returns, so the pages it appended are clean, and `POSIX_FADV_DONTNEED`
+/// drops them (1.0 % with it). Only under heavy ingest (a pass appending `DROP_APPENDED`):
+/// otherwise what was just written stays cached for the queries that read the newest traces.
+struct AppendedPages {
+    /// The database file, opened for the advice alone (it applies to the file, not the handle).
+    file: std::fs::File,
+    /// Its size after the last pass.
+    len: u64,
+}
+
+impl AppendedPages {
+    fn open(path: &Path) -> Option<AppendedPages> {
+        let file = std::fs::File::open(path).ok()?;
+        let len = file.metadata().ok()?.len();
+        Some(AppendedPages { file, len })
+    }
+
+    /// After a pass: drops what it appended, when that is `DROP_APPENDED` or more.
+    fn passed(&mut self) {
+        let Ok(len) = self.file.metadata().map(|m| m.len()) else { return };
+        if len >= self.len + DROP_APPENDED {
+            drop_cached(&self.file, self.len, len - self.len);
+        }
+        self.len = len;
+    }
+}
+
+/// Asks the kernel to drop the clean cached pages of `file` in `len` bytes from `offset`.
+#[cfg(target_os = "linux")]
+fn drop_cached(file: &std::fs::File, offset: u64, len: u64) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    // SAFETY: advice on an open file descriptor's pages; it changes no memory of ours.
+    let rc =
+        unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
+    if rc != 0 {
+        tracing::debug!(error = rc, "dropping appended pages from the page cache failed");
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn drop_cached(_file: &std::fs::File, _offset: u64, _len: u64) {}
 
 #[derive(Default)]
 pub(crate) struct Checkpoints {
@@ -89,6 +143,7 @@ impl Checkpoints {
         on_quiet: Option<fn()>,
     ) {
         let mut conn = None;
+        let mut appended = AppendedPages::open(&path);
         // the commit count when a pass last found every frame copied
         let mut copied = None;
         // the commit count last seen, and since when
@@ -152,10 +207,83 @@ impl Checkpoints {
                     self.finish.store(true, Ordering::Release);
                     copied = (done == frames).then_some(commits);
                     conn = Some(c);
+                    if let Some(a) = &mut appended {
+                        a.passed();
+                    }
                 }
                 // dropped: opened again on the next pass (a read-only directory made writable)
                 Err(e) => tracing::debug!(error = %e, "checkpoint failed"),
             }
         }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::io::Write;
+
+    use super::*;
+
+    /// A temporary directory on the disk the tests are built on: page cache advice means
+    /// nothing on a tmpfs `/tmp` (its pages are the files).
+    pub(crate) fn tempdir_on_disk() -> tempfile::TempDir {
+        let exe = std::env::current_exe().expect("test binary path");
+        tempfile::tempdir_in(exe.parent().expect("test binary directory")).expect("temp dir")
+    }
+
+    /// The share of `path`'s pages in `[from, to)` that are in the page cache.
+    pub(crate) fn resident(path: &Path, from: u64, to: u64) -> f64 {
+        use std::os::fd::AsRawFd;
+        let file = std::fs::File::open(path).unwrap();
+        let len = file.metadata().unwrap().len() as usize;
+        // SAFETY: sysconf reads a constant of the system.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        let pages = len.div_ceil(page);
+        let mut map = vec![0u8; pages];
+        // SAFETY: a read-only shared mapping of the whole file, only asked which of its pages
+        // are resident (mincore faults none in), then unmapped.
+        unsafe {
+            let addr = libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            );
+            assert_ne!(addr, libc::MAP_FAILED);
+            assert_eq!(libc::mincore(addr, len, map.as_mut_ptr()), 0);
+            libc::munmap(addr, len);
+        }
+        let range = &map[from as usize / page..(to as usize).div_ceil(page).min(pages)];
+        range.iter().filter(|&&p| p & 1 == 1).count() as f64 / range.len().max(1) as f64
+    }
+
+    fn append(path: &Path, bytes: usize) {
+        let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
+        f.write_all(&vec![7u8; bytes]).unwrap();
+        f.sync_all().unwrap();
+    }
+
+    #[test]
+    fn a_large_append_leaves_the_page_cache_and_a_small_one_stays() {
+        let dir = tempdir_on_disk();
+        let path = dir.path().join("traces.db");
+        std::fs::write(&path, b"").unwrap();
+        let mut pages = AppendedPages::open(&path).unwrap();
+        let small = (DROP_APPENDED / 4) as usize;
+        append(&path, small);
+        pages.passed();
+        assert!(resident(&path, 0, small as u64) > 0.9, "a small append is dropped");
+        let large = (DROP_APPENDED + DROP_APPENDED / 2) as usize;
+        append(&path, large);
+        pages.passed();
+        let end = (small + large) as u64;
+        assert!(
+            resident(&path, small as u64, end) < 0.1,
+            "a large append stays: {:.2} resident",
+            resident(&path, small as u64, end)
+        );
+        assert!(resident(&path, 0, small as u64) > 0.9, "pages before the append are dropped");
     }
 }
