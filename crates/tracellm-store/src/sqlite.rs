@@ -3544,6 +3544,7 @@ mod tests {
 
     /// Under heavy ingest, what a checkpoint appends to the database leaves the page cache once
     /// synced (see `checkpoint::AppendedPages`), and reads back from the disk.
+    #[cfg(target_os = "linux")]
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn pages_a_heavy_checkpoint_appends_leave_the_page_cache() {
         let dir = checkpoint::tests::tempdir_on_disk();
