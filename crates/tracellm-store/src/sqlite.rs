@@ -2743,6 +2743,19 @@ mod tests {
 
     use super::*;
 
+    /// `words` hex words from a xorshift generator: ~16 bytes a word that LZ4 cannot shrink.
+    fn incompressible(x: &mut u64, words: usize) -> String {
+        let words: Vec<String> = (0..words)
+            .map(|_| {
+                *x ^= *x << 13;
+                *x ^= *x >> 7;
+                *x ^= *x << 17;
+                format!("{x:x}")
+            })
+            .collect();
+        words.join(" ")
+    }
+
     /// A trace of the default project from a native JSON document, as ingest would store it.
     fn normalized(doc: serde_json::Value) -> Trace {
         tracellm_core::normalize_trace(
@@ -3063,16 +3076,8 @@ mod tests {
         // 6 MB of text that does not compress, for a checkpoint pass (it starts at 4 MB of WAL)
         let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
         let mut bulky = |i: usize| {
-            let text: Vec<String> = (0..1000)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    format!("{x:x}")
-                })
-                .collect();
             let doc = serde_json::json!({"id": format!("b{i:031x}"), "spans": [{"id": "a",
-                "name": "agent", "kind": "agent", "input": text.join(" "),
+                "name": "agent", "kind": "agent", "input": incompressible(&mut x, 1000),
                 "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z"}]});
             normalized(doc)
         };
@@ -3552,25 +3557,12 @@ mod tests {
         let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
         // 6 MB of span documents that LZ4 cannot shrink, in one transaction
         let mut x = 0x9e37_79b9_7f4a_7c15_u64;
-        let mut noise = |n: usize| -> String {
-            (0..n)
-                .map(|_| {
-                    x ^= x << 13;
-                    x ^= x >> 7;
-                    x ^= x << 17;
-                    char::from(
-                        b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
-                            [(x % 62) as usize],
-                    )
-                })
-                .collect()
-        };
-        let traces: Vec<Trace> = (0..400)
+        let traces: Vec<Trace> = (0..450)
             .map(|i| {
                 normalized(serde_json::json!({"id": format!("t{i}"), "name": "bulk", "spans": [{
                     "id": "a", "name": "bulk", "kind": "agent",
                     "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z",
-                    "output": noise(16_000)}]}))
+                    "output": incompressible(&mut x, 1000)}]}))
             })
             .collect();
         let sent = traces[123].clone();
