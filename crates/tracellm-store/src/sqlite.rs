@@ -754,7 +754,7 @@ impl SqliteStore {
     /// `traces` itself, slower but complete).
     async fn search_ready(&self, q: &TraceQuery) -> bool {
         let by_keys = q.session_id.is_some() || q.user_id.is_some();
-        let caught_up = (q.q.is_some() || by_keys) && self.progress.caught_up().await;
+        let caught_up = (q.q.is_some() || by_keys) && self.progress.caught_up(by_keys).await;
         by_keys && caught_up
     }
 
@@ -945,8 +945,9 @@ fn writer_loop(
         }
         // an indexer behind by its bound holds the writer back (and so ingest, with 503s)
         w.progress.handoff().wait_for_room();
-        // the log is trimmed in steps, not at every commit
-        let indexed = w.progress.indexed();
+        // the log is trimmed in steps, not at every commit, up to what the search database holds
+        // (texts and keys)
+        let indexed = w.progress.written();
         let trim_to = (indexed - w.trimmed >= 1024).then_some(indexed);
         last_write = std::time::Instant::now();
         match write_batch(&mut w.conn, &batch, &asm, &mut docs, trim_to, &w.ids, &mut w.merges) {
@@ -3045,6 +3046,90 @@ mod tests {
         );
         assert_eq!((head.prompt, head.response), (whole.prompt.clone(), whole.response.clone()));
         store.close().await.unwrap();
+    }
+
+    /// The texts are indexed in every batch; the sessions and users wait in the indexer's memory
+    /// until a filter by them waits, ingest goes quiet or the store closes. Until then the search
+    /// database's mark stays behind and the writer keeps the log from it on, so a crash loses
+    /// none of them (the next start indexes the texts after the mark again, with their keys).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sessions_and_users_wait_for_a_filter_or_a_quiet_moment() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let store = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        let trace = |i: usize| {
+            normalized(serde_json::json!({"id": format!("t{i:04}"),
+                "session_id": format!("s{}", i % 3), "user_id": "u",
+                "spans": [{"id": "a", "name": "agent", "kind": "agent",
+                    "input": format!("word{i} common"),
+                    "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z"}]}))
+        };
+        let search_db = search::path_for(&path);
+        let search_state = || -> (i64, i64) {
+            let c =
+                Connection::open_with_flags(&search_db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+            let keys = c.query_row("SELECT count(*) FROM trace_keys", [], |r| r.get(0)).unwrap();
+            let mark = c.query_row("SELECT seq FROM indexed", [], |r| r.get(0)).unwrap();
+            (keys, mark)
+        };
+        let log = || -> i64 {
+            let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
+            c.query_row("SELECT count(*) FROM fts_log", [], |r| r.get(0)).unwrap()
+        };
+        let found = |q: TraceQuery| {
+            let store = &store;
+            async move {
+                let page = store.list_traces(q).await.unwrap();
+                page.traces.into_iter().map(|t| t.id).collect::<Vec<_>>()
+            }
+        };
+        let by_words = |w: &str| TraceQuery {
+            project_id: "default".into(),
+            q: Some(w.into()),
+            limit: 50,
+            ..Default::default()
+        };
+        let by_session = |s: &str| TraceQuery {
+            project_id: "default".into(),
+            session_id: Some(s.into()),
+            limit: 500,
+            ..Default::default()
+        };
+
+        // more than the writer trims the log by, in one commit
+        store.ingest((0..1100).map(trace).collect()).await.unwrap();
+        assert_eq!(found(by_words("word1099")).await, ["t1099"], "the texts are indexed");
+        store.ingest(vec![trace(1100)]).await.unwrap();
+        assert_eq!(found(by_words("word1100")).await, ["t1100"]);
+        assert_eq!(search_state(), (0, 0), "no key written, the mark where it was");
+        assert_eq!(log(), 1101, "the writer keeps the log from the mark on");
+
+        // a filter waits for the keys: all written, and the mark moves to the end of the log
+        let s1 = found(by_session("s1")).await;
+        assert_eq!(s1.len(), 367);
+        assert!(s1.contains(&"t1099".to_string()) && s1.contains(&"t0001".to_string()));
+        assert_eq!(search_state(), (1101, 1101));
+        // the next commit trims the log up to the mark
+        store.ingest(vec![trace(1101)]).await.unwrap();
+        assert_eq!(log(), 1);
+
+        // a quiet moment writes them too
+        assert_eq!(found(by_words("word1101")).await, ["t1101"]);
+        assert_eq!(search_state(), (1101, 1101));
+        tokio::time::sleep(QUIET + Duration::from_millis(100)).await;
+        store.tidy().await.unwrap();
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while search_state() != (1102, 1102) {
+            assert!(std::time::Instant::now() < deadline, "{:?}", search_state());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+
+        // and closing the store
+        store.ingest(vec![trace(1102)]).await.unwrap();
+        assert_eq!(found(by_words("word1102")).await, ["t1102"]);
+        assert_eq!(search_state(), (1102, 1102));
+        store.close().await.unwrap();
+        assert_eq!(search_state(), (1103, 1103));
     }
 
     /// Once ingest is quiet, the writer merges the trace ids waiting in memory, the writer and

@@ -6,16 +6,18 @@
 //! only appends the trace's row key to `fts_log` in the main database, so what is acknowledged
 //! is queued for indexing durably, and the writer hands the text to the indexer in memory after
 //! the commit. The indexer writes what has gathered in one transaction of the search database
-//! (its own write lock, WAL and checkpoints) together with the last `fts_log` sequence number it
-//! covers. After a crash, or when the hand-off overflowed, it indexes what `fts_log` holds past
-//! that number from the stored traces. A search waits until the index has caught up with every
+//! (its own write lock, WAL and checkpoints); the transactions that also write the sessions and
+//! users waiting (see below) record the last `fts_log` sequence number they cover, and the writer
+//! trims the log up to it. After a crash, or when the hand-off overflowed, the indexer indexes
+//! what `fts_log` holds past that number from the stored traces. A search waits until the index has caught up with every
 //! commit made before it started (one indexer batch), so an acknowledged trace is found at once.
 //!
 //! The same database holds the index of traces by session and by user (`trace_keys`). Their
 //! ids are random to the B-tree: in the main database each new trace dirtied a 16 KB page of
 //! each index in every commit (a third of all bytes written, 10 % of the server's CPU at
-//! ingest). Here they are written in the indexer's larger batches onto 4 KB pages, and a filter
-//! by session or user waits for the indexer as a search does.
+//! ingest). Here they are written onto 4 KB pages, and not with every batch of texts: they wait
+//! in the indexer's memory (`KEYS_BATCH`) until a filter by session or user waits for them, which
+//! has the indexer write them at once, as a search has it index the texts gathered.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -36,6 +38,15 @@ use crate::{Result, StoreError};
 const GATHER: Duration = Duration::from_millis(1000);
 /// ... or until this many bytes of text have gathered (or half the hand-off's bound).
 const GATHER_BYTES: usize = 8 * 1024 * 1024;
+/// Sessions' and users' keys wait in the indexer's memory for this many traces, or this long,
+/// or until a filter by session or user waits for them, or ingest goes quiet, before they are
+/// written. Written with every text batch, each batch rewrote the newest 4 KB leaf of every
+/// session and user it touched (otlp_load.py's 1,000 sessions: ~1,000 leaves a batch whatever its
+/// size), 13 % of all the bytes the store wrote at full speed. The texts are indexed as before;
+/// only the keys wait, and the index's number in `indexed` stays at the last batch that wrote
+/// them (after a crash, the texts after it are indexed again with their keys).
+const KEYS_BATCH: usize = 32_768;
+const KEYS_GATHER: Duration = Duration::from_secs(30);
 /// Traces read back per transaction when catching up from `fts_log`.
 const CATCH_UP_BATCH: i64 = 512;
 /// Longest a search waits for the index to catch up with the commits before it.
@@ -97,6 +108,7 @@ pub(crate) struct Doc {
 }
 
 /// What the filters by session and user need of a trace.
+#[derive(Clone)]
 pub(crate) struct Keys {
     pub project_id: String,
     /// Start time, Unix microseconds (`traces.ts`).
@@ -142,6 +154,8 @@ struct HandoffState {
     closed: bool,
     /// A search waits for what has gathered: index it now.
     hurry: bool,
+    /// A filter by session or user waits: write the keys waiting too.
+    hurry_keys: bool,
     /// When the oldest text waiting arrived.
     since: Option<std::time::Instant>,
     /// Ingest is quiet: the indexer should hand back its page cache's memory.
@@ -208,9 +222,13 @@ impl Handoff {
         self.room.notify_all();
     }
 
-    /// A search waits: index what has gathered without waiting for more.
-    fn hurry(&self) {
-        self.state.lock().expect("handoff lock").hurry = true;
+    /// A search waits: index what has gathered without waiting for more (and, for a filter by
+    /// session or user, write the keys waiting in the indexer).
+    fn hurry(&self, keys: bool) {
+        let mut s = self.state.lock().expect("handoff lock");
+        s.hurry = true;
+        s.hurry_keys |= keys;
+        drop(s);
         self.ready.notify_one();
     }
 
@@ -231,15 +249,15 @@ impl Handoff {
     }
 
     /// Waits for texts to have gathered (`GATHER`, `GATHER_BYTES`, a waiting search or writer,
-    /// the end), a gap, or a request to release memory; `None` once closed and drained. Gives
-    /// the texts, whether there was a gap, their bytes (to hand back with `finished`), and
-    /// whether memory is to be released.
-    fn take(&self) -> Option<(Vec<Doc>, bool, usize, bool)> {
+    /// the end), a gap, a filter waiting for the keys, or a request to release memory; `None`
+    /// once closed and drained.
+    fn take(&self) -> Option<Taken> {
         let mut s = self.state.lock().expect("handoff lock");
         loop {
             let due = s.since.map(|t| t + GATHER);
             let ready = s.gap
                 || s.release
+                || s.hurry_keys
                 || (!s.docs.is_empty()
                     && (s.hurry
                         || s.closed
@@ -248,10 +266,13 @@ impl Handoff {
             if ready {
                 s.hurry = false;
                 s.since = None;
-                let gap = std::mem::take(&mut s.gap);
-                let bytes = std::mem::take(&mut s.waiting);
-                let release = std::mem::take(&mut s.release);
-                return Some((std::mem::take(&mut s.docs), gap, bytes, release));
+                return Some(Taken {
+                    docs: std::mem::take(&mut s.docs),
+                    gap: std::mem::take(&mut s.gap),
+                    bytes: std::mem::take(&mut s.waiting),
+                    release: std::mem::take(&mut s.release),
+                    keys: std::mem::take(&mut s.hurry_keys),
+                });
             }
             if s.closed {
                 return None;
@@ -267,10 +288,27 @@ impl Handoff {
     }
 }
 
+/// What the indexer takes from the hand-off.
+struct Taken {
+    docs: Vec<Doc>,
+    /// Texts were dropped: read `fts_log`.
+    gap: bool,
+    /// Bytes of `docs`, to hand back with `finished`.
+    bytes: usize,
+    /// Ingest is quiet: hand back memory (and write the keys waiting).
+    release: bool,
+    /// A filter by session or user waits: write the keys waiting.
+    keys: bool,
+}
+
 /// How far the writer has committed and the indexer has indexed, in `fts_log` numbers.
 pub(crate) struct Progress {
     committed: AtomicI64,
+    /// Texts searchable up to here.
     indexed: watch::Sender<i64>,
+    /// Texts and keys written up to here (`indexed.seq` in the search database): what the log
+    /// may be trimmed to, and what filters by session or user wait for.
+    written: watch::Sender<i64>,
     handoff: Arc<Handoff>,
 }
 
@@ -279,6 +317,7 @@ impl Progress {
         Progress {
             committed: AtomicI64::new(committed),
             indexed: watch::Sender::new(indexed),
+            written: watch::Sender::new(indexed),
             handoff: Arc::new(Handoff::new(handoff_bytes)),
         }
     }
@@ -297,27 +336,48 @@ impl Progress {
         *self.indexed.borrow()
     }
 
+    /// Texts and keys written to the search database up to here: the log may be trimmed to it.
+    pub fn written(&self) -> i64 {
+        *self.written.borrow()
+    }
+
     /// Waits until every trace committed before this call is indexed (bounded by `SEARCH_WAIT`;
-    /// not at all while the indexer works through a backlog as large as a rebuild). True when
-    /// the index then covers them all.
-    pub async fn caught_up(&self) -> bool {
+    /// not at all while the indexer works through a backlog as large as a rebuild), its texts
+    /// or, with `keys`, its session and user as well. True when the index then covers them all.
+    pub async fn caught_up(&self, keys: bool) -> bool {
         let target = self.committed.load(Ordering::Acquire);
-        let behind = target - self.indexed();
-        if behind <= 0 {
+        let watched = if keys { &self.written } else { &self.indexed };
+        if *watched.borrow() >= target {
             return true;
         }
-        if behind > SEARCH_WAIT_MAX_BEHIND {
+        // the keys waiting are written in one transaction: only texts are a backlog
+        if target - self.indexed() > SEARCH_WAIT_MAX_BEHIND {
             return false;
         }
-        let mut rx = self.indexed.subscribe();
-        self.handoff.hurry();
-        if tokio::time::timeout(SEARCH_WAIT, rx.wait_for(|&s| s >= target)).await.is_err() {
-            tracing::warn!(
-                target,
-                indexed = self.indexed(),
-                "search answered before the index caught up"
-            );
-            return false;
+        let deadline = tokio::time::Instant::now() + SEARCH_WAIT;
+        // the texts first: once they are indexed, the indexer holds the keys of every trace
+        // before `target`, and one transaction writes them
+        let steps: &[(&watch::Sender<i64>, bool)] = if keys {
+            &[(&self.indexed, false), (&self.written, true)]
+        } else {
+            &[(&self.indexed, false)]
+        };
+        for &(progress, keys) in steps {
+            let mut rx = progress.subscribe();
+            if *rx.borrow_and_update() >= target {
+                continue;
+            }
+            self.handoff.hurry(keys);
+            let reached = rx.wait_for(|&s| s >= target);
+            if tokio::time::timeout_at(deadline, reached).await.is_err() {
+                tracing::warn!(
+                    target,
+                    indexed = self.indexed(),
+                    written = self.written(),
+                    "search answered before the index caught up"
+                );
+                return false;
+            }
         }
         true
     }
@@ -459,10 +519,15 @@ impl Indexer {
     }
 
     pub fn run(mut self) {
+        // texts indexed up to `done`; their keys written up to `progress.written()`
         let mut done = self.progress.indexed();
+        let mut pending = PendingKeys::default();
         let mut behind = true; // the log may hold what an earlier run did not index
         loop {
             if behind {
+                // what is not written, keys included, is read back from the log
+                pending = PendingKeys::default();
+                done = self.progress.written();
                 self.handoff().catching_up(true);
                 let caught_up = self.catch_up(&mut done);
                 self.handoff().catching_up(false);
@@ -478,26 +543,25 @@ impl Indexer {
                     }
                 }
             }
-            let Some((docs, gap, bytes, release)) = self.handoff().take() else { break };
-            if release {
-                let _ = self.conn.release_memory();
-                crate::sqlite::hand_back_freed(self.on_quiet);
-            }
-            if gap {
-                self.handoff().finished(bytes);
+            let Some(taken) = self.handoff().take() else { break };
+            if taken.gap {
+                self.handoff().finished(taken.bytes);
                 behind = true;
                 continue;
             }
-            let docs: Vec<Doc> = docs.into_iter().filter(|d| d.seq > done).collect();
-            if docs.is_empty() {
-                self.handoff().finished(bytes);
-                continue;
-            }
+            let docs: Vec<Doc> = taken.docs.into_iter().filter(|d| d.seq > done).collect();
             let upto = docs.iter().map(|d| d.seq).max().unwrap_or(done);
-            let indexed = index(&mut self.conn, &docs, &[], upto);
+            let write_keys =
+                taken.keys || taken.release || pending.due(docs.len(), std::time::Instant::now());
+            let written = self.progress.written();
+            let result = if !docs.is_empty() || (write_keys && upto > written) {
+                index(&mut self.conn, &docs, &[], &mut pending, write_keys.then_some(upto))
+            } else {
+                Ok(())
+            };
             drop(docs);
-            self.handoff().finished(bytes);
-            if let Err(e) = indexed {
+            self.handoff().finished(taken.bytes);
+            if let Err(e) = result {
                 // these texts are in the log too: read them back from there
                 behind = true;
                 if self.recover(e) {
@@ -507,6 +571,23 @@ impl Indexer {
             }
             done = upto;
             self.progress.indexed.send_replace(done);
+            if write_keys {
+                self.progress.written.send_replace(done);
+            }
+            if taken.release {
+                let _ = self.conn.release_memory();
+                crate::sqlite::hand_back_freed(self.on_quiet);
+            }
+        }
+        if !behind && done > self.progress.written() {
+            match index(&mut self.conn, &[], &[], &mut pending, Some(done)) {
+                Ok(()) => {
+                    self.progress.written.send_replace(done);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "sessions and users waiting were not written; they are indexed again at the next start")
+                }
+            }
         }
         if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
             tracing::warn!(error = %e, "search index checkpoint at shutdown failed");
@@ -569,9 +650,10 @@ impl Indexer {
                 }
             }
             total += docs.len();
-            index(&mut self.conn, &docs, &gone, upto)?;
+            index(&mut self.conn, &docs, &gone, &mut PendingKeys::default(), Some(upto))?;
             *done = upto;
             self.progress.indexed.send_replace(upto);
+            self.progress.written.send_replace(upto);
         }
         if total > 0 {
             tracing::info!(traces = total, "search index caught up from the database");
@@ -580,9 +662,35 @@ impl Indexer {
     }
 }
 
+/// Sessions and users of traces indexed since the keys were last written (see `KEYS_BATCH`).
+#[derive(Default)]
+struct PendingKeys {
+    /// By row key; `None` removes the trace's row (it has neither now, or is gone).
+    keys: std::collections::BTreeMap<i64, Option<Keys>>,
+    /// Traces indexed since the keys were written, with keys or not: the log is trimmed only up
+    /// to what is written, so a store without sessions writes its number as often.
+    traces: usize,
+    /// When the first of them was indexed.
+    since: Option<std::time::Instant>,
+}
+
+impl PendingKeys {
+    /// Whether a batch of `n` more traces is to write the keys.
+    fn due(&self, n: usize, now: std::time::Instant) -> bool {
+        self.traces + n >= KEYS_BATCH || self.since.is_some_and(|t| now >= t + KEYS_GATHER)
+    }
+}
+
 /// One transaction: each trace's latest text replaces what was indexed of it, `gone` traces are
-/// removed, and the index is marked as covering the log up to `upto`.
-fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result<()> {
+/// removed. Their sessions and users join `pending`; with `write_keys`, every key waiting is
+/// written and the index is marked as covering the log up to that number.
+fn index(
+    conn: &mut Connection,
+    docs: &[Doc],
+    gone: &[i64],
+    pending: &mut PendingKeys,
+    write_keys: Option<i64>,
+) -> Result<()> {
     // A trace written several times since the last batch is indexed once, with its last text;
     // it was indexed before unless its first write here created it. In row key order: FTS5
     // writes its pending terms out as a segment of their own whenever a row key goes backwards,
@@ -595,8 +703,23 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
         .chunk_by(|&a, &b| docs[a].pk == docs[b].pk)
         .map(|writes| (&docs[writes[writes.len() - 1]], !docs[writes[0]].fresh))
         .collect();
+    for &(d, indexed_before) in &latest {
+        let k = &d.keys;
+        if k.session_id.is_some() || k.user_id.is_some() {
+            pending.keys.insert(d.pk, Some(k.clone()));
+        } else if indexed_before {
+            pending.keys.insert(d.pk, None);
+        }
+    }
+    for &pk in gone {
+        pending.keys.insert(pk, None);
+    }
+    pending.traces += latest.len() + gone.len();
+    if pending.traces > 0 {
+        pending.since.get_or_insert_with(std::time::Instant::now);
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    {
+    if write_keys.is_some() {
         // Sessions and users first: an INSERT OR REPLACE opens a statement savepoint, and once
         // FTS5 is part of the transaction each savepoint flushes its pending terms to disk as a
         // segment of its own (a batch of 2,000 traces made 2,000 segments to merge).
@@ -605,17 +728,16 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
             "INSERT OR REPLACE INTO trace_keys (pk, project_id, ts, session_id, user_id)
              VALUES (?1, ?2, ?3, ?4, ?5)",
         )?;
-        for &(d, indexed_before) in &latest {
-            let k = &d.keys;
-            if k.session_id.is_some() || k.user_id.is_some() {
-                put_keys.execute(params![d.pk, k.project_id, k.ts, k.session_id, k.user_id])?;
-            } else if indexed_before {
-                del_keys.execute([d.pk])?;
-            }
+        for (pk, keys) in &pending.keys {
+            match keys {
+                Some(k) => {
+                    put_keys.execute(params![pk, k.project_id, k.ts, k.session_id, k.user_id])?
+                }
+                None => del_keys.execute([pk])?,
+            };
         }
-        for pk in gone {
-            del_keys.execute([pk])?;
-        }
+    }
+    {
         let mut del = tx.prepare_cached("DELETE FROM trace_fts WHERE rowid = ?1")?;
         let mut ins = tx.prepare_cached("INSERT INTO trace_fts (rowid, body) VALUES (?1, ?2)")?;
         for &(d, indexed_before) in &latest {
@@ -627,9 +749,14 @@ fn index(conn: &mut Connection, docs: &[Doc], gone: &[i64], upto: i64) -> Result
         for pk in gone {
             del.execute([pk])?;
         }
+    }
+    if let Some(upto) = write_keys {
         tx.prepare_cached("UPDATE indexed SET seq = ?1 WHERE id = 1")?.execute([upto])?;
     }
     tx.commit()?;
+    if write_keys.is_some() {
+        *pending = PendingKeys::default();
+    }
     Ok(())
 }
 
@@ -668,7 +795,7 @@ mod tests {
         conn.execute("INSERT INTO indexed (id, main_id, seq) VALUES (1, 'm', 0)", []).unwrap();
         let first: Vec<Doc> =
             (1..=8).map(|pk| doc(pk, pk, true, &format!("first text of {pk}"))).collect();
-        index(&mut conn, &first, &[], 8).unwrap();
+        index(&mut conn, &first, &[], &mut PendingKeys::default(), Some(8)).unwrap();
         let before = segments(&conn);
         assert_eq!(before, 1);
         // new traces, with updates of older ones between them as commits hand them over
@@ -682,7 +809,7 @@ mod tests {
             doc(15, 12, true, "new twelve"),
             doc(16, 12, false, "new twelve again"),
         ];
-        index(&mut conn, &batch, &[], 16).unwrap();
+        index(&mut conn, &batch, &[], &mut PendingKeys::default(), Some(16)).unwrap();
         assert_eq!(segments(&conn), before + 1, "the batch is one segment");
         assert_eq!(matches(&conn, "first"), [1, 3, 4, 6, 8]);
         assert_eq!(matches(&conn, "second"), [2, 5, 7]);
@@ -692,7 +819,7 @@ mod tests {
         assert_eq!(seq, 16);
         // deleted traces, older than the batch's, removed after its inserts: still one segment
         let batch = [doc(17, 13, true, "new thirteen"), doc(18, 4, false, "second four")];
-        index(&mut conn, &batch, &[3, 6], 18).unwrap();
+        index(&mut conn, &batch, &[3, 6], &mut PendingKeys::default(), Some(18)).unwrap();
         assert_eq!(segments(&conn), before + 2, "the batch and its deletions are one segment");
         assert_eq!(matches(&conn, "first"), [1, 8]);
         assert_eq!(matches(&conn, "second"), [2, 4, 5, 7]);
