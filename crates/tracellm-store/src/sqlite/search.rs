@@ -264,8 +264,11 @@ impl Handoff {
                         || s.waiting >= self.gather_bytes()
                         || due.is_some_and(|d| d <= std::time::Instant::now())));
             if ready {
-                s.hurry = false;
-                s.since = None;
+                if !s.docs.is_empty() {
+                    // (a search waiting for texts not handed over yet still hurries them)
+                    s.hurry = false;
+                    s.since = None;
+                }
                 return Some(Taken {
                     docs: std::mem::take(&mut s.docs),
                     gap: std::mem::take(&mut s.gap),
@@ -355,14 +358,13 @@ impl Progress {
             return false;
         }
         let deadline = tokio::time::Instant::now() + SEARCH_WAIT;
-        // the texts first: once they are indexed, the indexer holds the keys of every trace
-        // before `target`, and one transaction writes them
-        let steps: &[(&watch::Sender<i64>, bool)] = if keys {
-            &[(&self.indexed, false), (&self.written, true)]
-        } else {
-            &[(&self.indexed, false)]
-        };
-        for &(progress, keys) in steps {
+        // The texts, with the keys waiting written in the same transaction. Texts not handed
+        // over yet when the indexer takes what has gathered are indexed in the next one, and
+        // once they are the indexer holds the keys of every trace before `target`: one more
+        // transaction writes them.
+        let steps: &[&watch::Sender<i64>] =
+            if keys { &[&self.indexed, &self.written] } else { &[&self.indexed] };
+        for &progress in steps {
             let mut rx = progress.subscribe();
             if *rx.borrow_and_update() >= target {
                 continue;
