@@ -3050,8 +3050,8 @@ mod tests {
 
     /// The texts are indexed in every batch; the sessions and users wait in the indexer's memory
     /// until a filter by them waits, ingest goes quiet or the store closes. Until then the search
-    /// database's mark stays behind and the writer keeps the log from it on, so a crash loses
-    /// none of them (the next start indexes the texts after the mark again, with their keys).
+    /// database's number for them stays behind and the writer keeps the log from it on, so a
+    /// crash loses none of them (the next start reads them back from the traces' rows).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn sessions_and_users_wait_for_a_filter_or_a_quiet_moment() {
         let dir = tempfile::tempdir().unwrap();
@@ -3065,12 +3065,15 @@ mod tests {
                     "start_time": "2026-05-31T10:00:00Z", "end_time": "2026-05-31T10:00:01Z"}]}))
         };
         let search_db = search::path_for(&path);
-        let search_state = || -> (i64, i64) {
+        // (keys written, the number whose keys the index holds, the number whose texts it holds)
+        let search_state = || -> (i64, i64, i64) {
             let c =
                 Connection::open_with_flags(&search_db, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
             let keys = c.query_row("SELECT count(*) FROM trace_keys", [], |r| r.get(0)).unwrap();
-            let mark = c.query_row("SELECT seq FROM indexed", [], |r| r.get(0)).unwrap();
-            (keys, mark)
+            let (seq, texts) = c
+                .query_row("SELECT seq, texts_seq FROM indexed", [], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap();
+            (keys, seq, texts)
         };
         let log = || -> i64 {
             let c = Connection::open_with_flags(&path, OpenFlags::SQLITE_OPEN_READ_ONLY).unwrap();
@@ -3101,25 +3104,25 @@ mod tests {
         assert_eq!(found(by_words("word1099")).await, ["t1099"], "the texts are indexed");
         store.ingest(vec![trace(1100)]).await.unwrap();
         assert_eq!(found(by_words("word1100")).await, ["t1100"]);
-        assert_eq!(search_state(), (0, 0), "no key written, the mark where it was");
+        assert_eq!(search_state(), (0, 0, 1101), "texts indexed, no key written");
         assert_eq!(log(), 1101, "the writer keeps the log from the mark on");
 
         // a filter waits for the keys: all written, and the mark moves to the end of the log
         let s1 = found(by_session("s1")).await;
         assert_eq!(s1.len(), 367);
         assert!(s1.contains(&"t1099".to_string()) && s1.contains(&"t0001".to_string()));
-        assert_eq!(search_state(), (1101, 1101));
+        assert_eq!(search_state(), (1101, 1101, 1101));
         // the next commit trims the log up to the mark
         store.ingest(vec![trace(1101)]).await.unwrap();
         assert_eq!(log(), 1);
 
         // a quiet moment writes them too
         assert_eq!(found(by_words("word1101")).await, ["t1101"]);
-        assert_eq!(search_state(), (1101, 1101));
+        assert_eq!(search_state(), (1101, 1101, 1102));
         tokio::time::sleep(QUIET + Duration::from_millis(100)).await;
         store.tidy().await.unwrap();
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while search_state() != (1102, 1102) {
+        while search_state() != (1102, 1102, 1102) {
             assert!(std::time::Instant::now() < deadline, "{:?}", search_state());
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
@@ -3127,9 +3130,9 @@ mod tests {
         // and closing the store
         store.ingest(vec![trace(1102)]).await.unwrap();
         assert_eq!(found(by_words("word1102")).await, ["t1102"]);
-        assert_eq!(search_state(), (1102, 1102));
+        assert_eq!(search_state(), (1102, 1102, 1103));
         store.close().await.unwrap();
-        assert_eq!(search_state(), (1103, 1103));
+        assert_eq!(search_state(), (1103, 1103, 1103));
     }
 
     /// Once ingest is quiet, the writer merges the trace ids waiting in memory, the writer and

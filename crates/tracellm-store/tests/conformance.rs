@@ -1373,10 +1373,10 @@ async fn sqlite_search_index_is_rebuilt_and_catches_up() {
         s.close().await.unwrap();
     }
 
-    // a crash after commits the indexer had not indexed: its mark is behind the log
+    // a crash after commits the indexer had not indexed: its marks are behind the log
     {
         let c = rusqlite::Connection::open(&search_db).unwrap();
-        c.execute("UPDATE indexed SET seq = 0", []).unwrap();
+        c.execute("UPDATE indexed SET seq = 0, texts_seq = 0", []).unwrap();
     }
     {
         let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
@@ -1491,14 +1491,17 @@ async fn sqlite_session_and_user_filters_read_their_own_index() {
     let c = rusqlite::Connection::open(&search_db).unwrap();
     let rows: i64 = c.query_row("SELECT count(*) FROM trace_keys", [], |r| r.get(0)).unwrap();
     assert_eq!(rows, 16, "a row per trace with a session or user, none for the others");
-    // a crash left the index behind the log
-    c.execute("UPDATE indexed SET seq = 0", []).unwrap();
-    c.execute("DELETE FROM trace_keys", []).unwrap();
-    drop(c);
-    let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
-    assert_eq!(pages(&s, Some("s0"), None).await, s1);
-    assert_eq!(pages(&s, None, Some("u1")).await, u1);
-    s.close().await.unwrap();
+    // a crash left the index behind the log: its keys, then its texts and keys
+    for texts_seq in ["texts_seq", "0"] {
+        c.execute(&format!("UPDATE indexed SET seq = 0, texts_seq = {texts_seq}"), []).unwrap();
+        c.execute("DELETE FROM trace_keys", []).unwrap();
+        let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+        assert_eq!(pages(&s, Some("s0"), None).await, s1, "texts from {texts_seq}");
+        assert_eq!(pages(&s, None, Some("u1")).await, u1, "texts from {texts_seq}");
+        s.close().await.unwrap();
+        let rows: i64 = c.query_row("SELECT count(*) FROM trace_keys", [], |r| r.get(0)).unwrap();
+        assert_eq!(rows, 16, "texts from {texts_seq}");
+    }
 }
 
 /// Checkpoints run beside the writer, not inside its commits: the WAL is still copied into the

@@ -6,11 +6,13 @@
 //! only appends the trace's row key to `fts_log` in the main database, so what is acknowledged
 //! is queued for indexing durably, and the writer hands the text to the indexer in memory after
 //! the commit. The indexer writes what has gathered in one transaction of the search database
-//! (its own write lock, WAL and checkpoints); the transactions that also write the sessions and
-//! users waiting (see below) record the last `fts_log` sequence number they cover, and the writer
-//! trims the log up to it. After a crash, or when the hand-off overflowed, the indexer indexes
-//! what `fts_log` holds past that number from the stored traces. A search waits until the index has caught up with every
-//! commit made before it started (one indexer batch), so an acknowledged trace is found at once.
+//! (its own write lock, WAL and checkpoints) with the last `fts_log` sequence number whose texts
+//! it holds; the transactions that also write the sessions and users waiting (see below) move
+//! the number whose keys it holds, and the writer trims the log up to that one. After a crash,
+//! or when the hand-off overflowed, the indexer reads back from the stored traces the keys past
+//! the one number and indexes the texts past the other. A search waits until the index has
+//! caught up with every commit made before it started (one indexer batch), so an acknowledged
+//! trace is found at once.
 //!
 //! The same database holds the index of traces by session and by user (`trace_keys`). Their
 //! ids are random to the B-tree: in the main database each new trace dirtied a 16 KB page of
@@ -42,9 +44,9 @@ const GATHER_BYTES: usize = 8 * 1024 * 1024;
 /// or until a filter by session or user waits for them, or ingest goes quiet, before they are
 /// written. Written with every text batch, each batch rewrote the newest 4 KB leaf of every
 /// session and user it touched (otlp_load.py's 1,000 sessions: ~1,000 leaves a batch whatever its
-/// size), 13 % of all the bytes the store wrote at full speed. The texts are indexed as before;
-/// only the keys wait, and the index's number in `indexed` stays at the last batch that wrote
-/// them (after a crash, the texts after it are indexed again with their keys).
+/// size), 13-18 % of all the bytes the store wrote at full speed. The texts are indexed as before;
+/// only the keys wait, and `indexed.seq` stays at the last batch that wrote them (after a crash,
+/// the keys after it are read back from the traces' rows).
 const KEYS_BATCH: usize = 32_768;
 const KEYS_GATHER: Duration = Duration::from_secs(30);
 /// Traces read back per transaction when catching up from `fts_log`.
@@ -56,11 +58,13 @@ const SEARCH_WAIT: Duration = Duration::from_secs(2);
 const SEARCH_WAIT_MAX_BEHIND: i64 = 20_000;
 
 const SCHEMA: &str = r#"
--- Which main database this index belongs to, and the last fts_log sequence number it covers.
+-- Which main database this index belongs to, the last fts_log sequence number whose texts and
+-- keys it holds (`seq`), and the last whose texts it holds (`texts_seq`, NULL: `seq`).
 CREATE TABLE indexed (
-    id      INTEGER PRIMARY KEY CHECK (id = 1),
-    main_id TEXT NOT NULL,
-    seq     INTEGER NOT NULL
+    id        INTEGER PRIMARY KEY CHECK (id = 1),
+    main_id   TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    texts_seq INTEGER
 );
 -- Each trace's session and user, and start time (as in `traces`), for the filters by them.
 -- Traces with neither have no row.
@@ -307,7 +311,7 @@ struct Taken {
 /// How far the writer has committed and the indexer has indexed, in `fts_log` numbers.
 pub(crate) struct Progress {
     committed: AtomicI64,
-    /// Texts searchable up to here.
+    /// Texts searchable up to here (`indexed.texts_seq`).
     indexed: watch::Sender<i64>,
     /// Texts and keys written up to here (`indexed.seq` in the search database): what the log
     /// may be trimmed to, and what filters by session or user wait for.
@@ -316,11 +320,11 @@ pub(crate) struct Progress {
 }
 
 impl Progress {
-    fn new(committed: i64, indexed: i64, handoff_bytes: usize) -> Self {
+    fn new(committed: i64, written: i64, indexed: i64, handoff_bytes: usize) -> Self {
         Progress {
             committed: AtomicI64::new(committed),
             indexed: watch::Sender::new(indexed),
-            written: watch::Sender::new(indexed),
+            written: watch::Sender::new(written),
             handoff: Arc::new(Handoff::new(handoff_bytes)),
         }
     }
@@ -444,15 +448,31 @@ pub(crate) fn open(
         )
         .optional()?
         .unwrap_or(false);
-    let state: Option<(String, i64)> = if has_schema {
-        conn.query_row("SELECT main_id, seq FROM indexed", [], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?
+    if has_schema {
+        // a file from before `texts_seq`: its `seq` covers both
+        let columns: i64 = conn.query_row(
+            "SELECT count(*) FROM pragma_table_info('indexed') WHERE name = 'texts_seq'",
+            [],
+            |r| r.get(0),
+        )?;
+        if columns == 0 {
+            conn.execute("ALTER TABLE indexed ADD COLUMN texts_seq INTEGER", [])?;
+        }
+    }
+    let state: Option<(String, i64, i64)> = if has_schema {
+        // (an earlier binary moves `seq` alone, with texts and keys)
+        conn.query_row(
+            "SELECT main_id, seq, max(seq, coalesce(texts_seq, seq)) FROM indexed",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .optional()?
     } else {
         None
     };
-    let indexed = match state {
+    let (written, indexed) = match state {
         // ours, and not ahead of the log (a main database restored from an older copy)
-        Some((id, seq)) if id == main_id && seq <= last_seq => seq,
+        Some((id, seq, texts)) if id == main_id && texts <= last_seq => (seq, texts),
         other => {
             if other.is_some() {
                 tracing::warn!(path = %path.display(), "search index belongs to another database state: rebuilding it");
@@ -484,10 +504,11 @@ pub(crate) fn open(
             if queued > 0 {
                 tracing::info!(traces = queued, "building the search index from stored traces");
             }
-            last_seq
+            (last_seq, last_seq)
         }
     };
-    Ok((conn, Arc::new(Progress::new(log_end(writer)?, indexed, handoff_bytes))))
+    let progress = Progress::new(log_end(writer)?, written, indexed, handoff_bytes);
+    Ok((conn, Arc::new(progress)))
 }
 
 /// The last number `fts_log` has given (kept by AUTOINCREMENT when the rows are trimmed).
@@ -527,11 +548,12 @@ impl Indexer {
         let mut behind = true; // the log may hold what an earlier run did not index
         loop {
             if behind {
-                // what is not written, keys included, is read back from the log
+                // what is not written is read back from the log: the keys past the search
+                // database's number, the texts past its texts' number
                 pending = PendingKeys::default();
-                done = self.progress.written();
+                done = self.progress.indexed();
                 self.handoff().catching_up(true);
-                let caught_up = self.catch_up(&mut done);
+                let caught_up = self.catch_up(&mut done, &mut pending);
                 self.handoff().catching_up(false);
                 match caught_up {
                     Ok(true) => behind = false,
@@ -557,7 +579,7 @@ impl Indexer {
                 taken.keys || taken.release || pending.due(docs.len(), std::time::Instant::now());
             let written = self.progress.written();
             let result = if !docs.is_empty() || (write_keys && upto > written) {
-                index(&mut self.conn, &docs, &[], &mut pending, write_keys.then_some(upto))
+                index(&mut self.conn, &docs, &[], &mut pending, upto, write_keys)
             } else {
                 Ok(())
             };
@@ -582,13 +604,14 @@ impl Indexer {
             }
         }
         if !behind && done > self.progress.written() {
-            match index(&mut self.conn, &[], &[], &mut pending, Some(done)) {
+            match index(&mut self.conn, &[], &[], &mut pending, done, true) {
                 Ok(()) => {
                     self.progress.written.send_replace(done);
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "sessions and users waiting were not written; they are indexed again at the next start")
-                }
+                Err(e) => tracing::warn!(
+                    error = %e,
+                    "sessions and users waiting not written: indexed again at the next start"
+                ),
             }
         }
         if let Err(e) = self.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {
@@ -621,12 +644,41 @@ impl Indexer {
     /// Indexes what `fts_log` holds past `done`, reading the traces back from the database.
     /// Stops early when the store closes (a rebuild can take minutes): the rest stays queued,
     /// and the answer is false.
-    fn catch_up(&mut self, done: &mut i64) -> Result<bool> {
+    fn catch_up(&mut self, done: &mut i64, pending: &mut PendingKeys) -> Result<bool> {
         let main = Connection::open_with_flags(
             &self.main,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         main.busy_timeout(Duration::from_secs(5))?;
+        // the keys of traces whose texts are indexed but keys not written: from their rows
+        let written = self.progress.written();
+        if written < *done {
+            let mut rows = main.prepare_cached(
+                "SELECT l.pk, t.project_id, t.ts, t.session_id, t.user_id
+                 FROM fts_log l LEFT JOIN traces t ON t.pk = l.pk
+                 WHERE l.seq > ?1 AND l.seq <= ?2",
+            )?;
+            let mut rows = rows.query(params![written, *done])?;
+            while let Some(r) = rows.next()? {
+                let keys = match r.get::<_, Option<String>>(1)? {
+                    Some(project_id) => Some(Keys {
+                        project_id,
+                        ts: r.get(2)?,
+                        session_id: r.get(3)?,
+                        user_id: r.get(4)?,
+                    })
+                    .filter(|k| k.session_id.is_some() || k.user_id.is_some()),
+                    None => None,
+                };
+                pending.keys.insert(r.get(0)?, keys);
+                pending.traces += 1;
+            }
+            pending.since.get_or_insert_with(std::time::Instant::now);
+            tracing::info!(
+                traces = pending.traces,
+                "sessions and users read back for the search index"
+            );
+        }
         let mut total = 0usize;
         loop {
             if self.handoff().is_closed() && total > 0 {
@@ -652,7 +704,7 @@ impl Indexer {
                 }
             }
             total += docs.len();
-            index(&mut self.conn, &docs, &gone, &mut PendingKeys::default(), Some(upto))?;
+            index(&mut self.conn, &docs, &gone, pending, upto, true)?;
             *done = upto;
             self.progress.indexed.send_replace(upto);
             self.progress.written.send_replace(upto);
@@ -684,14 +736,16 @@ impl PendingKeys {
 }
 
 /// One transaction: each trace's latest text replaces what was indexed of it, `gone` traces are
-/// removed. Their sessions and users join `pending`; with `write_keys`, every key waiting is
-/// written and the index is marked as covering the log up to that number.
+/// removed, and the index's texts are marked as covering the log up to `upto`. Their sessions
+/// and users join `pending`; with `write_keys`, every key waiting is written and the keys are
+/// marked as covering it too.
 fn index(
     conn: &mut Connection,
     docs: &[Doc],
     gone: &[i64],
     pending: &mut PendingKeys,
-    write_keys: Option<i64>,
+    upto: i64,
+    write_keys: bool,
 ) -> Result<()> {
     // A trace written several times since the last batch is indexed once, with its last text;
     // it was indexed before unless its first write here created it. In row key order: FTS5
@@ -721,7 +775,7 @@ fn index(
         pending.since.get_or_insert_with(std::time::Instant::now);
     }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    if write_keys.is_some() {
+    if write_keys {
         // Sessions and users first: an INSERT OR REPLACE opens a statement savepoint, and once
         // FTS5 is part of the transaction each savepoint flushes its pending terms to disk as a
         // segment of its own (a batch of 2,000 traces made 2,000 segments to merge).
@@ -752,11 +806,14 @@ fn index(
             del.execute([pk])?;
         }
     }
-    if let Some(upto) = write_keys {
-        tx.prepare_cached("UPDATE indexed SET seq = ?1 WHERE id = 1")?.execute([upto])?;
+    if write_keys {
+        tx.prepare_cached("UPDATE indexed SET seq = ?1, texts_seq = ?1 WHERE id = 1")?
+            .execute([upto])?;
+    } else {
+        tx.prepare_cached("UPDATE indexed SET texts_seq = ?1 WHERE id = 1")?.execute([upto])?;
     }
     tx.commit()?;
-    if write_keys.is_some() {
+    if write_keys {
         *pending = PendingKeys::default();
     }
     Ok(())
@@ -797,7 +854,7 @@ mod tests {
         conn.execute("INSERT INTO indexed (id, main_id, seq) VALUES (1, 'm', 0)", []).unwrap();
         let first: Vec<Doc> =
             (1..=8).map(|pk| doc(pk, pk, true, &format!("first text of {pk}"))).collect();
-        index(&mut conn, &first, &[], &mut PendingKeys::default(), Some(8)).unwrap();
+        index(&mut conn, &first, &[], &mut PendingKeys::default(), 8, true).unwrap();
         let before = segments(&conn);
         assert_eq!(before, 1);
         // new traces, with updates of older ones between them as commits hand them over
@@ -811,7 +868,7 @@ mod tests {
             doc(15, 12, true, "new twelve"),
             doc(16, 12, false, "new twelve again"),
         ];
-        index(&mut conn, &batch, &[], &mut PendingKeys::default(), Some(16)).unwrap();
+        index(&mut conn, &batch, &[], &mut PendingKeys::default(), 16, true).unwrap();
         assert_eq!(segments(&conn), before + 1, "the batch is one segment");
         assert_eq!(matches(&conn, "first"), [1, 3, 4, 6, 8]);
         assert_eq!(matches(&conn, "second"), [2, 5, 7]);
@@ -821,7 +878,7 @@ mod tests {
         assert_eq!(seq, 16);
         // deleted traces, older than the batch's, removed after its inserts: still one segment
         let batch = [doc(17, 13, true, "new thirteen"), doc(18, 4, false, "second four")];
-        index(&mut conn, &batch, &[3, 6], &mut PendingKeys::default(), Some(18)).unwrap();
+        index(&mut conn, &batch, &[3, 6], &mut PendingKeys::default(), 18, true).unwrap();
         assert_eq!(segments(&conn), before + 2, "the batch and its deletions are one segment");
         assert_eq!(matches(&conn, "first"), [1, 8]);
         assert_eq!(matches(&conn, "second"), [2, 4, 5, 7]);
