@@ -1502,6 +1502,25 @@ async fn sqlite_session_and_user_filters_read_their_own_index() {
         let rows: i64 = c.query_row("SELECT count(*) FROM trace_keys", [], |r| r.get(0)).unwrap();
         assert_eq!(rows, 16, "texts from {texts_seq}");
     }
+    // a file an earlier binary left behind the log: one number, for texts and keys alike
+    c.execute_batch(
+        "CREATE TABLE earlier AS SELECT id, main_id, seq FROM indexed;
+         DROP TABLE indexed;
+         ALTER TABLE earlier RENAME TO indexed;
+         UPDATE indexed SET seq = 0;
+         DELETE FROM trace_keys;",
+    )
+    .unwrap();
+    let s = SqliteStore::open(&path, SqliteOptions::default()).await.unwrap();
+    assert_eq!(pages(&s, Some("s0"), None).await, s1);
+    assert_eq!(pages(&s, None, Some("u1")).await, u1);
+    s.close().await.unwrap();
+    let (seq, texts_seq): (i64, i64) = c
+        .query_row("SELECT seq, texts_seq FROM indexed", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert!(seq > 0 && texts_seq == seq, "{seq} {texts_seq}");
+    let rows: i64 = c.query_row("SELECT count(*) FROM trace_keys", [], |r| r.get(0)).unwrap();
+    assert_eq!(rows, 16);
 }
 
 /// Checkpoints run beside the writer, not inside its commits: the WAL is still copied into the
