@@ -947,8 +947,8 @@ fn writer_loop(
         w.progress.handoff().wait_for_room();
         // the log is trimmed in steps, not at every commit, up to what the search database holds
         // (texts and keys)
-        let indexed = w.progress.written();
-        let trim_to = (indexed - w.trimmed >= 1024).then_some(indexed);
+        let written = w.progress.written();
+        let trim_to = (written - w.trimmed >= 1024).then_some(written);
         last_write = std::time::Instant::now();
         match write_batch(&mut w.conn, &batch, &asm, &mut docs, trim_to, &w.ids, &mut w.merges) {
             Ok(outcomes) => {
