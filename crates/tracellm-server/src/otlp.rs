@@ -225,30 +225,58 @@ fn scope_batches(
     }
 }
 
-/// Maps and stores a trace export; shared by HTTP and gRPC.
+/// Maps and redacts a trace export; shared by HTTP and gRPC, on whichever thread runs it.
+fn map_export(
+    state: &AppState,
+    access: &Access,
+    req: ExportTraceServiceRequest,
+) -> Result<Mapped, ApiError> {
+    check_trace_count(&req, &state.limits)?;
+    let mut m = otel::map_traces(req, &state.otel);
+    scope_batches(&mut m, access.environment.clone(), &state.redactor);
+    check_mapped(&m, "spans")?;
+    Ok(m)
+}
+
+/// The answer to a stored export: what was refused or trimmed, if anything.
+fn trace_answer(rejected: i64, message: String) -> ExportTraceServiceResponse {
+    let partial_success = (rejected > 0 || !message.is_empty())
+        .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: message });
+    ExportTraceServiceResponse { partial_success }
+}
+
+/// Maps and stores a small trace export on the async worker.
 async fn export_traces(
     state: &AppState,
     access: &Access,
     req: ExportTraceServiceRequest,
-    big: bool,
 ) -> Result<ExportTraceServiceResponse, ApiError> {
-    check_trace_count(&req, &state.limits)?;
-    let limits = state.otel.clone();
-    let redactor = state.redactor.clone();
-    let env = access.environment.clone();
-    let mapped = map_off_thread(big, move || {
-        let mut m = otel::map_traces(req, &limits);
-        scope_batches(&mut m, env, &redactor);
-        m
-    })
-    .await?;
-    check_mapped(&mapped, "spans")?;
-    let message = mapped.message();
-    let rejected = mapped.rejected;
+    let mapped = map_export(state, access, req)?;
+    let (rejected, message) = (mapped.rejected, mapped.message());
     state.store.ingest_spans(&access.project_id, mapped.batches).await?;
-    let partial_success = (rejected > 0 || !message.is_empty())
-        .then_some(ExportTracePartialSuccess { rejected_spans: rejected, error_message: message });
-    Ok(ExportTraceServiceResponse { partial_success })
+    Ok(trace_answer(rejected, message))
+}
+
+/// Decodes (`decode` yields the request), maps and stores a big trace export on one thread of
+/// the blocking pool, which then waits there for the write. A request's decoded messages and
+/// mapped spans are tens of small allocations a span; made and freed on one thread, the
+/// allocator keeps them in that thread's cache, where handing them from the async worker to a
+/// mapping thread and on to a preparing one had each thread free what another made (server CPU
+/// per span −4 % at full speed, see BENCHMARKS.md).
+async fn export_traces_blocking(
+    state: &AppState,
+    access: &Access,
+    decode: impl FnOnce(&AppState) -> Result<ExportTraceServiceRequest, ApiError> + Send + 'static,
+) -> Result<ExportTraceServiceResponse, ApiError> {
+    let (state, access) = (state.clone(), access.clone());
+    tokio::task::spawn_blocking(move || {
+        let mapped = map_export(&state, &access, decode(&state)?)?;
+        let (rejected, message) = (mapped.rejected, mapped.message());
+        state.store.ingest_spans_blocking(&access.project_id, mapped.batches)?;
+        Ok(trace_answer(rejected, message))
+    })
+    .await
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string()))?
 }
 
 async fn export_logs(
@@ -279,29 +307,26 @@ async fn export_logs(
     Ok(ExportLogsServiceResponse { partial_success })
 }
 
-/// Bodies above this are mapped on the blocking pool, below it on the async worker: the hop to
-/// another thread and back was a millisecond of the slowest answers at 10,000 spans/s in requests
-/// of 60 spans (84 KB), and mapping 256 KB takes a worker ~1 ms.
+/// Bodies above this are decoded, mapped and stored from the blocking pool, below it from the
+/// async worker: the hop to another thread and back was a millisecond of the slowest answers at
+/// 10,000 spans/s in requests of 60 spans (84 KB), and mapping 256 KB takes a worker ~1 ms.
 const BIG: usize = 256 * 1024;
 
-/// The request of an OTLP/HTTP route, in whichever encoding it came, whether it is big enough to
-/// map off the async workers, and its share of the ingest budget (held until the answer).
-async fn decode<M: Message + Default>(
+/// The body of an OTLP/HTTP route, inflated, in whichever encoding it came, and its share of the
+/// ingest budget (held until the answer).
+async fn read(
     state: &AppState,
     access: &Access,
     headers: &HeaderMap,
     body: Body,
-    from_json: fn(&serde_json::Value) -> Result<M, tracellm_core::ValidationError>,
-) -> Result<(Encoding, M, bool, Reservation), ApiError> {
+) -> Result<(Encoding, Bytes, Reservation), ApiError> {
     crate::ingest::check_scope_headers(access, headers)?;
     let enc = encoding(headers)?;
     let mut body = body;
     let mut reserved = state.budget.reserve(headers, &mut body, state.limits.body_bytes).await?;
     let bytes = otlp_body(body, headers, state.limits.body_bytes).await?;
     state.budget.grow(&mut reserved, bytes.len())?;
-    let big = bytes.len() > BIG;
-    let req = decode_body(enc, &bytes, &state.limits, from_json)?;
-    Ok((enc, req, big, reserved))
+    Ok((enc, bytes, reserved))
 }
 
 #[utoipa::path(
@@ -322,9 +347,17 @@ pub async fn post_traces(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (enc, req, big, _reserved) =
-        decode(&state, &access, &headers, body, otel::json::trace_request).await?;
-    Ok(respond(enc, export_traces(&state, &access, req, big).await?))
+    let (enc, bytes, _reserved) = read(&state, &access, &headers, body).await?;
+    let answer = if bytes.len() > BIG {
+        let decode = move |state: &AppState| {
+            decode_body(enc, &bytes, &state.limits, otel::json::trace_request)
+        };
+        export_traces_blocking(&state, &access, decode).await?
+    } else {
+        let req = decode_body(enc, &bytes, &state.limits, otel::json::trace_request)?;
+        export_traces(&state, &access, req).await?
+    };
+    Ok(respond(enc, answer))
 }
 
 #[utoipa::path(
@@ -338,8 +371,9 @@ pub async fn post_logs(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let (enc, req, big, _reserved) =
-        decode(&state, &access, &headers, body, otel::json::logs_request).await?;
+    let (enc, bytes, _reserved) = read(&state, &access, &headers, body).await?;
+    let big = bytes.len() > BIG;
+    let req = decode_body(enc, &bytes, &state.limits, otel::json::logs_request)?;
     Ok(respond(enc, export_logs(&state, &access, req, big).await?))
 }
 
@@ -399,10 +433,13 @@ impl TraceService for Grpc {
             .map(|s| s.spans.len())
             .sum::<usize>()
             > 64;
-        export_traces(&self.0, &access, req, big)
-            .await
-            .map(tonic::Response::new)
-            .map_err(grpc_status)
+        // tonic decoded it on the async worker; a big one is mapped and stored from the pool
+        let answer = if big {
+            export_traces_blocking(&self.0, &access, move |_: &AppState| Ok(req)).await
+        } else {
+            export_traces(&self.0, &access, req).await
+        };
+        answer.map(tonic::Response::new).map_err(grpc_status)
     }
 }
 

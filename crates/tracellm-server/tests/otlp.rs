@@ -366,3 +366,102 @@ async fn bad_otlp_input_is_refused_clearly() {
     assert_eq!(post(&url, "/v1/traces", "application/x-protobuf", false, good).await.0, 200);
     srv.stop().await;
 }
+
+/// `n` LLM spans under a root, each carrying ~1.2 KB of prompt: a request of two such traces is
+/// over the size from which the server decodes, maps and stores on the blocking pool.
+fn wide_trace(trace: u8, n: u8) -> Vec<Span> {
+    let mut spans = vec![root(trace)];
+    for id in 2..n + 2 {
+        let mut s = llm(trace, id, 1);
+        let prompt = format!("question {id} about numbats {}", "and echidnas ".repeat(90));
+        s.attributes[3] = kv("llm.input_messages.0.message.content", V::StringValue(prompt));
+        spans.push(s);
+    }
+    spans
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn big_requests_are_stored_whole_and_refused_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    let srv = TestServer::start(dir.path()).await;
+    let url = srv.url();
+    let msg = |b: &[u8]| {
+        serde_json::from_slice::<Value>(b)
+            .map(|v| v["error"]["message"].as_str().unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let mut spans = wide_trace(10, 150);
+    spans.extend(wide_trace(11, 150));
+    let mut bad = llm(11, 200, 1);
+    bad.span_id = vec![1, 2];
+    spans.push(bad);
+    let body = request(spans).encode_to_vec();
+    assert!(body.len() > 300 * 1024, "{} bytes", body.len());
+
+    // protobuf: both traces whole, the bad span refused and said so
+    let (s, _, b) = post(&url, "/v1/traces", "application/x-protobuf", false, body.clone()).await;
+    assert_eq!(s, 200, "{}", msg(&b));
+    let ps = ExportTraceServiceResponse::decode(&b[..]).unwrap().partial_success.unwrap();
+    assert_eq!(ps.rejected_spans, 1);
+    assert!(ps.error_message.contains("spanId must be 8 bytes, got 2"), "{}", ps.error_message);
+    for t in [10, 11] {
+        let (code, tr) = get(&url, &format!("/traces/{}", hex(&tid(t)))).await;
+        assert_eq!(code, 200, "{tr}");
+        assert_eq!(tr["span_count"], 151);
+        assert_eq!(tr["tokens"]["total"], 150 * 196);
+        let prompt = tr["spans"][150]["input"]["messages"][0]["content"].as_str().unwrap();
+        assert!(prompt.starts_with("question 151 about numbats"), "{prompt}");
+    }
+    let (_, found) = get(&url, "/traces?q=numbats").await;
+    assert_eq!(found["traces"].as_array().unwrap().len(), 2);
+
+    // OTLP/JSON, gzipped: inflated, then decoded on the pool too
+    let text = "platypus ".repeat(150);
+    let json_spans: Vec<Value> = (0..300u32)
+        .map(|n| {
+            json!({"traceId": hex(&tid(14)), "spanId": format!("{:016x}", n + 1),
+                "name": "chat", "startTimeUnixNano": "1780000000000000000",
+                "endTimeUnixNano": "1780000001000000000",
+                "attributes": [{"key": "input.value", "value": {"stringValue": text}}]})
+        })
+        .collect();
+    let doc = json!({"resourceSpans": [{"scopeSpans": [{"spans": json_spans}]}]});
+    let doc = serde_json::to_vec(&doc).unwrap();
+    assert!(doc.len() > 300 * 1024, "{} bytes", doc.len());
+    let (s, _, b) = post(&url, "/v1/traces", "application/json", true, doc).await;
+    assert_eq!(s, 200, "{}", String::from_utf8_lossy(&b));
+    let (code, tr) = get(&url, &format!("/traces/{}", hex(&tid(14)))).await;
+    assert_eq!(code, 200, "{tr}");
+    assert_eq!(tr["span_count"], 300);
+
+    // undecodable, and every span refused: 400s that say why, nothing stored
+    let (s, _, b) =
+        post(&url, "/v1/traces", "application/x-protobuf", false, body[..body.len() - 9].to_vec())
+            .await;
+    assert_eq!(s, 400, "truncated protobuf");
+    assert!(msg(&b).contains("invalid OTLP protobuf"), "{}", msg(&b));
+    let mut refused = wide_trace(12, 250);
+    refused.iter_mut().for_each(|s| s.trace_id.truncate(3));
+    let (s, _, b) =
+        post(&url, "/v1/traces", "application/x-protobuf", false, request(refused).encode_to_vec())
+            .await;
+    assert_eq!(s, 400);
+    assert!(msg(&b).contains("all 251 spans were refused"), "{}", msg(&b));
+    assert!(msg(&b).contains("traceId must be 16 bytes, got 3"), "{}", msg(&b));
+    let (_, page) = get(&url, "/traces").await;
+    assert_eq!(page["traces"].as_array().unwrap().len(), 3);
+
+    // gRPC, over 64 spans
+    let addr = srv.bound.otlp_grpc.unwrap();
+    let mut client = TraceServiceClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut spans = wide_trace(13, 100);
+    let mut bad = llm(13, 120, 1);
+    bad.parent_span_id = vec![9];
+    spans.push(bad);
+    let resp = client.export(request(spans)).await.unwrap().into_inner();
+    assert_eq!(resp.partial_success.unwrap().rejected_spans, 1);
+    let (code, tr) = get(&url, &format!("/traces/{}", hex(&tid(13)))).await;
+    assert_eq!(code, 200, "{tr}");
+    assert_eq!(tr["span_count"], 101);
+    srv.stop().await;
+}

@@ -193,6 +193,19 @@ pub trait Store: Send + Sync + 'static {
         batches: Vec<SpanBatch>,
     ) -> Result<Vec<Ingested>>;
 
+    /// [`Store::ingest_spans`] for a caller on a thread that may block (tokio's blocking pool,
+    /// inside a runtime): whatever the store does to the batches before its write runs on the
+    /// calling thread, which made them, and the thread then waits for the write. A request
+    /// decoded, mapped and prepared on one thread frees its many small allocations on the
+    /// thread that made them, instead of the allocator handing them back across threads.
+    fn ingest_spans_blocking(
+        &self,
+        project_id: &str,
+        batches: Vec<SpanBatch>,
+    ) -> Result<Vec<Ingested>> {
+        tokio::runtime::Handle::current().block_on(self.ingest_spans(project_id, batches))
+    }
+
     /// Trace summaries, newest first, filtered and paged by keyset.
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage>;
 

@@ -2371,6 +2371,20 @@ impl Store for SqliteStore {
         self.submit(ops).await
     }
 
+    fn ingest_spans_blocking(
+        &self,
+        project_id: &str,
+        batches: Vec<SpanBatch>,
+    ) -> Result<Vec<Ingested>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ops = (batches.into_iter())
+            .map(|batch| merge_op(&self.assembler, project_id, batch))
+            .collect::<Result<_>>()?;
+        tokio::runtime::Handle::current().block_on(self.submit(ops))
+    }
+
     async fn ingest_spans(
         &self,
         project_id: &str,

@@ -593,6 +593,43 @@ fn grown_trace(id_many: &str, id_one: &str, seed: u64) -> (Vec<SpanBatch>, SpanB
 }
 
 /// The trace read back after its requests, with `id` for its own.
+/// Batches stored from a thread of the blocking pool (`ingest_spans_blocking`, as the server
+/// stores big requests) read back as the same batches stored from an async task, and merge
+/// with them: every other request of a growing trace goes each way.
+pub async fn ingest_from_a_blocking_thread_stores_alike(store: Arc<dyn Store>) {
+    let (many, one) = grown_trace("grown", "whole", 11);
+    let (fresh, _) = grown_trace("fresh", "unused", 11);
+    store.ingest_spans("default", vec![one]).await.unwrap();
+    for (n, b) in many.into_iter().enumerate() {
+        if n % 2 == 0 {
+            let s = Arc::clone(&store);
+            let stored =
+                tokio::task::spawn_blocking(move || s.ingest_spans_blocking("default", vec![b]))
+                    .await
+                    .unwrap()
+                    .unwrap();
+            assert_eq!(stored.len(), 1);
+        } else {
+            store.ingest_spans("default", vec![b]).await.unwrap();
+        }
+    }
+    // every batch of another growing trace in one call, from the pool
+    let s = Arc::clone(&store);
+    let stored =
+        tokio::task::spawn_blocking(move || s.ingest_spans_blocking("default", fresh)).await;
+    assert!(!stored.unwrap().unwrap().is_empty());
+    let whole = read_as(&store, "whole", "grown").await;
+    let grown = read_as(&store, "grown", "grown").await;
+    assert_eq!(grown.span_count, 640);
+    assert_eq!(grown, whole);
+    let fresh = read_as(&store, "fresh", "grown").await;
+    assert_eq!(fresh.span_count, 640, "the pool's many batches assemble one trace");
+    assert_eq!(fresh, whole);
+    let s = Arc::clone(&store);
+    let none = tokio::task::spawn_blocking(move || s.ingest_spans_blocking("default", vec![]));
+    assert!(none.await.unwrap().unwrap().is_empty());
+}
+
 async fn read_as(store: &Arc<dyn Store>, trace: &str, id: &str) -> Trace {
     let mut t = store.get_trace("default", trace).await.unwrap().unwrap();
     t.id = id.into();
@@ -906,6 +943,7 @@ macro_rules! store_suite {
             case!(a_failing_merge_fails_only_its_own_request);
             case!(merges_rewrite_the_spans_they_change);
             case!(a_trace_sent_in_many_requests_reads_as_sent_in_one);
+            case!(ingest_from_a_blocking_thread_stores_alike);
             case!(log_events_wait_for_their_span);
             case!(expired_log_events_are_dropped);
             case!(environments_are_kept_apart);
