@@ -262,7 +262,7 @@ async fn export_traces(
 /// mapped spans are tens of small allocations a span; made and freed on one thread, the
 /// allocator keeps them in that thread's cache, where handing them from the async worker to a
 /// mapping thread and on to a preparing one had each thread free what another made (server CPU
-/// per span −4 % at full speed, see BENCHMARKS.md).
+/// per span −11 % at full speed, see BENCHMARKS.md).
 async fn export_traces_blocking(
     state: &AppState,
     access: &Access,
