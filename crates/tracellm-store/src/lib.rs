@@ -202,9 +202,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         project_id: &str,
         batches: Vec<SpanBatch>,
-    ) -> Result<Vec<Ingested>> {
-        tokio::runtime::Handle::current().block_on(self.ingest_spans(project_id, batches))
-    }
+    ) -> Result<Vec<Ingested>>;
 
     /// Trace summaries, newest first, filtered and paged by keyset.
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage>;

@@ -395,6 +395,11 @@ impl Op {
     }
 }
 
+/// The ops for a request's batches (see [`merge_op`]).
+fn merge_ops(asm: &Assembler, project_id: &str, batches: Vec<SpanBatch>) -> Result<Vec<Op>> {
+    batches.into_iter().map(|batch| merge_op(asm, project_id, batch)).collect()
+}
+
 /// Like SQLite's: a batch that can stand alone is assembled before the transaction.
 fn merge_op(asm: &Assembler, project_id: &str, mut batch: SpanBatch) -> Result<Op> {
     let standalone = !batch.spans.is_empty()
@@ -1461,9 +1466,7 @@ impl Store for PostgresStore {
         let spans: usize = batches.iter().map(|b| b.spans.len()).sum();
         let asm = Arc::clone(&self.assembler);
         let project = project_id.to_string();
-        let prep = move || -> Result<Vec<Op>> {
-            batches.into_iter().map(|batch| merge_op(&asm, &project, batch)).collect()
-        };
+        let prep = move || merge_ops(&asm, &project, batches);
         let ops = if spans > 64 {
             tokio::task::spawn_blocking(prep)
                 .await
@@ -1472,6 +1475,18 @@ impl Store for PostgresStore {
             prep()?
         };
         self.write(ops).await
+    }
+
+    fn ingest_spans_blocking(
+        &self,
+        project_id: &str,
+        batches: Vec<SpanBatch>,
+    ) -> Result<Vec<Ingested>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ops = merge_ops(&self.assembler, project_id, batches)?;
+        tokio::runtime::Handle::current().block_on(self.write(ops))
     }
 
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage> {

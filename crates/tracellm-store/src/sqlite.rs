@@ -781,6 +781,11 @@ impl SqliteStore {
     }
 }
 
+/// The writer's ops for a request's batches (see [`merge_op`]).
+fn merge_ops(asm: &Assembler, project_id: &str, batches: Vec<SpanBatch>) -> Result<Vec<Op>> {
+    batches.into_iter().map(|batch| merge_op(asm, project_id, batch)).collect()
+}
+
 /// Turns a batch into the writer's op. When the batch can stand alone (the common case: a new
 /// trace whose spans all came in one request), the trace is assembled and serialized here, off
 /// the writer thread, and the batch keeps only what a merge would still need.
@@ -2371,20 +2376,6 @@ impl Store for SqliteStore {
         self.submit(ops).await
     }
 
-    fn ingest_spans_blocking(
-        &self,
-        project_id: &str,
-        batches: Vec<SpanBatch>,
-    ) -> Result<Vec<Ingested>> {
-        if batches.is_empty() {
-            return Ok(Vec::new());
-        }
-        let ops = (batches.into_iter())
-            .map(|batch| merge_op(&self.assembler, project_id, batch))
-            .collect::<Result<_>>()?;
-        tokio::runtime::Handle::current().block_on(self.submit(ops))
-    }
-
     async fn ingest_spans(
         &self,
         project_id: &str,
@@ -2396,10 +2387,21 @@ impl Store for SqliteStore {
         let spans: usize = batches.iter().map(|b| b.spans.len()).sum();
         let asm = Arc::clone(&self.assembler);
         let project = project_id.to_string();
-        let prep =
-            move || batches.into_iter().map(|batch| merge_op(&asm, &project, batch)).collect();
+        let prep = move || merge_ops(&asm, &project, batches);
         let ops = if spans > 64 { self.off_thread(prep).await? } else { prep()? };
         self.submit(ops).await
+    }
+
+    fn ingest_spans_blocking(
+        &self,
+        project_id: &str,
+        batches: Vec<SpanBatch>,
+    ) -> Result<Vec<Ingested>> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ops = merge_ops(&self.assembler, project_id, batches)?;
+        tokio::runtime::Handle::current().block_on(self.submit(ops))
     }
 
     async fn list_traces(&self, q: TraceQuery) -> Result<TracePage> {
