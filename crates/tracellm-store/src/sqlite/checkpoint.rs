@@ -69,11 +69,24 @@ impl AppendedPages {
     }
 }
 
-/// Asks the kernel to drop the clean cached pages of `file` in `len` bytes from `offset`.
+/// Asks the kernel to drop the cached pages of `file` in `len` bytes from `offset`, writing
+/// back first those still dirty. A pass syncs the database only when it copied every frame of
+/// the WAL; under heavy ingest the writer has almost always committed more by then, so the
+/// pass returns with its pages dirty, and the advice skips dirty pages: half of a 6.6 GB
+/// database stayed cached after 150 s of `sustained`. Writing them back (without the device's
+/// cache flush: that is the checkpoint's own sync, for durability) makes them droppable.
 #[cfg(target_os = "linux")]
 fn drop_cached(file: &std::fs::File, offset: u64, len: u64) {
     use std::os::fd::AsRawFd;
     let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    let flags = libc::SYNC_FILE_RANGE_WAIT_BEFORE
+        | libc::SYNC_FILE_RANGE_WRITE
+        | libc::SYNC_FILE_RANGE_WAIT_AFTER;
+    // SAFETY: write-back of an open file descriptor's pages; it changes no memory of ours.
+    if unsafe { libc::sync_file_range(file.as_raw_fd(), offset, len, flags) } != 0 {
+        let e = std::io::Error::last_os_error();
+        tracing::debug!(error = %e, "writing back appended pages failed");
+    }
     // SAFETY: advice on an open file descriptor's pages; it changes no memory of ours.
     let rc =
         unsafe { libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_DONTNEED) };
@@ -261,9 +274,33 @@ pub(crate) mod tests {
     }
 
     fn append(path: &Path, bytes: usize) {
+        append_unsynced(path, bytes);
+        std::fs::File::open(path).unwrap().sync_all().unwrap();
+    }
+
+    /// As a pass that could not copy every frame leaves its pages: written, not synced.
+    fn append_unsynced(path: &Path, bytes: usize) {
         let mut f = std::fs::OpenOptions::new().append(true).open(path).unwrap();
         f.write_all(&vec![7u8; bytes]).unwrap();
-        f.sync_all().unwrap();
+    }
+
+    #[test]
+    fn a_large_append_leaves_the_page_cache_even_before_it_is_synced() {
+        let dir = tempdir_on_disk();
+        let path = dir.path().join("traces.db");
+        std::fs::write(&path, b"").unwrap();
+        let mut pages = AppendedPages::open(&path).unwrap();
+        let large = (2 * DROP_APPENDED) as usize;
+        append_unsynced(&path, large);
+        pages.passed();
+        assert!(
+            resident(&path, 0, large as u64) < 0.1,
+            "an unsynced large append stays: {:.2} resident",
+            resident(&path, 0, large as u64)
+        );
+        let back = std::fs::read(&path).unwrap();
+        assert_eq!(back.len(), large);
+        assert!(back.iter().all(|&b| b == 7), "the appended bytes read back whole");
     }
 
     #[test]
