@@ -12,8 +12,8 @@
 //! commits stop (its page cache, lookaside and schema: 0.3-0.5 MiB of an idle server), then
 //! sleeps until the next commit wakes it.
 //!
-//! Under heavy ingest, the pages a pass appended to the database are dropped from the page cache
-//! once it has synced them (see `AppendedPages`).
+//! Under heavy ingest, the pages a pass appended to the database are written back and dropped
+//! from the page cache after it (see `AppendedPages`).
 
 use std::ffi::c_int;
 use std::path::{Path, PathBuf};
@@ -41,8 +41,8 @@ const DROP_APPENDED: u64 = 4 << 20;
 /// leaves, most of them not read again soon (a span document when its trace is opened). Under
 /// heavy ingest that is ~35 MB a second, and left cached it churns the page cache: after the first
 /// minute of `sustained`, copying written bytes into the page cache took 5.9 % of the two cores'
-/// time instead of 1.1 % (docs/BENCHMARKS.md, "What the write-back pace is"). A pass syncs the
-/// database before it returns, so the pages it appended are clean, and `POSIX_FADV_DONTNEED`
+/// time instead of 1.1 % (docs/BENCHMARKS.md, "What the write-back pace is"). After a pass they
+/// are written back where it left them dirty (see `drop_cached`), and `POSIX_FADV_DONTNEED`
 /// drops them (1.0 % with it). Only under heavy ingest (a pass appending `DROP_APPENDED`):
 /// otherwise what was just written stays cached for the queries that read the newest traces.
 struct AppendedPages {
