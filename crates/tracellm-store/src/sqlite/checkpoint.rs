@@ -273,6 +273,15 @@ pub(crate) mod tests {
         range.iter().filter(|&&p| p & 1 == 1).count() as f64 / range.len().max(1) as f64
     }
 
+    /// An empty `traces.db` on the disk, watched from its start.
+    fn empty_database() -> (tempfile::TempDir, AppendedPages) {
+        let dir = tempdir_on_disk();
+        let path = dir.path().join("traces.db");
+        std::fs::write(&path, b"").unwrap();
+        let pages = AppendedPages::open(&path).unwrap();
+        (dir, pages)
+    }
+
     fn append(path: &Path, bytes: usize) {
         append_unsynced(path, bytes);
         std::fs::File::open(path).unwrap().sync_all().unwrap();
@@ -286,10 +295,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_large_append_leaves_the_page_cache_even_before_it_is_synced() {
-        let dir = tempdir_on_disk();
+        let (dir, mut pages) = empty_database();
         let path = dir.path().join("traces.db");
-        std::fs::write(&path, b"").unwrap();
-        let mut pages = AppendedPages::open(&path).unwrap();
         let large = (2 * DROP_APPENDED) as usize;
         append_unsynced(&path, large);
         pages.passed();
@@ -305,10 +312,8 @@ pub(crate) mod tests {
 
     #[test]
     fn a_large_append_leaves_the_page_cache_and_a_small_one_stays() {
-        let dir = tempdir_on_disk();
+        let (dir, mut pages) = empty_database();
         let path = dir.path().join("traces.db");
-        std::fs::write(&path, b"").unwrap();
-        let mut pages = AppendedPages::open(&path).unwrap();
         let small = (DROP_APPENDED / 4) as usize;
         append(&path, small);
         pages.passed();
