@@ -656,6 +656,31 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))??;
 
+        // The filter of the ids `trace_ids` holds is filled beside the first requests (a few
+        // seconds at tens of millions of spans; until then new ids are looked up, as before).
+        {
+            let (ids, p) = (Arc::clone(&ids), path.clone());
+            std::thread::Builder::new()
+                .name("sqlite-ids".into())
+                .spawn(move || {
+                    let started = std::time::Instant::now();
+                    let filled = Connection::open_with_flags(&p, OpenFlags::SQLITE_OPEN_READ_ONLY)
+                        .map_err(StoreError::from)
+                        .and_then(|c| ids.fill(&c));
+                    match filled {
+                        Ok(done) => tracing::debug!(
+                            done,
+                            ms = started.elapsed().as_millis() as u64,
+                            "trace id filter filled"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "trace id filter not filled: new ids are looked up"
+                        ),
+                    }
+                })
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+        }
         let (events, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel(opts.queue_requests.max(1));
         let ev = events.clone();
@@ -2731,6 +2756,7 @@ impl Store for SqliteStore {
     }
 
     async fn close(&self) -> Result<()> {
+        self.ids.close();
         drop(self.queue.lock().expect("queue lock").take());
         let handle = self.writer.lock().expect("writer lock").take();
         if let Some(h) = handle {
