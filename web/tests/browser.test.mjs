@@ -494,6 +494,8 @@ describe('dashboard against a real server', () => {
     await page.$eval('.wf-scroll', (el) => (el.scrollTop = el.scrollHeight));
     await page.waitForFunction(() => document.querySelectorAll('.wf-row').length > 0 && [...document.querySelectorAll('.wf-row')].some((r) => r.getAttribute('aria-level')));
     await page.keyboard.press('End');
+    // the selection is drawn on the next render, not by the key press itself
+    await page.waitForSelector('.wf-row.selected', { timeout: 10_000 });
     const lastRow = await page.$eval('.wf-row.selected', (r) => r.getAttribute('data-span-id'));
     assert.ok(lastRow, 'End selects the last visible span');
     await shot('inspector-10k');
