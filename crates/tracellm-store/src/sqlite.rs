@@ -1078,7 +1078,7 @@ fn settle_ids(w: &mut Writer, rx: &mut mpsc::Receiver<Job>) -> Option<Job> {
         if !w.ids.freeze_waiting() {
             return None;
         }
-        let step = (|| -> Result<usize> {
+        let step = (|| -> Result<ids::MergeStep> {
             let tx = w.conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
             let n = w.ids.merge_step(&tx, SLICE)?;
             tx.commit()?;

@@ -140,17 +140,19 @@ impl Inner {
         self.key(project_id, id).expect("numbered")
     }
 
-    /// The project and id a key stands for.
-    fn parts(&self, key: &Key) -> (String, String) {
+    /// The project and id texts a key stands for (a hex id is written out in `buf`).
+    fn parts<'a>(&'a self, key: &'a Key, buf: &'a mut [u8; 32]) -> (&'a str, &'a str) {
+        const DIGITS: &[u8; 16] = b"0123456789abcdef";
         match key {
-            Key::Hex(n, bytes) => (
-                self.projects[*n as usize].to_string(),
-                bytes.iter().map(|b| format!("{b:02x}")).collect(),
-            ),
-            Key::Text(k) => {
-                let (p, i) = k.split_once('\0').unwrap_or((k, ""));
-                (p.to_string(), i.to_string())
+            Key::Hex(n, bytes) => {
+                for (i, b) in bytes.iter().enumerate() {
+                    buf[2 * i] = DIGITS[usize::from(b >> 4)];
+                    buf[2 * i + 1] = DIGITS[usize::from(b & 15)];
+                }
+                let id = std::str::from_utf8(buf).expect("hex digits are text");
+                (&self.projects[*n as usize], id)
             }
+            Key::Text(k) => k.split_once('\0').unwrap_or((k, "")),
         }
     }
 }
@@ -170,6 +172,12 @@ fn text_key(project_id: &str, id: &str) -> Box<str> {
     k.push('\0');
     k.push_str(id);
     k.into()
+}
+
+/// The ids a `merge_step` wrote, by their filter hashes: added to the filter by `merged` once
+/// the commit holding them is made.
+pub(crate) struct MergeStep {
+    hashes: Vec<u64>,
 }
 
 pub(crate) struct TraceIds {
@@ -293,39 +301,41 @@ impl TraceIds {
 
     /// Inside the writer's transaction, before its commit: merges the next `n` ids of a frozen
     /// generation into `trace_ids` (and, with the last of them, takes the generation out of
-    /// `recent_ids`). Returns how many, for `merged` once the commit is made.
-    pub(crate) fn merge_step(&self, conn: &Connection, n: usize) -> Result<usize> {
+    /// `recent_ids`). Returns what was merged, for `merged` once the commit is made.
+    pub(crate) fn merge_step(&self, conn: &Connection, n: usize) -> Result<MergeStep> {
         let inner = self.inner.read().expect("trace ids lock");
         let from = inner.merged;
         let to = (from + n).min(inner.frozen.len());
+        let mut hashes = Vec::with_capacity(to - from);
         if from == to {
-            return Ok(0);
+            return Ok(MergeStep { hashes });
         }
         let mut put = conn.prepare_cached(
             "INSERT OR REPLACE INTO trace_ids (project_id, id, pk) VALUES (?1, ?2, ?3)",
         )?;
+        let mut buf = [0; 32];
         for (k, pk) in &inner.frozen[from..to] {
-            let (project_id, id) = inner.parts(k);
+            let (project_id, id) = inner.parts(k, &mut buf);
             put.execute(params![project_id, id, pk])?;
+            hashes.push(id_hash(project_id, id));
         }
         if to == inner.frozen.len() {
             let last = inner.frozen.iter().map(|&(_, pk)| pk).max().unwrap_or(0);
             conn.prepare_cached("DELETE FROM recent_ids WHERE pk <= ?1")?.execute([last])?;
         }
-        Ok(to - from)
+        Ok(MergeStep { hashes })
     }
 
-    /// After the commit that held a `merge_step` of `n`: those ids are found in `trace_ids`;
-    /// a generation merged whole is dropped, and a full map frozen in its place.
-    pub(crate) fn merged(&self, n: usize) {
+    /// After the commit that held a `merge_step`: its ids are found in `trace_ids` (and held by
+    /// the filter); a generation merged whole is dropped, and a full map frozen in its place.
+    pub(crate) fn merged(&self, step: MergeStep) {
         {
             let mut inner = self.inner.write().expect("trace ids lock");
-            let (from, to) = (inner.merged, (inner.merged + n).min(inner.frozen.len()));
-            for i in from..to {
-                let (project_id, id) = inner.parts(&inner.frozen[i].0);
-                inner.merged_ids.insert(id_hash(&project_id, &id));
+            inner.merged_ids.reserve(step.hashes.len());
+            for &h in &step.hashes {
+                inner.merged_ids.insert(h);
             }
-            inner.merged += n;
+            inner.merged += step.hashes.len();
             if inner.merged >= inner.frozen.len() {
                 inner.frozen = Vec::new();
                 inner.merged = 0;
@@ -498,7 +508,8 @@ mod tests {
         let mut keys: Vec<Key> = ids.iter().map(|id| inner.key_or_number("p", id)).collect();
         keys.push(inner.key_or_number("p", "a"));
         keys.sort();
-        let parts: Vec<String> = keys.iter().map(|k| inner.parts(k).1).collect();
+        let mut buf = [0; 32];
+        let parts: Vec<String> = keys.iter().map(|k| inner.parts(k, &mut buf).1.into()).collect();
         // hex ids in text order, then the others in text order
         assert_eq!(parts, [ids[0], ids[1], "a", "b"]);
         assert_eq!(hex("0A000000000000000000000000000000"), None, "upper case stays text");
