@@ -656,31 +656,8 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Internal(e.to_string()))??;
 
-        // The filter of the ids `trace_ids` holds is filled beside the first requests (a few
-        // seconds at tens of millions of spans; until then new ids are looked up, as before).
-        {
-            let (ids, p) = (Arc::clone(&ids), path.clone());
-            std::thread::Builder::new()
-                .name("sqlite-ids".into())
-                .spawn(move || {
-                    let started = std::time::Instant::now();
-                    let filled = Connection::open_with_flags(&p, OpenFlags::SQLITE_OPEN_READ_ONLY)
-                        .map_err(StoreError::from)
-                        .and_then(|c| ids.fill(&c));
-                    match filled {
-                        Ok(done) => tracing::debug!(
-                            done,
-                            ms = started.elapsed().as_millis() as u64,
-                            "trace id filter filled"
-                        ),
-                        Err(e) => tracing::warn!(
-                            error = %e,
-                            "trace id filter not filled: new ids are looked up"
-                        ),
-                    }
-                })
-                .map_err(|e| StoreError::Internal(e.to_string()))?;
-        }
+        // the filter of the ids `trace_ids` holds is filled while ingest is heavy
+        ids.start_filler(path.clone())?;
         let (events, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel(opts.queue_requests.max(1));
         let ev = events.clone();
@@ -881,11 +858,16 @@ impl Writer {
         }
     }
 
-    /// While ingest is quiet: the write connection, the idle read connections and the indexer
-    /// hand back the memory of their page caches (up to 16 MB each; the files stay in the OS's
-    /// cache), and the C allocator returns what they freed to the OS (the indexer, last).
+    /// While ingest is quiet: the trace id filter is dropped (filled again once ingest is heavy),
+    /// the write connection, the idle read connections and the indexer hand back the memory of
+    /// their page caches (up to 16 MB each; the files stay in the OS's cache), and the C
+    /// allocator returns what they freed to the OS (the indexer, last).
     fn release_memory(&mut self) {
         self.merges.clear();
+        let bytes = self.ids.drop_filter();
+        if bytes > 0 {
+            tracing::debug!(bytes, "trace id filter dropped");
+        }
         let _ = self.conn.release_memory();
         self.readers.release_idle();
         if let Some(f) = self.on_quiet {
@@ -3235,6 +3217,8 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         assert_eq!((count("recent_ids"), count("trace_ids")), (0, 381));
+        // the ids merged went to the trace id filter, dropped with the caches
+        assert_eq!(store.ids.filter_bytes(), 0);
         for i in 1..=21 {
             let id = format!("{i:032x}");
             assert!(store.get_trace("default", &id).await.unwrap().is_some(), "{id}");

@@ -11,16 +11,17 @@
 //! random the ids. The commit holding the last slice also deletes the generation from
 //! `recent_ids`; on start the map is loaded from what `recent_ids` still holds.
 //!
-//! A new trace's id is not in `trace_ids` (nearly every trace is new): a Bloom filter of what the
-//! table holds answers that without reading it (see `Merged`).
+//! A new trace's id is not in `trace_ids` (nearly every trace is new): while ingest is heavy, a
+//! Bloom filter of what the table holds answers that without reading it (see `Merged`).
 //!
 //! A row key found here is a candidate: callers read the row and check its project and id, so
 //! an entry left by a rolled-back transaction (its key reused by a later trace) finds nothing.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::RwLock;
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock, mpsc};
 
 use fastbloom::BloomFilter;
 use rusqlite::{Connection, OptionalExtension, params};
@@ -65,15 +66,19 @@ struct Inner {
     last_pk: i64,
     /// Which ids `trace_ids` may hold.
     merged_ids: Merged,
+    /// Counts the filter's drops: a fill that began before the last one stops.
+    drops: u64,
 }
 
 /// Which ids `trace_ids` may hold. Without it, each new trace's id was looked up there, a random
 /// 16 KB leaf read for nearly every trace once the store holds millions (~150 MB/s of reads on
 /// the writer at full speed). A Bloom filter of ~10 bits an id (1 % false positives, which are
 /// looked up as before), in layers that double as the store grows: ~1.2–2.4 bytes a trace.
-/// Filled from `trace_ids` on a thread of its own after start (until then every id is looked
-/// up), and with each merged slice once its commit is made: an id is added before anything can
-/// look for it outside `Inner`'s generations.
+/// It is wanted only while ingest is heavy: filled from `trace_ids` on a thread of its own once a
+/// generation of new ids is frozen (until then every id is looked up), and dropped when ingest
+/// goes quiet, so that a server at rest does not hold ~10 MB a 7.8 M traces for nothing. Each
+/// merged slice is added once its commit is made, filter complete or not: an id is added before
+/// anything can look for it outside `Inner`'s generations.
 #[derive(Default)]
 struct Merged {
     layers: Vec<Layer>,
@@ -100,6 +105,10 @@ impl Merged {
         let last = self.layers.last_mut().expect("a layer with room");
         last.bloom.insert_hash(hash);
         last.held += 1;
+    }
+
+    fn bytes(&self) -> usize {
+        self.layers.iter().map(|l| l.bloom.num_bits() / 8).sum()
     }
 
     /// Room for `n` more ids in the last layer: a new one, twice the last (and at least `n`).
@@ -186,6 +195,8 @@ pub(crate) struct TraceIds {
     generation: usize,
     /// The store is closing: a fill still running stops.
     closing: AtomicBool,
+    /// Asks the filling thread for a fill (see `start_filler`); taken by `close`.
+    filler: Mutex<Option<mpsc::SyncSender<()>>>,
 }
 
 impl TraceIds {
@@ -214,14 +225,84 @@ impl TraceIds {
         } else {
             inner.young = all.into_iter().collect();
         }
-        Ok(TraceIds { inner: RwLock::new(inner), generation, closing: AtomicBool::new(false) })
+        Ok(TraceIds {
+            inner: RwLock::new(inner),
+            generation,
+            closing: AtomicBool::new(false),
+            filler: Mutex::new(None),
+        })
+    }
+
+    /// Starts the thread that fills the filter when asked (by `freeze_if_full`), each time on a
+    /// read connection of its own, closed once done so that its page cache goes with it. It ends
+    /// with `close`, or once the ids are dropped (it holds them weakly, so as not to keep them).
+    pub(crate) fn start_filler(self: &Arc<Self>, path: PathBuf) -> Result<()> {
+        let (tx, rx) = mpsc::sync_channel::<()>(1);
+        let weak = Arc::downgrade(self);
+        std::thread::Builder::new()
+            .name("sqlite-ids".into())
+            .spawn(move || {
+                while rx.recv().is_ok() {
+                    let Some(ids) = weak.upgrade() else { break };
+                    if ids.closing.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    if ids.inner.read().expect("trace ids lock").merged_ids.complete {
+                        continue;
+                    }
+                    let started = std::time::Instant::now();
+                    let flags = rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY;
+                    let filled = Connection::open_with_flags(&path, flags)
+                        .map_err(crate::StoreError::from)
+                        .and_then(|c| ids.fill(&c));
+                    match filled {
+                        Ok(done) => tracing::debug!(
+                            done,
+                            ms = started.elapsed().as_millis() as u64,
+                            bytes = ids.filter_bytes(),
+                            "trace id filter filled"
+                        ),
+                        Err(e) => tracing::warn!(
+                            error = %e,
+                            "trace id filter not filled: new ids are looked up"
+                        ),
+                    }
+                }
+            })
+            .map_err(|e| crate::StoreError::Internal(e.to_string()))?;
+        *self.filler.lock().expect("filler lock") = Some(tx);
+        Ok(())
+    }
+
+    /// Asks for a fill, unless one is already asked for.
+    fn want_fill(&self) {
+        if let Some(tx) = self.filler.lock().expect("filler lock").as_ref() {
+            let _ = tx.try_send(());
+        }
+    }
+
+    /// While ingest is quiet: drops the filter (every id is looked up until ingest is heavy
+    /// again and it is filled anew). Returns the bytes it held.
+    pub(crate) fn drop_filter(&self) -> usize {
+        let mut inner = self.inner.write().expect("trace ids lock");
+        let bytes = inner.merged_ids.bytes();
+        inner.merged_ids = Merged::default();
+        inner.drops += 1;
+        bytes
+    }
+
+    /// The bytes the filter's layers hold.
+    pub(crate) fn filter_bytes(&self) -> usize {
+        self.inner.read().expect("trace ids lock").merged_ids.bytes()
     }
 
     /// Adds every id `trace_ids` holds to the filter, on a read connection (taken after the
     /// filter exists: an id merged before its snapshot is read here, one merged after is added by
     /// `merged`), a few thousand ids a lock. Once done, an id the filter rules out is not
-    /// looked up. Returns false when stopped by `close` first.
+    /// looked up. Returns false when stopped first by `close`, or by `drop_filter` (which may
+    /// have dropped ids merged after this snapshot: the filter is not complete without them).
     pub(crate) fn fill(&self, conn: &Connection) -> Result<bool> {
+        let drops = self.inner.read().expect("trace ids lock").drops;
         let tx = conn.unchecked_transaction()?;
         // row keys follow arrival: about as many ids as the store has traces
         let traces: i64 =
@@ -241,6 +322,9 @@ impl TraceIds {
                 }
             }
             let mut inner = self.inner.write().expect("trace ids lock");
+            if inner.drops != drops {
+                return Ok(false);
+            }
             for h in hashes.drain(..) {
                 inner.merged_ids.insert(h);
             }
@@ -255,9 +339,10 @@ impl TraceIds {
         }
     }
 
-    /// Stops a `fill` still running.
+    /// Stops a `fill` still running, and the filling thread.
     pub(crate) fn close(&self) {
         self.closing.store(true, Ordering::Relaxed);
+        self.filler.lock().expect("filler lock").take();
     }
 
     /// The row key stored for `id`, if any (to be checked against the row).
@@ -361,7 +446,8 @@ impl TraceIds {
         true
     }
 
-    /// Freezes the map once it holds a generation and no other is being merged.
+    /// Freezes the map once it holds a generation and no other is being merged. A generation
+    /// of new ids is heavy ingest: the filter is filled, if it is not.
     fn freeze_if_full(&self) {
         let mut inner = self.inner.write().expect("trace ids lock");
         let generation = generation_of(self.generation, inner.last_pk);
@@ -373,6 +459,11 @@ impl TraceIds {
         inner.frozen = frozen;
         inner.merged = 0;
         inner.young.shrink_to(generation);
+        let complete = inner.merged_ids.complete;
+        drop(inner);
+        if !complete {
+            self.want_fill();
+        }
     }
 }
 
@@ -461,7 +552,7 @@ mod tests {
         let no_table = Connection::open_in_memory().unwrap();
         let id = |n: u128| format!("{:032x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_0001));
         // 5,000 ids merged into trace_ids (a generation of 100, and the rest when quiet)
-        let mut ids = TraceIds::load_with(&conn, 100).unwrap();
+        let ids = TraceIds::load_with(&conn, 100).unwrap();
         let merge_all = |conn: &mut Connection, ids: &TraceIds, from: u128, to: u128| {
             let tx = conn.transaction().unwrap();
             for n in from..to {
@@ -476,11 +567,30 @@ mod tests {
             }
         };
         merge_all(&mut conn, &ids, 1, 5001);
-        ids = TraceIds::load_with(&conn, 100).unwrap();
+        let ids = Arc::new(TraceIds::load_with(&conn, 100).unwrap());
         let looked_up = |ids: &TraceIds, range: std::ops::Range<u128>| {
             range.filter(|&n| ids.find(&no_table, "default", &id(n)).is_err()).count()
         };
         assert_eq!(looked_up(&ids, 10_001..20_001), 10_000, "not filled: every id is looked up");
+        // a drop while a fill reads (ids merged after its snapshot may have gone with it): the
+        // fill stops, and the filter is not trusted
+        let mut reader = Connection::open(dir.path().join("traces.db")).unwrap();
+        let dropped = Arc::new(AtomicBool::new(false));
+        let (d, i) = (Arc::clone(&dropped), Arc::clone(&ids));
+        reader
+            .progress_handler(
+                1000,
+                Some(move || {
+                    if !d.swap(true, Ordering::Relaxed) {
+                        i.drop_filter();
+                    }
+                    false // go on reading
+                }),
+            )
+            .unwrap();
+        assert!(!ids.fill(&reader).unwrap(), "a fill across a drop is not done");
+        assert!(dropped.load(Ordering::Relaxed));
+        assert_eq!(looked_up(&ids, 10_001..20_001), 10_000, "not complete: every id looked up");
         assert!(ids.fill(&conn).unwrap());
         let fresh = looked_up(&ids, 10_001..20_001);
         assert!(fresh <= 200, "{fresh} of 10,000 new ids looked up (1 % expected)");
@@ -492,6 +602,71 @@ mod tests {
             assert_eq!(ids.find(&conn, "default", &id(n)).unwrap(), Some(n as i64), "id {n}");
         }
         assert_eq!(ids.find(&conn, "p-2", &id(1)).unwrap(), None, "another project's");
+    }
+
+    /// The filter is filled by its thread once a generation of new ids is frozen (heavy ingest),
+    /// dropped when asked (quiet), and filled again by the next generation; at every point each
+    /// stored id is found, and once filled a new id is not looked up.
+    #[test]
+    fn the_filter_is_filled_while_ingest_is_heavy_and_dropped_when_quiet() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("traces.db");
+        let mut conn = Connection::open(&path).unwrap();
+        super::super::migrate(&mut conn).unwrap();
+        let no_table = Connection::open_in_memory().unwrap();
+        let id = |n: u128| format!("{:032x}", n.wrapping_mul(0x9e37_79b9_7f4a_7c15_f39c_0001));
+        let ids = Arc::new(TraceIds::load_with(&conn, 100).unwrap());
+        ids.start_filler(path).unwrap();
+        // ids added ten a commit, a merge step in each, as the writer does
+        let add = |conn: &mut Connection, from: u128, to: u128| {
+            for n in (from..to).step_by(10) {
+                let tx = conn.transaction().unwrap();
+                for k in n..(n + 10).min(to) {
+                    ids.add(&tx, "default", &id(k), k as i64).unwrap();
+                }
+                let step = ids.merge_step(&tx, 20).unwrap();
+                tx.commit().unwrap();
+                ids.merged(step);
+            }
+        };
+        let looked_up = |range: std::ops::Range<u128>| {
+            range.filter(|&n| ids.find(&no_table, "default", &id(n)).is_err()).count()
+        };
+        let filled = || {
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+            while looked_up(100_000..101_000) > 100 {
+                assert!(std::time::Instant::now() < deadline, "the filter is not filled");
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+        };
+        let all_found = |conn: &Connection, to: u128| {
+            for n in 1..to {
+                assert_eq!(ids.find(conn, "default", &id(n)).unwrap(), Some(n as i64), "id {n}");
+            }
+        };
+        add(&mut conn, 1, 100);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(looked_up(100_000..101_000), 1000, "no generation yet: no fill");
+        add(&mut conn, 100, 2000);
+        filled();
+        all_found(&conn, 2000);
+
+        assert!(ids.drop_filter() > 0);
+        assert_eq!((ids.filter_bytes(), looked_up(100_000..101_000)), (0, 1000), "dropped");
+        all_found(&conn, 2000);
+        // merged while dropped, and after: held by the next fill
+        add(&mut conn, 2000, 4000);
+        filled();
+        all_found(&conn, 4000);
+        assert!(ids.filter_bytes() > 0);
+
+        // closing ends the thread: a generation frozen after it asks no fill
+        ids.close();
+        ids.drop_filter();
+        add(&mut conn, 4000, 5000);
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert_eq!(looked_up(100_000..101_000), 1000, "closed: no fill");
+        all_found(&conn, 5000);
     }
 
     #[test]
