@@ -29,13 +29,15 @@ use rusqlite::{Connection, OptionalExtension, params};
 use crate::Result;
 
 /// Ids held in memory before a generation is merged: one per `STORED_PER_ID` traces stored. A
-/// 16 KB leaf of `trace_ids` holds ~250 ids, so a merge writes a leaf for ~4 of them (~0.25
-/// pages per id, where a random insert costs a page and its parents) however big the store; at least `GENERATION`, at most 8 times
-/// that. Two generations (one filling, one merging) of 64 Ki take ~5 MB; the store needs 4 M
-/// traces (25 M spans) before a generation grows past it. Ids waiting when ingest goes quiet
-/// are merged then (see `freeze_waiting`), so an idle server holds none.
+/// 16 KB leaf of `trace_ids` holds ~250 ids, so a merge writes (and reads) a leaf for ~8 of them
+/// (~0.125 pages per id, where a random insert costs a page and its parents) however big the
+/// store; at least `GENERATION`, at most 8 times that. Two generations (one filling, one
+/// merging) of 64 Ki take ~5 MB, of 512 Ki ~40 MB; the store needs 2 M traces (12 M spans)
+/// before a generation grows past the least, 16 M (100 M spans) to reach the most. One per 64
+/// wrote 8–10 % more WAL a span at full speed, and the writer read a third more. Ids waiting
+/// when ingest goes quiet are merged then (see `freeze_waiting`), so an idle server holds none.
 const GENERATION: usize = 1 << 16;
-const STORED_PER_ID: usize = 64;
+const STORED_PER_ID: usize = 32;
 
 /// Ids read from `trace_ids` between two takings of the lock while the filter is filled.
 const CHUNK: usize = 4096;
