@@ -78,7 +78,7 @@ struct Inner {
 /// looked up as before), in layers that double as the store grows: ~1.2–2.4 bytes a trace.
 /// It is wanted only while ingest is heavy: filled from `trace_ids` on a thread of its own once a
 /// generation of new ids is frozen (until then every id is looked up), and dropped when ingest
-/// goes quiet, so that a server at rest does not hold ~10 MB a 7.8 M traces for nothing. Each
+/// goes quiet, so that a server at rest does not hold it for nothing (~10 MB at 7.8 M traces). Each
 /// merged slice is added once its commit is made, filter complete or not: an id is added before
 /// anything can look for it outside `Inner`'s generations.
 #[derive(Default)]
