@@ -418,7 +418,6 @@ impl TraceIds {
     pub(crate) fn merged(&self, step: MergeStep) {
         {
             let mut inner = self.inner.write().expect("trace ids lock");
-            inner.merged_ids.reserve(step.hashes.len());
             for &h in &step.hashes {
                 inner.merged_ids.insert(h);
             }
