@@ -747,7 +747,8 @@ impl Indexer {
     }
 
     /// The batch on a thread of the lowest priority: `None` when it was cut short (nothing of it
-    /// committed, unless its commit was already made when the cut came).
+    /// committed, unless its commit was already made when the cut came), or when no thread
+    /// could be started.
     fn index_low(&mut self, b: Batch<'_>, pending: &mut PendingKeys) -> Result<Option<Ran>> {
         let interrupt = self.conn.get_interrupt_handle();
         let handoff = Arc::clone(&self.progress.handoff);
@@ -766,7 +767,9 @@ impl Indexer {
             let helper = match helper {
                 Ok(h) => h,
                 Err(e) => {
-                    return Err(StoreError::Internal(format!("no indexing thread: {e}")));
+                    // (the batch is indexed here instead: nothing of it was begun)
+                    tracing::warn!(error = %e, "no low-priority indexing thread");
+                    return Ok(None);
                 }
             };
             let mut cut = false;
