@@ -166,6 +166,13 @@ struct HandoffState {
     release: bool,
 }
 
+impl HandoffState {
+    /// A search or a filter waits for the texts gathered, or the store is closing.
+    fn waited(&self) -> bool {
+        self.hurry || self.hurry_keys || self.closed
+    }
+}
+
 impl Handoff {
     pub fn new(bound: usize) -> Self {
         Handoff {
@@ -241,7 +248,7 @@ impl Handoff {
     /// behind it (ingest is no longer light).
     fn pressing(&self) -> Pressing {
         let s = self.state.lock().expect("handoff lock");
-        if s.hurry || s.hurry_keys || s.closed {
+        if s.waited() {
             Pressing::Waited
         } else if s.waiting >= self.gather_bytes() {
             Pressing::Heavy
@@ -282,12 +289,7 @@ impl Handoff {
                         || s.waiting >= self.gather_bytes()
                         || due.is_some_and(|d| d <= std::time::Instant::now())));
             if ready {
-                let light = !(s.docs.is_empty()
-                    || s.gap
-                    || s.release
-                    || s.hurry_keys
-                    || s.hurry
-                    || s.closed)
+                let light = !(s.docs.is_empty() || s.gap || s.release || s.waited())
                     && s.since.is_some_and(|t| t.elapsed() >= LIGHT_GATHER);
                 if !s.docs.is_empty() {
                     // (a search waiting for texts not handed over yet still hurries them)
@@ -717,13 +719,12 @@ impl Indexer {
     fn index_batch(&mut self, b: Batch<'_>, pending: &mut PendingKeys, low: bool) -> Result<Ran> {
         if low && cfg!(target_os = "linux") {
             let traces = pending.traces;
-            match self.index_low(b, pending) {
-                Ok(Some(ran)) => return Ok(ran),
-                Err(e) => return Err(e),
-                Ok(None) => {
-                    // cut short: the same batch again, here (its keys are kept as they were)
+            match self.index_low(b, pending)? {
+                None => return Ok(Ran::Low),
+                Some(cut) => {
+                    // cut short (or never begun): the same batch again, here, its keys' count as
+                    // it was
                     pending.traces = traces;
-                    let cut = self.handoff().pressing();
                     tracing::debug!(?cut, texts = b.docs.len(), "low-priority indexing cut short");
                     // (an interrupted write rolls its transaction back; a ROLLBACK cut short too
                     // would leave it open)
@@ -738,7 +739,7 @@ impl Indexer {
                     if committed < b.upto {
                         index(&mut self.conn, b.docs, &[], pending, b.upto, b.write_keys)?;
                     }
-                    return Ok(Ran::Cut(if cut == Pressing::No { Pressing::Waited } else { cut }));
+                    return Ok(if cut == Pressing::No { Ran::Here } else { Ran::Cut(cut) });
                 }
             }
         }
@@ -746,10 +747,10 @@ impl Indexer {
         Ok(Ran::Here)
     }
 
-    /// The batch on a thread of the lowest priority: `None` when it was cut short (nothing of it
-    /// committed, unless its commit was already made when the cut came), or when no thread
-    /// could be started.
-    fn index_low(&mut self, b: Batch<'_>, pending: &mut PendingKeys) -> Result<Option<Ran>> {
+    /// The batch on a thread of the lowest priority: `None` once done there; else why it was cut
+    /// short (nothing of it committed, unless its commit was already made when the cut came), or
+    /// `Pressing::No` when no thread could be started.
+    fn index_low(&mut self, b: Batch<'_>, pending: &mut PendingKeys) -> Result<Option<Pressing>> {
         let interrupt = self.conn.get_interrupt_handle();
         let handoff = Arc::clone(&self.progress.handoff);
         let driver = std::thread::current();
@@ -769,21 +770,22 @@ impl Indexer {
                 Err(e) => {
                     // (the batch is indexed here instead: nothing of it was begun)
                     tracing::warn!(error = %e, "no low-priority indexing thread");
-                    return Ok(None);
+                    return Ok(Some(Pressing::No));
                 }
             };
-            let mut cut = false;
+            let mut cut = None;
             while !helper.is_finished() {
                 std::thread::park_timeout(LOW_POLL);
-                if handoff.pressing() != Pressing::No {
+                let pressing = handoff.pressing();
+                if pressing != Pressing::No {
                     // (again at each poll: an interrupt reaches only a statement running)
                     interrupt.interrupt();
-                    cut = true;
+                    cut.get_or_insert(pressing);
                 }
             }
             match helper.join() {
-                Ok(Ok(())) => Ok(Some(Ran::Low)),
-                Ok(Err(_)) if cut => Ok(None),
+                Ok(Ok(())) => Ok(None),
+                Ok(Err(_)) if cut.is_some() => Ok(cut),
                 Ok(Err(e)) => Err(e),
                 Err(panic) => std::panic::resume_unwind(panic),
             }
