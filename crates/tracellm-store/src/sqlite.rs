@@ -2,11 +2,12 @@
 //!
 //! One writer thread owns the only write connection and group-commits: it takes every request
 //! waiting in its bounded queue (up to `max_batch_traces` traces), writes them in one
-//! transaction, commits, and only then answers each request and publishes the events. A 2xx on
-//! ingest therefore means committed. Reads go to a small pool of read-only connections, which
-//! WAL lets run beside the writer. Two more threads keep work out of the acknowledging commit:
-//! the search indexer (`sqlite/search.rs`, its own database file) and the checkpointer
-//! (`sqlite/checkpoint.rs`).
+//! transaction and commits; a sync thread (`sqlite/durable.rs`) then syncs the WAL and only then
+//! answers each request and publishes the events, while the writer writes the next transaction.
+//! A 2xx on ingest therefore means committed and on disk. Reads go to a small pool of read-only
+//! connections, which WAL lets run beside the writer. Two more threads keep work out of the
+//! acknowledging commit: the search indexer (`sqlite/search.rs`, its own database file) and the
+//! checkpointer (`sqlite/checkpoint.rs`).
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
@@ -31,6 +32,7 @@ use tracellm_core::{
 use crate::merge::TextSources;
 
 mod checkpoint;
+mod durable;
 mod ids;
 mod merge;
 mod search;
@@ -38,8 +40,8 @@ mod tokenizer;
 
 use crate::doc;
 use crate::{
-    ApiKey, EventKind, Ingested, NewApiKey, Project, Result, StorageFault, Store, StoreError,
-    StoreEvent, StoreInfo,
+    ApiKey, Ingested, NewApiKey, Project, Result, StorageFault, Store, StoreError, StoreEvent,
+    StoreInfo,
 };
 
 /// The statement `find_trace` runs to read `cols` of a trace's row, checked against the trace.
@@ -645,7 +647,8 @@ impl SqliteStore {
                         "cannot enable WAL (journal mode {mode})"
                     )));
                 }
-                configure(&conn, o.sync_full)?;
+                // the writer's commits are synced by the sync thread (see sqlite/durable.rs)
+                configure(&conn, false)?;
                 migrate(&mut conn)?;
                 let ids = Arc::new(ids::TraceIds::load(&p)?);
                 checkpoints.install(&mut conn)?;
@@ -660,7 +663,6 @@ impl SqliteStore {
         ids.start_filler(path.clone())?;
         let (events, _) = broadcast::channel(4096);
         let (tx, rx) = mpsc::channel(opts.queue_requests.max(1));
-        let ev = events.clone();
         let max_batch = opts.max_batch_traces.max(1);
         let asm = Arc::clone(&opts.assembler);
         let readers = Arc::new(ReaderPool::new(path.clone(), opts.readers.max(1)));
@@ -690,11 +692,17 @@ impl SqliteStore {
                 })
                 .map_err(|e| StoreError::Internal(e.to_string()))?
         };
+        let syncer = {
+            let (mut wal, sync_full) = (durable::WalFile::new(&path), opts.sync_full);
+            let sync = move || if sync_full { wal.sync() } else { Ok(()) };
+            durable::Syncer::start(sync, Arc::clone(&progress), events.clone())
+                .map_err(|e| StoreError::Internal(e.to_string()))?
+        };
         let w = Writer {
             checkpoints,
             conn,
             path: path.clone(),
-            sync_full: opts.sync_full,
+            syncer,
             readers: Arc::clone(&readers),
             stale: false,
             progress: Arc::clone(&progress),
@@ -705,7 +713,7 @@ impl SqliteStore {
         };
         let writer = std::thread::Builder::new()
             .name("sqlite-writer".into())
-            .spawn(move || writer_loop(w, rx, ev, max_batch, asm))
+            .spawn(move || writer_loop(w, rx, max_batch, asm))
             .map_err(|e| StoreError::Internal(e.to_string()))?;
         Ok(SqliteStore {
             queued_kib: Arc::new(Semaphore::new(
@@ -812,7 +820,8 @@ fn merge_op(asm: &Assembler, project_id: &str, mut batch: SpanBatch) -> Result<O
 struct Writer {
     conn: Connection,
     path: PathBuf,
-    sync_full: bool,
+    /// Makes the commits durable, then answers them (see sqlite/durable.rs).
+    syncer: durable::Syncer,
     readers: Arc<ReaderPool>,
     /// A write was refused as read-only: open the connections again before the next job.
     stale: bool,
@@ -842,7 +851,7 @@ impl Writer {
         let placeholder = Connection::open_in_memory().expect("in-memory connection");
         drop(std::mem::replace(&mut self.conn, placeholder));
         let opened = Connection::open(&self.path).and_then(|mut c| {
-            configure(&c, self.sync_full)?;
+            configure(&c, false)?;
             self.checkpoints.install(&mut c)?;
             Ok(c)
         });
@@ -903,13 +912,7 @@ impl Writer {
     }
 }
 
-fn writer_loop(
-    mut w: Writer,
-    mut rx: mpsc::Receiver<Job>,
-    events: broadcast::Sender<StoreEvent>,
-    max_batch: usize,
-    asm: Arc<Assembler>,
-) {
+fn writer_loop(mut w: Writer, mut rx: mpsc::Receiver<Job>, max_batch: usize, asm: Arc<Assembler>) {
     let mut held: Option<Job> = None;
     let mut docs = Vec::new();
     let mut last_write = std::time::Instant::now();
@@ -924,7 +927,12 @@ fn writer_loop(
         w.reopen_if_read_only();
         let first = match first {
             Job::Admin(job, ack) => {
-                let _ = ack.send(run_admin(&mut w.conn, job).map_err(|e| w.diagnose(e)));
+                match run_admin(&mut w.conn, job) {
+                    Ok(out) => w.syncer.send(durable::Committed::Admin(ack, out)),
+                    Err(e) => {
+                        let _ = ack.send(Err(w.diagnose(e)));
+                    }
+                }
                 continue;
             }
             Job::Tidy => {
@@ -967,29 +975,11 @@ fn writer_loop(
                 if let Some(seq) = trim_to {
                     w.trimmed = seq;
                 }
-                // before the answers: a search made after one waits for its texts
-                if let Some(seq) = docs.iter().map(|d| d.seq).max() {
-                    w.progress.committed(seq);
-                }
-                w.progress.handoff().push(std::mem::take(&mut docs));
-                for (req, outcome) in batch.into_iter().zip(outcomes) {
-                    let reply = outcome.map(|written| {
-                        let mut ids = Vec::with_capacity(written.len());
-                        for (ingested, summary) in written {
-                            let kind = if ingested.created {
-                                EventKind::Created
-                            } else {
-                                EventKind::Updated
-                            };
-                            if let Some(summary) = summary {
-                                let _ = events.send(StoreEvent { kind, trace: Arc::new(summary) });
-                            }
-                            ids.push(ingested);
-                        }
-                        ids
-                    });
-                    let _ = req.ack.send(reply);
-                }
+                // answered, announced and indexed once the WAL holding the commit is on disk,
+                // while the next transaction is written
+                let replies = batch.into_iter().map(|r| r.ack).zip(outcomes).collect();
+                let docs = std::mem::take(&mut docs);
+                w.syncer.send(durable::Committed::Write { replies, docs });
             }
             Err(e) => {
                 let e = w.diagnose(e);
@@ -1001,6 +991,8 @@ fn writer_loop(
         }
         w.checkpoints.writer_turn(&w.conn);
     }
+    // every commit answered and its texts handed over before the indexer is told to stop
+    w.syncer.stop();
     w.progress.handoff().close();
     w.checkpoints.close();
     if let Err(e) = w.conn.pragma_update(None, "wal_checkpoint", "TRUNCATE") {

@@ -407,6 +407,11 @@ impl Progress {
         }
     }
 
+    #[cfg(test)]
+    pub(crate) fn for_tests() -> Self {
+        Progress::new(0, 0, 0, 1 << 20)
+    }
+
     /// Where the writer passes texts to the indexer.
     pub fn handoff(&self) -> &Arc<Handoff> {
         &self.handoff
