@@ -14,24 +14,26 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 
 use tokio::sync::{broadcast, oneshot};
 
-use super::{Written, search};
-use crate::{EventKind, Ingested, Result, StorageFault, StoreError, StoreEvent};
+use super::search;
+use crate::{Ingested, Result, StorageFault, StoreError, StoreEvent};
 
 /// Commits that may wait for their sync; beyond them the writer waits. Each holds its
 /// requests, whose bytes the ingest queue's memory bound still counts until they are answered.
 const IN_FLIGHT: usize = 64;
 
 /// A request's answer, and where it goes.
-type Reply = (oneshot::Sender<Result<Vec<Ingested>>>, Result<Written>);
+type Reply = (oneshot::Sender<Result<Vec<Ingested>>>, Result<Vec<Ingested>>);
 
 /// What a commit leaves to do once the WAL holding it is on disk.
 pub(super) enum Committed {
-    /// Ingest: each request's answer, and the texts the commit wrote, for the indexer.
-    Write { replies: Vec<Reply>, docs: Vec<search::Doc> },
+    /// Ingest: each request's answer, the events to publish, and the texts the commit wrote,
+    /// for the indexer. (Made on the writer's thread: this one allocates nothing, so it holds
+    /// no memory of its own once ingest stops.)
+    Write { replies: Vec<Reply>, events: Vec<StoreEvent>, docs: Vec<search::Doc> },
     /// A write outside ingest (projects, keys, settings).
     Admin(oneshot::Sender<Result<serde_json::Value>>, serde_json::Value),
 }
@@ -72,15 +74,17 @@ pub(super) struct Syncer {
 impl Syncer {
     /// `sync` makes every commit made before the call durable (`WalFile::sync`, or nothing when
     /// the store was opened without syncing at every commit).
+    /// `on_quiet` is called once commits have stopped for `QUIET` (see `SqliteOptions`).
     pub(super) fn start(
         mut sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
         progress: Arc<search::Progress>,
         events: broadcast::Sender<StoreEvent>,
+        on_quiet: Option<fn()>,
     ) -> std::io::Result<Syncer> {
         let (tx, rx) = sync_channel(IN_FLIGHT);
         let thread = std::thread::Builder::new()
             .name("sqlite-sync".into())
-            .spawn(move || run(rx, &mut sync, &progress, &events))?;
+            .spawn(move || run(rx, &mut sync, &progress, &events, on_quiet))?;
         Ok(Syncer { tx: Some(tx), thread: Some(thread) })
     }
 
@@ -114,9 +118,28 @@ fn run(
     sync: &mut dyn FnMut() -> std::io::Result<()>,
     progress: &search::Progress,
     events: &broadcast::Sender<StoreEvent>,
+    on_quiet: Option<fn()>,
 ) {
     let mut group = Vec::new();
-    while let Ok(first) = rx.recv() {
+    // the thread frees what the writer allocated, and its allocator keeps such memory until
+    // the thread hands it back: once commits stop, it does
+    let mut quiet = true;
+    loop {
+        let next = if quiet {
+            rx.recv().map_err(|_| RecvTimeoutError::Disconnected)
+        } else {
+            rx.recv_timeout(super::QUIET)
+        };
+        let first = match next {
+            Ok(c) => c,
+            Err(RecvTimeoutError::Timeout) => {
+                quiet = true;
+                super::hand_back_freed(on_quiet);
+                continue;
+            }
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        quiet = false;
         group.push(first);
         // every commit made by now is in the WAL: one sync for all of them
         group.extend(rx.try_iter());
@@ -138,34 +161,20 @@ fn answer(
 ) {
     let not_synced = || StoreError::Storage(StorageFault::Io);
     match c {
-        Committed::Write { replies, docs } => {
+        Committed::Write { replies, events: announced, docs } => {
             // before the answers: a search made after one waits for its texts (committed, they
             // are indexed whether or not the sync succeeded)
             if let Some(seq) = docs.iter().map(|d| d.seq).max() {
                 progress.committed(seq);
             }
             progress.handoff().push(docs);
-            for (ack, outcome) in replies {
-                let reply = match outcome {
-                    Ok(_) if !synced => Err(not_synced()),
-                    Ok(written) => {
-                        let mut ids = Vec::with_capacity(written.len());
-                        for (ingested, summary) in written {
-                            let kind = if ingested.created {
-                                EventKind::Created
-                            } else {
-                                EventKind::Updated
-                            };
-                            if let Some(summary) = summary {
-                                let _ = events.send(StoreEvent { kind, trace: Arc::new(summary) });
-                            }
-                            ids.push(ingested);
-                        }
-                        Ok(ids)
-                    }
-                    Err(e) => Err(e),
-                };
-                let _ = ack.send(reply);
+            if synced {
+                for e in announced {
+                    let _ = events.send(e);
+                }
+            }
+            for (ack, reply) in replies {
+                let _ = ack.send(if synced || reply.is_err() { reply } else { Err(not_synced()) });
             }
         }
         Committed::Admin(ack, out) => {
@@ -211,7 +220,7 @@ mod tests {
     fn answers_wait_for_their_sync_and_commits_share_the_next() {
         let (sync, started, release) = held_sync();
         let (events, _) = broadcast::channel(16);
-        let mut s = Syncer::start(sync, progress(), events).unwrap();
+        let mut s = Syncer::start(sync, progress(), events, None).unwrap();
         let mut first = admin(&s, 1);
         started.recv().unwrap();
         let mut later: Vec<_> = (2..=4).map(|n| admin(&s, n)).collect();
@@ -236,7 +245,7 @@ mod tests {
     fn a_failed_sync_answers_an_io_error() {
         let (sync, started, release) = held_sync();
         let (events, _) = broadcast::channel(16);
-        let s = Syncer::start(sync, progress(), events).unwrap();
+        let s = Syncer::start(sync, progress(), events, None).unwrap();
         let failed = admin(&s, 1);
         started.recv().unwrap();
         release.send(Err(std::io::Error::other("device gone"))).unwrap();
@@ -252,12 +261,35 @@ mod tests {
     #[test]
     fn stopping_answers_what_was_handed_over() {
         let (events, _) = broadcast::channel(16);
-        let mut s = Syncer::start(|| Ok(()), progress(), events).unwrap();
+        let mut s = Syncer::start(|| Ok(()), progress(), events, None).unwrap();
         let answers: Vec<_> = (0..100).map(|n| admin(&s, n)).collect();
         s.stop();
         for (n, mut a) in (0..100).zip(answers) {
             assert_eq!(a.try_recv().unwrap().unwrap(), serde_json::json!(n));
         }
+    }
+
+    /// `on_quiet` is called once commits have stopped for `QUIET`, not while they come, and
+    /// once a spell.
+    #[test]
+    fn memory_is_handed_back_once_commits_stop() {
+        static CALLS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        fn count() {
+            CALLS.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        let calls = || CALLS.load(std::sync::atomic::Ordering::SeqCst);
+        let (events, _) = broadcast::channel(16);
+        let mut s = Syncer::start(|| Ok(()), progress(), events, Some(count)).unwrap();
+        std::thread::sleep(super::super::QUIET * 2);
+        assert_eq!(calls(), 0, "handed back before any commit");
+        for n in 0..10 {
+            let _ = admin(&s, n).blocking_recv();
+            std::thread::sleep(super::super::QUIET / 10);
+        }
+        assert_eq!(calls(), 0, "handed back while commits came");
+        std::thread::sleep(super::super::QUIET * 3);
+        assert_eq!(calls(), 1);
+        s.stop();
     }
 
     /// The WAL is synced through a handle opened again when the file was made anew.
