@@ -3176,9 +3176,10 @@ mod tests {
 
     /// Once ingest is quiet, the writer merges the trace ids waiting in memory, the writer and
     /// the indexer release their caches, and the checkpointer, its WAL copied, closes its
-    /// connection; each calls `on_quiet` on its own thread, and so does the sync thread. Every trace is still found by id and
-    /// by search, and ingest goes on after (the checkpointer opens its connection again). Not
-    /// before: a tidy while writes are recent leaves the ids waiting.
+    /// connection; each calls `on_quiet` on its own thread, and so does the sync thread. Every
+    /// trace is still found by id and by search, and ingest goes on after (the checkpointer
+    /// opens its connection again). Not before: a tidy while writes are recent leaves the ids
+    /// waiting.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_quiet_store_merges_waiting_ids_and_hands_back_memory() {
         static CALLED_ON: Mutex<Vec<String>> = Mutex::new(Vec::new());

@@ -38,8 +38,10 @@ pub(super) enum Committed {
     Admin(oneshot::Sender<Result<serde_json::Value>>, serde_json::Value),
 }
 
-/// Makes the WAL durable: `fdatasync` on the file, opened again when SQLite has made it anew
-/// (it deletes the WAL when its last connection closes, as a writer opened again does).
+/// Makes the WAL durable: `fdatasync` on the file, opened again when SQLite has made it anew.
+/// (SQLite deletes the WAL when its last connection closes, as when the writer's connection is
+/// opened again after a read-only spell, having first copied it into the database and synced
+/// that: a handle to the deleted file still syncs what reached it.)
 pub(super) struct WalFile {
     path: PathBuf,
     file: Option<(std::fs::File, u64)>,
@@ -54,11 +56,15 @@ impl WalFile {
 
     pub(super) fn sync(&mut self) -> std::io::Result<()> {
         use std::os::unix::fs::MetadataExt;
-        let ino = std::fs::metadata(&self.path)?.ino();
-        if self.file.as_ref().is_none_or(|(_, i)| *i != ino) {
-            let f = std::fs::File::open(&self.path)?;
-            let ino = f.metadata()?.ino();
-            self.file = Some((f, ino));
+        match std::fs::metadata(&self.path) {
+            Ok(m) if self.file.as_ref().is_some_and(|(_, i)| *i == m.ino()) => {}
+            Ok(_) => {
+                let f = std::fs::File::open(&self.path)?;
+                let ino = f.metadata()?.ino();
+                self.file = Some((f, ino));
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && self.file.is_some() => {}
+            Err(e) => return Err(e),
         }
         let (f, _) = self.file.as_ref().expect("opened above");
         f.sync_data()
@@ -74,6 +80,7 @@ pub(super) struct Syncer {
 impl Syncer {
     /// `sync` makes every commit made before the call durable (`WalFile::sync`, or nothing when
     /// the store was opened without syncing at every commit).
+    ///
     /// `on_quiet` is called once commits have stopped for `QUIET` (see `SqliteOptions`).
     pub(super) fn start(
         mut sync: impl FnMut() -> std::io::Result<()> + Send + 'static,
@@ -145,7 +152,8 @@ fn run(
         group.extend(rx.try_iter());
         let synced = sync();
         if let Err(e) = &synced {
-            tracing::error!(error = %e, commits = group.len(), "syncing the WAL failed: its commits are answered with an error");
+            let commits = group.len();
+            tracing::error!(error = %e, commits, "syncing the WAL failed: answered with an error");
         }
         for c in group.drain(..) {
             answer(c, synced.is_ok(), progress, events);
@@ -292,7 +300,8 @@ mod tests {
         s.stop();
     }
 
-    /// The WAL is synced through a handle opened again when the file was made anew.
+    /// The WAL is synced through a handle opened again when the file was made anew, and through
+    /// the handle it has while the file is gone.
     #[test]
     fn the_wal_is_opened_again_when_made_anew() {
         let dir = tempfile::tempdir().unwrap();
@@ -303,6 +312,8 @@ mod tests {
         wal.sync().unwrap();
         let first = wal.file.as_ref().unwrap().1;
         std::fs::remove_file(dir.path().join("t.db-wal")).unwrap();
+        wal.sync().unwrap();
+        assert_eq!(wal.file.as_ref().unwrap().1, first);
         std::fs::write(dir.path().join("t.db-wal"), b"two").unwrap();
         wal.sync().unwrap();
         assert_ne!(wal.file.as_ref().unwrap().1, first, "still the deleted file's handle");
