@@ -336,6 +336,13 @@ struct Batch<'a> {
     write_keys: bool,
 }
 
+impl Batch<'_> {
+    /// Indexes the batch in one transaction on `conn` (see `index`).
+    fn write(self, conn: &mut Connection, pending: &mut PendingKeys) -> Result<()> {
+        index(conn, self.docs, &[], pending, self.upto, self.write_keys)
+    }
+}
+
 /// Where a batch was indexed.
 #[derive(Debug, PartialEq, Eq)]
 enum Ran {
@@ -717,10 +724,10 @@ impl Indexer {
     /// (Linux's `SCHED_IDLE`), which runs only on a core nothing else wants. At light ingest the
     /// batch's CPU (FTS5's tokens, merges and flush: 30-40 ms each second at 10,000 spans/s) then
     /// never makes a request's thread wait for a core: measured at 10,000 spans/s, the ingest
-    /// answers' p99 4.2-4.5 ms in most runs instead of 5.3-5.9 ms (docs/BENCHMARKS.md). Such a thread may
-    /// wait long on a busy machine, so it is cut short (its transaction interrupted and rolled
-    /// back, the batch indexed here) as soon as a search waits for it, the store closes, or a
-    /// whole batch gathers behind it.
+    /// answers' p99 4.2-4.5 ms in most runs instead of 5.3-5.9 ms (docs/BENCHMARKS.md). Such a
+    /// thread may wait long on a busy machine, so it is cut short (its transaction interrupted
+    /// and rolled back, the batch indexed here) as soon as a search waits for it, the store
+    /// closes, or a whole batch gathers behind it.
     fn index_batch(&mut self, b: Batch<'_>, pending: &mut PendingKeys, low: bool) -> Result<Ran> {
         if low && cfg!(target_os = "linux") {
             let traces = pending.traces;
@@ -742,13 +749,13 @@ impl Indexer {
                         |r| r.get(0),
                     )?;
                     if committed < b.upto {
-                        index(&mut self.conn, b.docs, &[], pending, b.upto, b.write_keys)?;
+                        b.write(&mut self.conn, pending)?;
                     }
                     return Ok(if cut == Pressing::No { Ran::Here } else { Ran::Cut(cut) });
                 }
             }
         }
-        index(&mut self.conn, b.docs, &[], pending, b.upto, b.write_keys)?;
+        b.write(&mut self.conn, pending)?;
         Ok(Ran::Here)
     }
 
@@ -765,7 +772,7 @@ impl Indexer {
                 s,
                 move || {
                     lowest_cpu_priority();
-                    let r = index(conn, b.docs, &[], pending, b.upto, b.write_keys);
+                    let r = b.write(conn, pending);
                     driver.unpark();
                     r
                 },
